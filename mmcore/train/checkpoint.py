@@ -1,0 +1,189 @@
+"""Atomic, pickle-free checkpoints.
+
+Layout of a run directory::
+
+    run/
+      config.json              the training config (and the caller's model config, if any)
+      checkpoints/
+        step-00000120/         one complete checkpoint, written to a temp dir then renamed
+          model.safetensors    weights
+          state.pt             optimizer, scheduler, RNG states (loaded with weights_only=True)
+          trainer.json         epoch, step, position in the epoch, early-stopping state
+        latest                 text file naming the newest complete checkpoint (replaced atomically)
+      best/model.safetensors   weights at the best validation metric
+
+A SIGKILL at any instant leaves either the previous checkpoint or the new one behind, never a
+half-written one: files are written into ``.tmp-*`` and become visible by ``os.replace``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds objects that only unpickling arbitrary code could load."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    state = module.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for key, value in state.items():
+        # safetensors refuses tensors that share storage (tied weights): store one copy
+        ptr = value.untyped_storage().data_ptr() if value.numel() else -1
+        if ptr in seen and ptr != -1:
+            continue
+        seen[ptr] = key
+        out[key] = value.detach().cpu().contiguous()
+    return out
+
+
+def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Save ``module``'s weights as safetensors, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(_contiguous_state(module), tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_weights(module: nn.Module, path: str | Path, strict: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+    """Load safetensors weights into ``module`` (tied weights restored by ``strict=False`` on them)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        state = load_file(str(path), device=str(device))
+    except Exception as exc:
+        raise UnsafeCheckpointError(f"{path} is not a valid safetensors file ({exc}); refusing to load it") from None
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    # keys dropped as tied duplicates come back through the tie itself
+    own = module.state_dict()
+    really_missing = [
+        k for k in missing if not any(own[k].data_ptr() == own[s].data_ptr() for s in state if s in own)
+    ]
+    if strict and (really_missing or unexpected):
+        raise RuntimeError(
+            f"weights in {path} do not match the model: missing {really_missing[:5]}, unexpected {list(unexpected)[:5]}"
+        )
+    return module
+
+
+def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` that refuses anything but tensors and plain containers (no arbitrary pickles)."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it holds objects that need arbitrary unpickling "
+            f"(only tensors and plain containers are accepted). Detail: {str(exc).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise UnsafeCheckpointError(f"cannot read {path} as a weights-only checkpoint: {exc}") from None
+
+
+class CheckpointManager:
+    """Writes numbered checkpoints atomically, keeps the newest ``keep``, finds the latest."""
+
+    def __init__(self, run_dir: str | Path, keep: int = 2) -> None:
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.keep = keep
+
+    def save(self, step: int, model: nn.Module, state: dict[str, Any], trainer_state: dict[str, Any]) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        final = self.dir / f"step-{step:08d}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:08d}-", dir=self.dir))
+        try:
+            save_file(_contiguous_state(model), str(tmp / "model.safetensors"))
+            with open(tmp / "state.pt", "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=2, default=float))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(self.dir)
+        atomic_write_text(self.dir / "latest", final.name + "\n")
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        done = sorted(p for p in self.dir.glob("step-*") if p.is_dir())
+        for old in done[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in self.dir.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+    def latest(self) -> Path | None:
+        pointer = self.dir / "latest"
+        if not pointer.exists():
+            return None
+        path = self.dir / pointer.read_text().strip()
+        return path if (path / "trainer.json").exists() else None
+
+    def load(self, path: Path, model: nn.Module, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
+        load_weights(model, path / "model.safetensors", device=map_location)
+        state = safe_torch_load(path / "state.pt", map_location="cpu")
+        trainer_state = json.loads((path / "trainer.json").read_text())
+        return state, trainer_state
