@@ -111,7 +111,10 @@ def _metric_values(metrics: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     values = metrics.compute()
     if not isinstance(values, dict):
-        values = {type(metrics).__name__.lower(): values}
+        name = type(metrics).__name__.lower()
+        for prefix in ("multiclass", "multilabel", "binary"):
+            name = name.removeprefix(prefix)
+        values = {name: values}
     for name, value in values.items():
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             out[name] = float(value)

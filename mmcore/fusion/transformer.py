@@ -1,0 +1,130 @@
+"""Self-attention fusion: a multimodal transformer over every modality's tokens.
+
+Each modality's tokens are projected to width ``D`` and get a learned modality-type embedding
+plus a per-modality position embedding (positions count *within* a modality, so removing one
+modality never shifts another's positions).  Absent modalities and padding tokens are removed
+from every attention through the key-padding mask built from ``present`` and ``token_mask``.
+Three variants (``mode``):
+
+``early``       one sequence ``[CLS; tokens_1; ...; tokens_M]`` through ``depth`` blocks;
+                ``z = LN(CLS)``.
+``bottleneck``  attention bottlenecks (Nagrani et al. 2021): ``fusion_layer`` unimodal blocks per
+                modality over ``[CLS_m; tokens_m]``, then ``depth - fusion_layer`` blocks where
+                each modality attends over ``[CLS_m; tokens_m; B]`` with ``n_bottleneck`` shared
+                tokens ``B``; after each layer ``B`` = mean over the *present* modalities of
+                their updated copies.  ``z`` = mean over present ``m`` of ``LN(CLS_m)``.
+``late``        a separate ``depth``-block transformer per modality over ``[CLS_m; tokens_m]``;
+                ``z`` = mean over present ``m`` of ``LN(CLS_m)``.
+
+Maths of one block (pre-norm): ``x <- x + Attn(LN x)``, ``x <- x + MLP(LN x)``, with
+``Attn = softmax(Q K^T / sqrt(D/H) + mask) V`` and ``mask = -inf`` on absent keys.  Because
+masked keys get exactly zero weight, a masked modality gives the output of the model run
+without its tokens; a sample with no modality gets ``LN(CLS)`` (early) or zeros.
+
+Shapes.
+
+==============  ====================  ====================================================
+argument        shape                 note
+==============  ====================  ====================================================
+features[m]     [B, T_m, D_m] or      pooled features are one token
+                [B, D_m]
+present[m]      [B] bool
+token_mask[m]   [B, T_m] bool         optional padding mask (True = real token)
+output          [B, out_dim]          ``out_dim`` = D, the model width
+==============  ====================  ====================================================
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ._blocks import Block
+from ._common import as_tokens, check_inputs, masked_mean
+
+MODES = ("early", "bottleneck", "late")
+
+
+class MultimodalTransformer(nn.Module):
+    input_kind = "tokens"
+
+    def __init__(self, in_dims: Mapping[str, int], out_dim: int = 64, mode: str = "early", depth: int = 2,
+                 heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0, n_bottleneck: int = 4,
+                 fusion_layer: int = 1, max_tokens: int = 512) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+        if mode == "bottleneck" and not 0 <= fusion_layer < depth:
+            raise ValueError(f"bottleneck mode needs 0 <= fusion_layer < depth, got {fusion_layer} and {depth}")
+        self.in_dims = dict(in_dims)
+        self.modalities = list(self.in_dims)
+        self.out_dim = out_dim
+        self.mode = mode
+        self.depth = depth
+        self.fusion_layer = fusion_layer
+        self.max_tokens = max_tokens
+        d = out_dim
+        self.proj = nn.ModuleDict({m: nn.Linear(k, d) for m, k in self.in_dims.items()})
+        self.type_emb = nn.ParameterDict({m: nn.Parameter(torch.randn(d) * 0.02) for m in self.modalities})
+        self.pos_emb = nn.ParameterDict({m: nn.Parameter(torch.randn(max_tokens, d) * 0.02) for m in self.modalities})
+        block = lambda: Block(d, heads, mlp_ratio, dropout)  # noqa: E731
+        if mode == "early":
+            self.cls = nn.Parameter(torch.randn(d) * 0.02)
+            self.blocks = nn.ModuleList(block() for _ in range(depth))
+            self.norm = nn.LayerNorm(d)
+        else:
+            self.cls_m = nn.ParameterDict({m: nn.Parameter(torch.randn(d) * 0.02) for m in self.modalities})
+            self.stacks = nn.ModuleDict({m: nn.ModuleList(block() for _ in range(depth)) for m in self.modalities})
+            self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.modalities})
+            if mode == "bottleneck":
+                self.bottleneck = nn.Parameter(torch.randn(n_bottleneck, d) * 0.02)
+
+    def embed(self, name: str, x: Tensor) -> Tensor:
+        t = as_tokens(x)
+        if t.shape[1] > self.max_tokens:
+            raise ValueError(f"modality '{name}' has {t.shape[1]} tokens, more than max_tokens={self.max_tokens}")
+        return self.proj[name](t) + self.type_emb[name] + self.pos_emb[name][: t.shape[1]]
+
+    def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+                token_mask: Mapping[str, Tensor] | None = None) -> Tensor:
+        present = check_inputs(features, present, self.in_dims, token_mask)
+        token_mask = token_mask or {}
+        tokens, valid = {}, {}
+        for m, x in features.items():
+            tokens[m] = self.embed(m, x)
+            tm = token_mask.get(m)
+            if tm is None:
+                tm = torch.ones(tokens[m].shape[:2], dtype=torch.bool, device=x.device)
+            valid[m] = tm & present[m].unsqueeze(1)
+        b = next(iter(tokens.values())).shape[0]
+        ones = lambda n, like: torch.ones(b, n, dtype=torch.bool, device=like.device)  # noqa: E731
+        if self.mode == "early":
+            x = torch.cat([self.cls.expand(b, 1, -1), *tokens.values()], 1)
+            key_valid = torch.cat([ones(1, x), *valid.values()], 1)
+            for blk in self.blocks:
+                x = blk(x, key_valid)
+            return self.norm(x[:, 0])
+
+        seqs = {m: torch.cat([self.cls_m[m].expand(b, 1, -1), tokens[m]], 1) for m in tokens}
+        keys = {m: torch.cat([ones(1, tokens[m]), valid[m]], 1) for m in tokens}
+        bottleneck = self.bottleneck.expand(b, -1, -1) if self.mode == "bottleneck" else None
+        for layer in range(self.depth):
+            fused = self.mode == "bottleneck" and layer >= self.fusion_layer
+            updated = []
+            for m in seqs:
+                blk = self.stacks[m][layer]
+                if fused:
+                    n = seqs[m].shape[1]
+                    out = blk(torch.cat([seqs[m], bottleneck], 1), torch.cat([keys[m], ones(bottleneck.shape[1], bottleneck)], 1))
+                    seqs[m], copy = out[:, :n], out[:, n:]
+                    updated.append(copy)
+                else:
+                    seqs[m] = blk(seqs[m], keys[m])
+            if fused:
+                names = list(seqs)
+                mean = masked_mean(updated, [present[m] for m in names])
+                anyone = torch.stack([present[m] for m in names], 0).any(0).view(-1, 1, 1)
+                bottleneck = torch.where(anyone, mean, bottleneck)
+        cls = [self.norms[m](seqs[m][:, 0]) for m in seqs]
+        return masked_mean(cls, [present[m] for m in seqs])
