@@ -59,7 +59,7 @@ def _texture(view: int, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[0:8, 0:8].astype(np.float32)
     angle = np.pi * view / 3.0 + 0.2
     freq = 0.9 + 0.35 * view
-    phase = rng.uniform(0, 2 * np.pi)
+    phase = rng.integers(0, 4) * np.pi / 2  # a few phases: style, not noise
     return 0.5 + 0.5 * np.sin(freq * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
 
 
@@ -84,9 +84,9 @@ def render(digit: np.ndarray, view: int, rng: np.random.Generator, domain: str =
     if style == 0:                       # plain strokes on faint texture
         out = np.maximum(img, 0.15 * background)
     elif style == 1:                     # strokes over a strong grating
-        out = np.maximum(img, 0.45 * background)
+        out = np.maximum(img, 0.3 * background)
     elif style == 2:                     # inverted: dark strokes on a bright textured page
-        out = (1.0 - img) * (0.65 + 0.35 * background)
+        out = (1.0 - img) * (0.8 + 0.2 * background)
     else:                                # half-contrast strokes on mid-grey texture
         out = 0.3 + 0.7 * img * (0.6 + 0.4 * background)
     if domain == "target":
