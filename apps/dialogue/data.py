@@ -1,0 +1,165 @@
+"""Datasets of generated scenes as pre-tokenised tensors (the data pipeline is tensor indexing).
+
+One item is one image with all of its sequences, collated by :class:`mmcore.data.MultimodalCollator`
+into a :class:`~mmcore.data.MultimodalBatch`:
+
+==================  =================  ======================================================
+key                 shape per item     meaning
+==================  =================  ======================================================
+``image``           ``[K, 3, P, P]``   modality: region crops (absent -> blind)
+``text``            ``[Q, T]``         modality: token ids, padded with ``<pad>``
+``geometry``        ``[K, 9]``         field: region geometry
+``object_mask``     ``[K]``            field: real regions
+``targets``         ``[Q, T]``         field: next-token targets on answer tokens, -100 else
+``answer_mask``     ``[Q, T]``         field: positions whose logits predict the answer word
+``family``          ``[Q, R]``         field: question family index per round (-1 = none)
+``distance``        ``[Q, R]``         field: coreference distance per round
+``raw``             ``[3, H, W]``      field (``with_raw``): uint8 pixels, for the CNN baselines
+==================  =================  ======================================================
+
+Modes: ``sort_of_clevr`` (Q = 20 single questions per image, R = 1) and ``dialogue``
+(Q = 1 sequence of R rounds per image; ``history=False`` makes it Q = R single questions).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .objects import extract_objects
+from .questions import make_dialogue, sort_of_clevr_questions
+from .scenes import SPLIT_SEEDS, make_scene, make_sort_of_clevr_scene, render
+from .tokenizer import ASSISTANT, EOS, IMAGE, PAD, USER, FastEncoder
+
+SOC_FAMILIES = ("nonrel-shape", "nonrel-horizontal", "nonrel-vertical", "rel-closest", "rel-furthest", "rel-count")
+DIALOGUE_FAMILIES = ("exist", "count", "seek-colour", "seek-size", "seek-shape", "relate-near", "relate-far",
+                     "count-spatial", "coref-seek-colour", "coref-seek-size", "coref-seek-shape", "coref-relate-near",
+                     "coref-relate-far", "coref-count-spatial")
+SLOTS = 8
+
+
+@dataclass
+class Sample:
+    """One generated image with its questions (raw form, before tokenising)."""
+    scene: dict
+    rounds: list[dict]
+
+
+def generate_samples(mode: str, split: str, n: int, rounds: int = 10) -> list[Sample]:
+    base = SPLIT_SEEDS[split]
+    out = []
+    for i in range(n):
+        seed = base + i
+        rng = random.Random(seed * 7919 + 1)
+        if mode == "sort_of_clevr":
+            scene = make_sort_of_clevr_scene(seed)
+            out.append(Sample(scene, sort_of_clevr_questions(scene, rng)))
+        else:
+            scene = make_scene(seed, split=split)
+            out.append(Sample(scene, make_dialogue(scene, rng, rounds)))
+    return out
+
+
+def encode_sequence(rounds: list[dict], encoder: FastEncoder, answers: list[str] | None = None,
+                    image: bool = True) -> tuple[list[int], list[int], list[int]]:
+    """Token ids, next-token targets and answer-logit positions of a dialogue with its answers."""
+    ids = [encoder.vocab[IMAGE]] * SLOTS if image else []
+    targets = [-100] * len(ids)
+    answer_pos = []
+    for r, item in enumerate(rounds):
+        q = [encoder.vocab[USER], *encoder(item["question"]), encoder.vocab[ASSISTANT]]
+        ids += q
+        targets += [-100] * len(q)
+        answer = (answers[r] if answers is not None else item["answer"])
+        answer_pos.append(len(ids) - 1)
+        targets[-1] = encoder.vocab[item["answer"]]          # logits at ASSISTANT: predict the answer
+        ids += [encoder.vocab.get(answer, encoder.unk), encoder.vocab[EOS]]
+        targets += [encoder.vocab[EOS], -100]                 # ... and at the answer: predict </s>
+    return ids, targets, answer_pos
+
+
+def _objects(sample: Sample) -> dict[str, torch.Tensor]:
+    return extract_objects(render(sample.scene), slots=SLOTS)
+
+
+def _objects_and_raw(sample: Sample):
+    img = render(sample.scene)
+    return extract_objects(img, slots=SLOTS), torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
+
+
+class SceneQADataset(Dataset):
+    """Pre-tokenised, pre-extracted items (see the module table)."""
+
+    def __init__(self, samples: list[Sample], mode: str, history: bool = True, with_raw: bool = False,
+                 workers: int = 0) -> None:
+        self.samples, self.mode, self.history, self.with_raw = samples, mode, history, with_raw
+        encoder = FastEncoder()
+        families = SOC_FAMILIES if mode == "sort_of_clevr" else DIALOGUE_FAMILIES
+        fn = _objects_and_raw if with_raw else _objects
+        if workers > 1 and len(samples) > 200:
+            with get_context("fork").Pool(workers) as pool:
+                extracted = pool.map(fn, samples, chunksize=64)
+        else:
+            extracted = [fn(s) for s in samples]
+        if with_raw:
+            objs, raws = zip(*extracted)
+            self.raw = torch.stack(raws)
+        else:
+            objs = extracted
+        self.pixels = torch.stack([o["object_pixels"] for o in objs]).to(torch.float16)
+        self.geometry = torch.stack([o["object_geometry"] for o in objs])
+        self.object_mask = torch.stack([o["object_mask"] for o in objs])
+
+        seqs = []  # per image: list of (rounds) groups, one group per sequence
+        for s in samples:
+            if mode == "sort_of_clevr" or not history:
+                seqs.append([[r] for r in s.rounds])
+            else:
+                seqs.append([s.rounds])
+        q = max(len(g) for g in seqs)
+        r = max(len(x) for g in seqs for x in g)
+        encoded = [[encode_sequence(x, encoder) for x in g] for g in seqs]
+        t = max(len(e[0]) for g in encoded for e in g)
+        n = len(samples)
+        self.text = torch.full((n, q, t), encoder.vocab[PAD], dtype=torch.long)
+        self.targets = torch.full((n, q, t), -100, dtype=torch.long)
+        self.answer_mask = torch.zeros((n, q, t), dtype=torch.bool)
+        self.family = torch.full((n, q, r), -1, dtype=torch.long)
+        self.distance = torch.zeros((n, q, r), dtype=torch.long)
+        self.answer = torch.full((n, q, r), -100, dtype=torch.long)
+        for i, (g, enc) in enumerate(zip(seqs, encoded)):
+            for j, (rounds, (ids, tg, pos)) in enumerate(zip(g, enc)):
+                self.text[i, j, :len(ids)] = torch.tensor(ids)
+                self.targets[i, j, :len(tg)] = torch.tensor(tg)
+                self.answer_mask[i, j, pos] = True
+                for k, item in enumerate(rounds):
+                    self.family[i, j, k] = families.index(item["family"])
+                    self.distance[i, j, k] = item["distance"]
+                    self.answer[i, j, k] = encoder.vocab[item["answer"]]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"image": self.pixels[i].float(), "text": self.text[i], "geometry": self.geometry[i],
+                "object_mask": self.object_mask[i], "targets": self.targets[i], "answer_mask": self.answer_mask[i],
+                "family": self.family[i], "distance": self.distance[i], "answer": self.answer[i]}
+        if self.with_raw:
+            item["raw"] = self.raw[i]
+        return item
+
+
+def collator():
+    from mmcore.data import MultimodalCollator
+
+    return MultimodalCollator(["image", "text"])
+
+
+def build(mode: str, split: str, n: int, history: bool = True, with_raw: bool = False, workers: int = 0,
+          rounds: int = 10) -> SceneQADataset:
+    return SceneQADataset(generate_samples(mode, split, n, rounds), mode, history=history, with_raw=with_raw,
+                          workers=workers)

@@ -1,0 +1,166 @@
+"""SceneVLM: a small LLaVA-shaped vision-language model registered with transformers' Auto classes.
+
+    image --objects.extract_objects--> K region crops + geometry
+          --ObjectEncoder (CNN + Fourier coordinates)--> [B, K, V]
+          --projector (MLP)--> K image tokens [B, K, D]
+    tokens: <image>*K USER: question ASSISTANT: answer </s> USER: ...   (LlamaForCausalLM, causal)
+
+==================  ==================  ===============================================
+tensor              shape               meaning
+==================  ==================  ===============================================
+``input_ids``       ``[N, T]``          prompt (+ answers while training); K ``<image>``
+                                        tokens per row that has an image
+``object_pixels``   ``[B, K, 3, P, P]`` region crops, one row per image
+``object_geometry`` ``[B, K, 9]``       cx, cy, w, h, area, fill, mean rgb
+``object_mask``     ``[B, K]``          False = empty slot (a learned "no object" token)
+``image_index``     ``[N]``             which image each row reads (default: row i -> i),
+                                        so 20 questions of one image encode it once
+==================  ==================  ===============================================
+
+It is a ``PreTrainedModel`` + ``GenerationMixin``: ``save_pretrained``/``from_pretrained``,
+``generate`` with a KV cache, and ``AutoModelForImageTextToText`` all work once this module is
+imported (it registers the config and the model).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import (AutoConfig, AutoModelForImageTextToText, GenerationMixin, LlamaConfig, LlamaForCausalLM,
+                          PretrainedConfig, PreTrainedModel)
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .objects import GEOMETRY_DIM
+from .tokenizer import IMAGE, vocabulary
+
+
+class SceneVLMConfig(PretrainedConfig):
+    model_type = "mmcore_scene_vlm"
+    sub_configs = {"text_config": LlamaConfig}
+
+    def __init__(self, text_config: dict | LlamaConfig | None = None, num_image_tokens: int = 8, patch_size: int = 12,
+                 vision_hidden: int = 96, fourier_bands: int = 6, image_token_id: int | None = None, **kwargs) -> None:
+        vocab = vocabulary()
+        if text_config is None:
+            text_config = {}
+        if isinstance(text_config, dict):
+            defaults = dict(vocab_size=len(vocab), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+                            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                            pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=False)
+            defaults.update({k: v for k, v in text_config.items() if k != "model_type"})
+            text_config = LlamaConfig(**defaults)
+        self.text_config = text_config
+        self.num_image_tokens = num_image_tokens
+        self.patch_size = patch_size
+        self.vision_hidden = vision_hidden
+        self.fourier_bands = fourier_bands
+        self.image_token_id = vocab.index(IMAGE) if image_token_id is None else image_token_id
+        kwargs.setdefault("pad_token_id", text_config.pad_token_id)
+        kwargs.setdefault("eos_token_id", text_config.eos_token_id)
+        kwargs.setdefault("bos_token_id", text_config.bos_token_id)
+        super().__init__(**kwargs)
+
+
+def fourier(xy: torch.Tensor, bands: int) -> torch.Tensor:
+    """sin/cos of ``2^k * pi * xy`` for k < bands: ``[..., 2] -> [..., 4*bands]``."""
+    freqs = (2.0 ** torch.arange(bands, device=xy.device, dtype=xy.dtype)) * math.pi
+    angles = xy[..., None] * freqs  # [..., 2, bands]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+class ObjectEncoder(nn.Module):
+    """Crop CNN + explicit coordinates -> one vector per object slot: ``[B,K,3,P,P] -> [B,K,V]``."""
+
+    def __init__(self, config: SceneVLMConfig) -> None:
+        super().__init__()
+        v = config.vision_hidden
+        self.cnn = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.GELU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        )
+        self.bands = config.fourier_bands
+        geo = GEOMETRY_DIM + 4 * config.fourier_bands + 3  # + cx^2, cy^2, cx*cy
+        self.mix = nn.Sequential(nn.Linear(256 + geo, v), nn.GELU(), nn.Linear(v, v))
+
+    def forward(self, pixels: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+        b, k = pixels.shape[:2]
+        feats = self.cnn(pixels.flatten(0, 1)).view(b, k, -1)
+        xy = geometry[..., :2]
+        quad = torch.stack([xy[..., 0] ** 2, xy[..., 1] ** 2, xy[..., 0] * xy[..., 1]], dim=-1)
+        return self.mix(torch.cat([feats, geometry, fourier(xy, self.bands), quad], dim=-1))
+
+
+class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
+    config_class = SceneVLMConfig
+    base_model_prefix = "scene_vlm"
+    main_input_name = "input_ids"
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_attention_backend = True
+    _no_split_modules = ["LlamaDecoderLayer"]
+
+    def __init__(self, config: SceneVLMConfig) -> None:
+        super().__init__(config)
+        d = config.text_config.hidden_size
+        self.vision_tower = ObjectEncoder(config)
+        self.multi_modal_projector = nn.Sequential(nn.Linear(config.vision_hidden, d), nn.GELU(), nn.Linear(d, d))
+        self.empty_slot = nn.Parameter(torch.zeros(d))
+        self.language_model = LlamaForCausalLM(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def image_features(self, object_pixels: torch.Tensor, object_geometry: torch.Tensor,
+                       object_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, K, D]`` image tokens; empty slots get the learned ``empty_slot`` vector."""
+        tokens = self.multi_modal_projector(self.vision_tower(object_pixels, object_geometry))
+        return torch.where(object_mask[..., None], tokens, self.empty_slot.to(tokens.dtype))
+
+    def embed(self, input_ids: torch.Tensor, object_pixels=None, object_geometry=None, object_mask=None,
+              image_index=None) -> torch.Tensor:
+        embeds = self.get_input_embeddings()(input_ids)
+        is_image = input_ids == self.config.image_token_id
+        if object_pixels is None or not bool(is_image.any()):
+            return embeds
+        rows = is_image.any(dim=1)
+        counts = is_image.sum(dim=1)
+        k = self.config.num_image_tokens
+        if bool((counts[rows] != k).any()):
+            raise ValueError(f"each prompt with an image needs exactly {k} <image> tokens; got {counts.tolist()}")
+        feats = self.image_features(object_pixels, object_geometry, object_mask)
+        if image_index is None:
+            image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
+        feats = feats[image_index][rows].reshape(-1, feats.shape[-1]).to(embeds.dtype)
+        embeds = embeds.clone()
+        embeds[is_image] = feats
+        return embeds
+
+    def forward(self, input_ids=None, object_pixels=None, object_geometry=None, object_mask=None, image_index=None,
+                attention_mask=None, position_ids=None, inputs_embeds=None, **kwargs) -> CausalLMOutputWithPast:
+        """Everything else (attention_mask, labels, the KV cache, logits_to_keep) goes to the Llama."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids, object_pixels, object_geometry, object_mask, image_index)
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                   position_ids=position_ids, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, object_pixels=None, object_geometry=None, object_mask=None,
+                                      **kwargs):
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        # the image goes in with the prompt only; later steps read it from the KV cache
+        if inputs.get("input_ids") is not None and bool((inputs["input_ids"] == self.config.image_token_id).any()):
+            inputs.update(object_pixels=object_pixels, object_geometry=object_geometry, object_mask=object_mask)
+        return inputs
+
+
+AutoConfig.register(SceneVLMConfig.model_type, SceneVLMConfig, exist_ok=True)
+AutoModelForImageTextToText.register(SceneVLMConfig, SceneVLMForConditionalGeneration, exist_ok=True)

@@ -1,0 +1,289 @@
+"""HTTP server: an OpenAI-compatible chat endpoint, conversations kept in SQLite, and a web page.
+
+==========================  ==========================================================
+route                       what
+==========================  ==========================================================
+``GET /``                   the chat page (upload an image, ask, read the answers)
+``GET /health``             ``{"status": "ok", "model": ...}``
+``GET /v1/models``          the one model served, OpenAI list format
+``POST /v1/chat/completions``  OpenAI chat completions; images as ``image_url`` parts with
+                            ``data:`` URLs (base64); ``stream: true`` answers as server-sent
+                            events.  Extension: ``conversation_id`` continues a stored
+                            conversation (send only the new user message); every answer
+                            returns its ``conversation_id``.
+``GET /v1/conversations/{id}``  a stored conversation's history
+==========================  ==========================================================
+
+Bad input never reaches the model as an exception: malformed JSON, bad base64, non-image or
+corrupt uploads, empty or over-long questions -> 400; unknown conversation ids -> 404;
+bodies over ``max_body_bytes`` or images over ``max_pixels`` (decompression bombs) -> 413.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import sqlite3
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from .session import MAX_QUESTION_CHARS, BadInput, check_question
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096
+PAGE = Path(__file__).with_name("web.html")
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# ----------------------------------------------------------------------------- storage
+class ConversationStore:
+    """Conversations by id in SQLite (image as PNG bytes, history as JSON): they survive restarts."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, created REAL, "
+                       "image BLOB, history TEXT NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def create(self, image_png: bytes | None) -> str:
+        cid = "conv-" + uuid.uuid4().hex[:16]
+        with self._connect() as db:
+            db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?)", (cid, time.time(), image_png, "[]"))
+        return cid
+
+    def get(self, cid: str) -> tuple[bytes | None, list[list[str]]]:
+        with self._connect() as db:
+            row = db.execute("SELECT image, history FROM conversations WHERE id = ?", (cid,)).fetchone()
+        if row is None:
+            raise HTTPError(404, f"unknown conversation id '{cid}'")
+        return row[0], json.loads(row[1])
+
+    def update(self, cid: str, image_png: bytes | None, history: list) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE conversations SET image = ?, history = ? WHERE id = ?", (image_png, json.dumps(history), cid))
+
+
+# ----------------------------------------------------------------------------- parsing
+def decode_image(url: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """A ``data:image/...;base64,`` URL (or bare base64) -> RGB image, or HTTPError 400/413."""
+    if not isinstance(url, str) or not url:
+        raise HTTPError(400, "image_url.url must be a non-empty string")
+    if url.startswith("http://") or url.startswith("https://"):
+        raise HTTPError(400, "remote image URLs are not fetched; send the image inline as a data: URL")
+    payload = url.split(",", 1)[1] if url.startswith("data:") and "," in url else url
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPError(400, "image_url is not valid base64") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise HTTPError(413, f"image is {w}x{h} pixels; at most {max_pixels} pixels are accepted")
+            img.load()
+            return img.convert("RGB")
+    except HTTPError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise HTTPError(413, "image is too large (decompression bomb guard)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise HTTPError(400, f"image_url does not hold a readable image ({type(exc).__name__})") from None
+
+
+def parse_messages(messages) -> tuple[list[tuple[str, str | None]], Image.Image | None]:
+    """OpenAI messages -> [(role, text)], the last image. System messages are ignored."""
+    if not isinstance(messages, list) or not messages:
+        raise HTTPError(400, "'messages' must be a non-empty list")
+    turns, image = [], None
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise HTTPError(400, f"messages[{i}] must be an object with role system, user or assistant")
+        content = m.get("content")
+        texts = []
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text" and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif kind == "image_url":
+                    spec = part.get("image_url")
+                    image = decode_image(spec.get("url") if isinstance(spec, dict) else spec)
+                else:
+                    raise HTTPError(400, f"messages[{i}].content[{j}] must be a text or image_url part")
+        elif content is not None:
+            raise HTTPError(400, f"messages[{i}].content must be a string or a list of parts")
+        if m["role"] != "system":
+            turns.append((m["role"], " ".join(texts)))
+    if turns[-1][0] != "user":
+        raise HTTPError(400, "the last message must come from the user")
+    return turns, image
+
+
+def _png(image: Image.Image | None) -> bytes | None:
+    if image is None:
+        return None
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- app
+def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS):
+    app = FastAPI(title="mmcore dialogue", version="1")
+    store = ConversationStore(db_path)
+
+    def error(status: int, message: str) -> JSONResponse:
+        kind = {400: "invalid_request_error", 404: "not_found_error", 413: "request_too_large"}.get(status, "server_error")
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request: Request, exc: HTTPError):
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # the server keeps serving whatever happens
+        return error(500, f"internal error: {type(exc).__name__}")
+
+    @app.middleware("http")
+    async def _cap_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
+            return error(413, f"request body over {max_body_bytes} bytes")
+        return await call_next(request)
+
+    async def read_json(request: Request) -> dict:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                raise HTTPError(413, f"request body over {max_body_bytes} bytes")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise HTTPError(400, "request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPError(400, "request body must be a JSON object")
+        return data
+
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return PAGE.read_text()
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "model": backend.name}
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": backend.name, "object": "model", "created": 0, "owned_by": "mmcore"}]}
+
+    @app.get("/v1/conversations/{cid}")
+    def conversation(cid: str):
+        image, history = store.get(cid)
+        return {"id": cid, "has_image": image is not None, "history": history}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await read_json(request)
+        turns, image = await run_in_threadpool(parse_messages, body.get("messages"))
+        cid = body.get("conversation_id")
+        if cid is not None and not isinstance(cid, str):
+            raise HTTPError(400, "conversation_id must be a string")
+        if cid:
+            stored_png, stored = store.get(cid)
+            history = [tuple(x) for x in stored]
+            if image is None and stored_png is not None:
+                image = Image.open(io.BytesIO(stored_png)).convert("RGB")
+            new_turns = turns
+        else:
+            history, new_turns = [], turns
+        # earlier user/assistant pairs in the request extend the history; the last user turn is the question
+        pending = None
+        for role, text in new_turns[:-1]:
+            if role == "user":
+                pending = text
+            elif pending is not None:
+                history.append((pending, text))
+                pending = None
+        try:
+            question = check_question(new_turns[-1][1])
+        except BadInput as exc:
+            raise HTTPError(400, str(exc)) from None
+        if image is None and backend.needs_image:
+            raise HTTPError(400, "this model answers questions about an image: add an image_url part")
+        if not cid:
+            cid = store.create(_png(image))
+        stream = bool(body.get("stream", False))
+        created, rid = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:20]
+
+        def answer_pieces():
+            try:
+                yield from backend.stream(image, history, question)
+            except BadInput as exc:
+                raise HTTPError(400, str(exc)) from None
+
+        def save(answer: str) -> None:
+            store.update(cid, _png(image), [*map(list, history), [question, answer]])
+
+        def chunk(delta: dict, finish: str | None = None) -> str:
+            return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
+                                          "model": backend.name, "conversation_id": cid,
+                                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+        if not stream:
+            answer = "".join(await run_in_threadpool(lambda: list(answer_pieces()))).strip()
+            await run_in_threadpool(save, answer)
+            return {"id": rid, "object": "chat.completion", "created": created, "model": backend.name,
+                    "conversation_id": cid,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": len(answer.split()), "total_tokens": 0}}
+
+        pieces = answer_pieces()
+        first = await run_in_threadpool(next, pieces, None)  # errors surface here, before the 200 goes out
+
+        def events():
+            parts = [] if first is None else [first]
+            yield chunk({"role": "assistant"})
+            if first is not None:
+                yield chunk({"content": first})
+            for piece in pieces:
+                parts.append(piece)
+                yield chunk({"content": piece})
+            save("".join(parts).strip())
+            yield chunk({}, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(iterate_in_threadpool(events()), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Conversation-Id": cid})
+
+    app.state.store = store
+    app.state.limits = {"max_body_bytes": max_body_bytes, "max_pixels": max_pixels, "max_question_chars": MAX_QUESTION_CHARS}
+    return app
+
+
+def serve(backend, host: str = "127.0.0.1", port: int = 8000, db_path: str | Path = "runs/dialogue/conversations.sqlite",
+          max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(backend, db_path, max_body_bytes), host=host, port=port, log_level="warning")

@@ -1,0 +1,74 @@
+"""A small word-level tokenizer and the chat template of the embedded model.
+
+The prompt of a conversation with ``n`` finished rounds and a new question reads::
+
+    <image> USER: what colour is the large circle ? ASSISTANT: red </s> USER: is it left of ... ASSISTANT:
+
+``<image>`` is expanded by the processor into ``num_image_tokens`` copies, one per object slot.
+The tokenizer is a transformers ``PreTrainedTokenizerFast`` (WordLevel, lower-casing, splitting
+words from punctuation) so it saves, loads and applies its chat template like any HF tokenizer.
+"""
+from __future__ import annotations
+
+from .questions import ANSWERS, PLURAL
+from .scenes import PALETTE, SHAPES, SIZES
+
+PAD, UNK, BOS, EOS, IMAGE, USER, ASSISTANT = "<pad>", "<unk>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:"
+SPECIALS = (PAD, UNK, BOS, EOS, IMAGE, USER, ASSISTANT)
+_WORDS = """what which is are there a an the of to from as on in it that one earlier object objects colour color
+shape size how many other have same closest furthest nearest left right above below top bottom
+? , . and or any do does""".split()
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['content'] is string %}{% set text = m['content'] %}{% set has_image = false %}"
+    "{% else %}{% set text = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') %}"
+    "{% set has_image = m['content'] | selectattr('type', 'equalto', 'image') | list | length > 0 %}{% endif %}"
+    "{% if m['role'] == 'user' %}{% if has_image %}<image> {% endif %}USER: {{ text }} "
+    "{% elif m['role'] == 'assistant' %}ASSISTANT: {{ text }} </s> {% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def vocabulary() -> list[str]:
+    words = list(SPECIALS) + _WORDS + list(ANSWERS) + list(PALETTE) + list(SHAPES) + list(PLURAL.values()) + list(SIZES)
+    seen: dict[str, None] = {}
+    for w in words:
+        seen.setdefault(w, None)
+    return list(seen)
+
+
+def build_prompt(history: list[tuple[str, str]], question: str, image: bool = True) -> str:
+    """The same string the chat template renders for ``history`` + ``question`` (image in turn 1)."""
+    parts = ["<image> "] if image else []
+    for q, a in history:
+        parts.append(f"USER: {q} ASSISTANT: {a} </s> ")
+    parts.append(f"USER: {question} ASSISTANT:")
+    return "".join(parts)
+
+
+def make_tokenizer():
+    """A fresh ``PreTrainedTokenizerFast`` over :func:`vocabulary` with the chat template set."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(vocabulary())}
+    core = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK, bos_token=BOS,
+                                  eos_token=EOS, additional_special_tokens=[IMAGE, USER, ASSISTANT])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+class FastEncoder:
+    """Word -> id without the HF machinery, for generated text (it must agree with the tokenizer)."""
+
+    def __init__(self) -> None:
+        self.vocab = {w: i for i, w in enumerate(vocabulary())}
+        self.unk = self.vocab[UNK]
+
+    def __call__(self, text: str) -> list[int]:
+        return [self.vocab.get(w, self.unk) for w in text.split()]

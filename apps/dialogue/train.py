@@ -1,0 +1,169 @@
+"""Training with the shared :class:`mmcore.train.Trainer`: SceneVLM, its blind / no-history
+variants, and the Sort-of-CLEVR CNN+MLP and Relation Network baselines.
+
+The VLM's loss is next-token cross-entropy on answer tokens only (the answer word and ``</s>``).
+With ``mix_own > 0`` each training batch first answers every round itself (no gradient) and a
+fraction of the history's answers is replaced by those predictions before the loss pass, so the
+model learns to follow up on its own, possibly wrong, answers.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mmcore.train import StepOutput, Trainer, TrainConfig, atomic_write_json, atomic_write_text
+
+from . import data as D
+from .evaluate import _vlm_inputs, evaluate, summary_line
+from .model import SceneVLMConfig, SceneVLMForConditionalGeneration
+from .tokenizer import vocabulary
+
+MODELS = ("vlm", "blind", "nohistory", "cnn_mlp", "rn")
+
+
+def vlm_step(mix_own: float = 0.0, blind: bool = False):
+    def step(model, batch) -> StepOutput:
+        inputs = _vlm_inputs(batch, blind)
+        targets = batch.fields["targets"].flatten(0, 1)
+        amask = batch.fields["answer_mask"].flatten(0, 1)
+        if mix_own > 0 and model.training:
+            with torch.no_grad():
+                own = model(**inputs).logits[amask].argmax(-1)
+            rows, cols = amask.nonzero(as_tuple=True)
+            swap = torch.rand(len(rows), device=own.device) < mix_own
+            ids = inputs["input_ids"].clone()
+            ids[rows[swap], cols[swap] + 1] = own[swap]
+            inputs["input_ids"] = ids
+        logits = model(**inputs).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return StepOutput(loss, logits[amask].detach().float(), targets[amask])
+    return step
+
+
+def baseline_step(model, batch) -> StepOutput:
+    logits = model(batch)
+    target = batch.fields["targets"].flatten(0, 1)[batch.fields["answer_mask"].flatten(0, 1)]
+    return StepOutput(F.cross_entropy(logits.float(), target), logits.detach().float(), target)
+
+
+def build_model(kind: str, model_config: dict | None = None):
+    if kind in ("vlm", "blind", "nohistory"):
+        return SceneVLMForConditionalGeneration(SceneVLMConfig(**(model_config or {})))
+    from .baselines import CNNMLP, RelationNetwork
+
+    return CNNMLP() if kind == "cnn_mlp" else RelationNetwork()
+
+
+class TimeToAccuracy:
+    """Every ``every`` steps: evaluate on ``data``; remember when each target was first reached."""
+
+    def __init__(self, data, every: int, target: float, device, out_csv: Path, blind: bool = False) -> None:
+        self.data, self.every, self.target, self.device, self.out_csv = data, every, target, device, out_csv
+        self.blind = blind
+        self.t0 = time.perf_counter()
+        self.eval_s = 0.0
+        self.rows: list[dict] = []
+        self.reached: dict | None = None
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.step % self.every:
+            return
+        t = time.perf_counter()
+        rep = evaluate(trainer.model, self.data, blind=self.blind, device=trainer.device, batch_images=256)
+        self.eval_s += time.perf_counter() - t
+        row = {"step": trainer.step, "wall_s": round(t - self.t0, 2), "train_s": round(t - self.t0 - self.eval_s + (time.perf_counter() - t), 2),
+               "accuracy": rep["accuracy"], **{f"acc_{k}": v for k, v in rep.get("kind", {}).items()}}
+        self.rows.append(row)
+        key = "acc_rel" if "acc_rel" in row else "accuracy"
+        print(f"[dialogue] step {trainer.step} wall {row['wall_s']}s " + " ".join(f"{k}={v}" for k, v in row.items() if k.startswith("acc")), flush=True)
+        if self.reached is None and row[key] >= self.target:
+            self.reached = row
+        self.save()
+
+    def save(self) -> None:
+        if not self.rows:
+            return
+        self.out_csv.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted({k for r in self.rows for k in r}, key=lambda k: (k != "step", k))
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(self.out_csv, buf.getvalue())
+
+
+def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, val_images: int, test_images: int,
+                 mix_own: float = 0.0, eval_every: int = 200, target: float = 0.94, workers: int = 0,
+                 model_config: dict | None = None, resume: bool = False, export: str | Path | None = None) -> dict:
+    """Generate data, fit, evaluate on the test split (and held-out split in dialogue mode)."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model '{kind}' (choose from {', '.join(MODELS)})")
+    t_data = time.perf_counter()
+    history = kind != "nohistory"
+    raw = kind in ("cnn_mlp", "rn")
+    train = D.build(mode, "train", train_images, history=history, with_raw=raw, workers=workers)
+    val = D.build(mode, "val", val_images, history=history, with_raw=raw, workers=workers)
+    data_s = time.perf_counter() - t_data
+    print(f"[dialogue] generated {train_images}+{val_images} {mode} images in {data_s:.1f}s", flush=True)
+    model = build_model(kind, model_config)
+    blind = kind == "blind"
+    step = vlm_step(mix_own, blind) if kind in ("vlm", "blind", "nohistory") else baseline_step
+    import torchmetrics
+
+    metrics = torchmetrics.MetricCollection({"accuracy": torchmetrics.classification.MulticlassAccuracy(
+        num_classes=len(vocabulary()), average="micro")})
+    out = Path(config.out_dir)
+    timer = TimeToAccuracy(val, eval_every, target, None, out / "time_to_accuracy.csv", blind=blind)
+    extra = {"model": {"kind": kind, "mode": mode, "config": model_config or {}, "mix_own": mix_own,
+                       "train_images": train_images, "val_images": val_images}}
+    trainer = Trainer(model, config, train, val, collate_fn=D.collator(), step_fn=step, metrics=metrics,
+                      callbacks=[timer], extra_config=extra)
+    timer.device = trainer.device
+    timer.t0 = time.perf_counter()
+    result = trainer.fit(resume=resume)
+    fit_s = time.perf_counter() - timer.t0
+    timer.save()
+    report = {"kind": kind, "mode": mode, "train_wall_s": round(fit_s, 1), "data_s": round(data_s, 1),
+              "device": str(trainer.device), "steps": result.step, "val": result.last_metrics,
+              "time_to_target": timer.reached, "target": target}
+    if test_images:
+        test = D.build(mode, "test", test_images, history=history, with_raw=raw, workers=workers)
+        for protocol in (("true", "own") if mode == "dialogue" and kind != "nohistory" else ("true",)):
+            rep = evaluate(trainer.model, test, protocol=protocol, blind=blind, device=trainer.device)
+            report[f"test_{protocol}"] = rep
+            print(f"[dialogue] test ({protocol} history): {summary_line(rep)}", flush=True)
+        if mode == "dialogue":
+            held = D.build(mode, "heldout", max(50, test_images // 4), history=history, workers=workers)
+            rep = evaluate(trainer.model, held, protocol="own" if kind != "nohistory" else "true", blind=blind,
+                           device=trainer.device)
+            report["heldout_combos"] = rep
+            print(f"[dialogue] held-out attribute combinations: {summary_line(rep)}", flush=True)
+    atomic_write_json(out / "report.json", report)
+    if export and kind in ("vlm", "nohistory", "blind"):
+        export_pretrained(trainer.model, export, note=json.dumps({k: report[k] for k in ("kind", "mode", "steps")}))
+    return report
+
+
+def export_pretrained(model: SceneVLMForConditionalGeneration, out_dir: str | Path, note: str = "",
+                      half: bool = True) -> Path:
+    """``save_pretrained`` the model (fp16 weights, to ship small) with its tokenizer."""
+    from .tokenizer import make_tokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu")
+    if half:
+        model = model.half()
+    model.save_pretrained(out)
+    model.float()
+    make_tokenizer().save_pretrained(out)
+    if note:
+        atomic_write_text(out / "TRAINED_WITH.txt", note + "\n")
+    return out
