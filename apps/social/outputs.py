@@ -1,0 +1,70 @@
+"""Writers: predictions and scores (Parquet + CSV), metrics JSON, Gephi files (GEXF, GraphML).
+
+Every file is written to a temporary name and renamed, so a crash never leaves half a file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmcore.train import atomic_write_json
+
+
+def _atomic(path: Path, write) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    tmp.replace(path)
+    return path
+
+
+def write_table(frame: pd.DataFrame, out_dir: Path, name: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq = _atomic(out_dir / f"{name}.parquet", lambda p: frame.to_parquet(p, index=False))
+    flat = frame.copy()
+    for col in flat.columns:  # CSV has no lists: join them
+        if flat[col].map(lambda v: isinstance(v, (list, np.ndarray))).any():
+            flat[col] = flat[col].map(lambda v: ";".join(map(str, v)) if isinstance(v, (list, np.ndarray)) else v)
+    csv = _atomic(out_dir / f"{name}.csv", lambda p: flat.to_csv(p, index=False))
+    return pq, csv
+
+
+def prediction_frame(ids, split, labels, classes: list, probs: dict[str, np.ndarray], id_name: str) -> pd.DataFrame:
+    frame = pd.DataFrame({id_name: np.asarray(ids).astype(str), "split": split,
+                          "label": [classes[i] if i >= 0 else None for i in labels]})
+    for name, p in probs.items():
+        key = name.replace("+", "_")
+        pred = p.argmax(1)
+        frame[f"pred_{key}"] = [classes[i] for i in pred]
+        frame[f"score_{key}"] = p.max(1).astype(np.float32)
+    return frame
+
+
+def write_gephi(graph_nx, out_dir: Path, name: str = "users") -> tuple[Path, Path]:
+    import networkx as nx
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gexf = _atomic(out_dir / f"{name}.gexf", lambda p: nx.write_gexf(graph_nx, p))
+    graphml = _atomic(out_dir / f"{name}.graphml", lambda p: nx.write_graphml(graph_nx, p))
+    return gexf, graphml
+
+
+def node_attributes(users: pd.DataFrame, user_pred: pd.DataFrame | None) -> dict:
+    """Gephi-friendly attribute lists (plain str/int/float) aligned with the user order."""
+    attrs = {"community": users.community.astype(int).tolist(), "pagerank": users.pagerank.astype(float).tolist(),
+             "coreness": users.coreness.astype(int).tolist(), "participation": users.participation.astype(float).tolist(),
+             "coordination_cluster": users.coordination_cluster.astype(int).tolist()}
+    if user_pred is not None:
+        for col in user_pred.columns:
+            if col.startswith(("pred_", "score_")) or col == "label":
+                values = user_pred[col]
+                attrs[col] = [float(v) if isinstance(v, (float, np.floating)) else ("" if v is None else str(v)) for v in values]
+    return attrs
+
+
+def write_metrics(metrics: dict, out_dir: Path) -> Path:
+    path = out_dir / "metrics.json"
+    atomic_write_json(path, metrics)
+    return path

@@ -1,0 +1,65 @@
+"""The canonical tables every adapter writes and every later stage reads.
+
+IDs are strings everywhere (Twitter IDs overflow float64 and Reddit IDs are base-36).
+Times are UTC ``timestamp[ms]``.  A repost is an *edge* (user --reposts--> post), not a post:
+it carries no content of its own.  Replies and quotes are posts *and* edges.
+
+| table  | one row per            | key columns                                                   |
+|--------|------------------------|---------------------------------------------------------------|
+| posts  | original/reply/quote   | post_id, user_id, created_at, text, image_path, parent_id ... |
+| users  | account                | user_id, username, created_at, followers, following, ...      |
+| media  | attached image         | media_id, post_id, path, status (ok/missing/unreadable)       |
+| edges  | interaction            | src_type, src_id, relation, dst_type, dst_id, created_at      |
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("ms", tz="UTC")
+
+POSTS = pa.schema([
+    ("post_id", pa.string()), ("user_id", pa.string()), ("created_at", TS),
+    ("text", pa.string()), ("image_path", pa.string()), ("lang", pa.string()),
+    ("parent_id", pa.string()), ("quote_of", pa.string()), ("thread_id", pa.string()),
+    ("hashtags", pa.list_(pa.string())), ("mentions", pa.list_(pa.string())), ("urls", pa.list_(pa.string())),
+    ("label", pa.string()), ("source", pa.string()),
+])
+
+USERS = pa.schema([
+    ("user_id", pa.string()), ("username", pa.string()), ("created_at", TS),
+    ("followers", pa.int64()), ("following", pa.int64()), ("post_count", pa.int64()),
+    ("verified", pa.bool_()), ("default_profile", pa.bool_()), ("description", pa.string()),
+    ("label", pa.string()), ("source", pa.string()),
+])
+
+MEDIA = pa.schema([
+    ("media_id", pa.string()), ("post_id", pa.string()), ("path", pa.string()),
+    ("kind", pa.string()), ("status", pa.string()),
+])
+
+EDGES = pa.schema([
+    ("src_type", pa.string()), ("src_id", pa.string()), ("relation", pa.string()),
+    ("dst_type", pa.string()), ("dst_id", pa.string()), ("created_at", TS),
+])
+
+REJECTS = pa.schema([
+    ("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()), ("raw", pa.string()),
+])
+
+TABLES = {"posts": POSTS, "users": USERS, "media": MEDIA, "edges": EDGES}
+
+# relation -> (source node type, destination node type); reverses are added by the graph builder
+RELATIONS = {
+    "follows": ("user", "user"),
+    "authored": ("user", "post"),
+    "replies_to": ("post", "post"),
+    "reposts": ("user", "post"),
+    "quotes": ("post", "post"),
+    "mentions": ("post", "user"),
+}
+
+REQUIRED_POST_FIELDS = ("post_id", "user_id", "created_at")
+
+
+def empty_row(schema: pa.Schema) -> dict:
+    return {name: None for name in schema.names}

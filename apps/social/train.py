@@ -1,0 +1,158 @@
+"""Train the fused model and every baseline with the shared Trainer, and measure what fusion adds.
+
+Post task (one run each, ``runs/<out>/models/post-<name>/``):
+
+| name        | sees                               | notes                                          |
+|-------------|------------------------------------|------------------------------------------------|
+| image       | pixels (SmallCNN, end to end)      | its CNN is then frozen as the image encoder    |
+| text        | text features                      |                                                |
+| graph       | user metadata + graph + post stats | no content                                     |
+| text+image  | TFN(text, image)                   | no graph                                       |
+| late_fusion | logistic regression on the val-set | sums per-modality scores: cannot express XOR    |
+|             | logits of text, image, graph       |                                                |
+| fused       | TFN(text, image) + hetero GNN      | the full model                                 |
+
+User task (bots): text (mean of the user's post features), metadata, graph (metadata + GNN),
+fused (text + metadata + GNN).  Each Trainer run keeps its best-validation weights; predictions
+come from one full-graph forward pass in eval mode.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmcore.train import TrainConfig, Trainer, atomic_write_json, load_weights
+
+from .dataset import SocialTensors, SubgraphCollator
+from .image import image_features
+from .model import ModelConfig, SocialModel
+
+POST_MODELS = {
+    "image": dict(use_image=True, image_dim=0),
+    "text": dict(use_text=True),
+    "graph": dict(use_graph=True, use_meta=True),
+    "text+image": dict(use_text=True, use_image=True),
+    "fused": dict(use_text=True, use_image=True, use_graph=True, use_meta=True),
+}
+USER_MODELS = {
+    "text": dict(use_text=True),
+    "metadata": dict(use_meta=True),
+    "graph": dict(use_meta=True, use_graph=True),
+    "fused": dict(use_text=True, use_meta=True, use_graph=True),
+}
+
+
+def _metrics(n_classes: int):
+    import torchmetrics
+
+    return torchmetrics.MetricCollection({
+        "accuracy": torchmetrics.classification.MulticlassAccuracy(n_classes, average="micro"),
+        "f1": torchmetrics.classification.MulticlassF1Score(n_classes, average="macro"),
+    })
+
+
+def train_one(store: SocialTensors, task: str, name: str, flags: dict, out_dir: Path, base: TrainConfig,
+              fanouts: list[int]) -> tuple[SocialModel, dict]:
+    classes = store.post_classes if task == "post" else store.user_classes
+    dims = {"text_dim": store.text.shape[1], "image_dim": store.image_feat.shape[1] if store.image_feat is not None else 0}
+    cfg = ModelConfig(task=task, n_classes=len(classes), **{**dims, **flags})
+    model = SocialModel(cfg, list(store.graph.edge_index))
+    collate = SubgraphCollator(store, task, fanouts if cfg.use_graph else [], use_pixels=cfg.image_dim == 0)
+    run_dir = out_dir / f"{task}-{name.replace('+', '_')}"
+    tcfg = replace(base, out_dir=str(run_dir), monitor="val_accuracy" if task == "post" else "val_f1",
+                   monitor_mode="max", keep_checkpoints=1)
+    trainer = Trainer(model, tcfg, store.seeds(task, "train"), store.seeds(task, "val"), collate_fn=collate,
+                      metrics=_metrics(len(classes)), extra_config={"model": cfg.to_dict(), "task": task, "name": name,
+                                                                     "fanouts": fanouts, "classes": classes})
+    import time
+
+    t0 = time.perf_counter()
+    result = trainer.fit(resume=False)
+    seconds = time.perf_counter() - t0
+    best = run_dir / "best" / "model.safetensors"
+    if best.exists():
+        load_weights(model, best)
+    return model, {"best_val": result.best_metric, "steps": result.step, "seconds": round(seconds, 1),
+                   "run_dir": str(run_dir)}
+
+
+@torch.no_grad()
+def predict(model: SocialModel, store: SocialTensors, task: str, chunk: int = 65536) -> np.ndarray:
+    """Class probabilities for every node of the task's type: one full-graph pass (eval mode)."""
+    model.eval()
+    collate = SubgraphCollator(store, task, [], use_pixels=model.cnn is not None)
+    if model.cfg.use_graph:
+        return torch.softmax(model(collate.full()), -1).numpy()
+    n = len(store.post_label if task == "post" else store.user_label)
+    outs = [torch.softmax(model(collate(list(range(s, min(n, s + chunk))))), -1) for s in range(0, n, chunk)]
+    return torch.cat(outs).numpy()
+
+
+def late_fusion(probs: dict[str, np.ndarray], labels: np.ndarray, fit_rows: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Logistic regression on the unimodal log-probabilities, fitted on ``fit_rows`` (validation)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([np.log(np.clip(p, 1e-6, 1)) for p in probs.values()], 1)
+    clf = LogisticRegression(max_iter=1000, random_state=seed).fit(x[fit_rows], labels[fit_rows])
+    out = np.zeros((len(x), probs[next(iter(probs))].shape[1]))
+    out[:, clf.classes_] = clf.predict_proba(x)
+    return out
+
+
+def _score(pred: np.ndarray, labels: np.ndarray, rows: np.ndarray, positive: int | None = None) -> dict:
+    from sklearn.metrics import f1_score
+
+    y, p = labels[rows], pred[rows]
+    out = {"accuracy": float((y == p).mean()) if len(y) else float("nan"),
+           "f1_macro": float(f1_score(y, p, average="macro")) if len(y) else float("nan")}
+    if positive is not None and len(y):
+        out["f1_positive"] = float(f1_score(y, p, pos_label=positive, average="binary", zero_division=0))
+    return out
+
+
+def train_all(store: SocialTensors, out_dir: str | Path, base: TrainConfig | None = None, fanouts=(10, 5),
+              post_models=tuple(POST_MODELS), user_models=tuple(USER_MODELS), log=print) -> dict:
+    """Train every model that the data's labels allow; return probabilities and test metrics."""
+    out_dir = Path(out_dir)
+    base = base or TrainConfig(epochs=20, batch_size=256, lr=3e-3, progress=False)
+    fanouts = list(fanouts)
+    report: dict = {"post": {}, "user": {}, "post_probs": {}, "user_probs": {}, "runs": {}}
+    if len(store.post_classes) >= 2 and len(store.seeds("post", "train")):
+        labels = store.post_label.numpy()
+        test = (store.post_split == "test") & (labels >= 0)
+        val = (store.post_split == "val") & (labels >= 0)
+        wanted = [m for m in POST_MODELS if m in post_models]
+        if "image" in wanted or any(POST_MODELS[m].get("use_image") for m in wanted):
+            model, info = train_one(store, "post", "image", POST_MODELS["image"], out_dir / "models", base, fanouts)
+            report["runs"]["post/image"] = info
+            if "image" in wanted:
+                report["post_probs"]["image"] = predict(model, store, "post")
+            store.image_feat = torch.as_tensor(image_features(model.cnn, store.pixels.numpy(), store.image_present.numpy()))
+        for name in wanted:
+            if name == "image":
+                continue
+            log(f"[social] training post model '{name}'")
+            model, info = train_one(store, "post", name, POST_MODELS[name], out_dir / "models", base, fanouts)
+            report["runs"][f"post/{name}"] = info
+            report["post_probs"][name] = predict(model, store, "post")
+        uni = {k: report["post_probs"][k] for k in ("text", "image", "graph") if k in report["post_probs"]}
+        if len(uni) >= 2:
+            report["post_probs"]["late_fusion"] = late_fusion(uni, labels, val)
+        log({k: v for k, v in report["runs"].items()})
+        for name, probs in report["post_probs"].items():
+            report["post"][name] = _score(probs.argmax(1), labels, test)
+    if len(store.user_classes) >= 2 and len(store.seeds("user", "train")):
+        labels = store.user_label.numpy()
+        test = (store.user_split == "test") & (labels >= 0)
+        positive = store.user_classes.index("bot") if "bot" in store.user_classes else None
+        for name in [m for m in USER_MODELS if m in user_models]:
+            log(f"[social] training user model '{name}'")
+            model, info = train_one(store, "user", name, USER_MODELS[name], out_dir / "models", base, fanouts)
+            report["runs"][f"user/{name}"] = info
+            report["user_probs"][name] = predict(model, store, "user")
+            report["user"][name] = _score(report["user_probs"][name].argmax(1), labels, test, positive)
+    atomic_write_json(out_dir / "train_metrics.json", {k: report[k] for k in ("post", "user", "runs")})
+    return report
