@@ -53,13 +53,15 @@ class CrossModalLayer(nn.Module):
         self.dropout = dropout
         hidden = int(dim * mlp_ratio)
         per = lambda make: nn.ModuleDict({m: make() for m in modalities})  # noqa: E731
+        self.has_mlp = hidden > 0
         self.norm_q = per(lambda: nn.LayerNorm(dim))
         self.norm_kv = per(lambda: nn.LayerNorm(dim))
         self.q = per(lambda: nn.Linear(dim, dim))
         self.kv = per(lambda: nn.Linear(dim, 2 * dim))
         self.o = per(lambda: nn.Linear(dim, dim))
-        self.norm_mlp = per(lambda: nn.LayerNorm(dim))
-        self.mlp = per(lambda: nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)))
+        if self.has_mlp:   # mlp_ratio=0 leaves the attention sublayer alone
+            self.norm_mlp = per(lambda: nn.LayerNorm(dim))
+            self.mlp = per(lambda: nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)))
 
     def forward(self, h: dict[str, Tensor], present: dict[str, Tensor], key_valid: dict[str, Tensor | None]) -> dict[str, Tensor]:
         kv = {}
@@ -80,7 +82,7 @@ class CrossModalLayer(nn.Module):
                 mixed = masked_mean(streams, [present[s] for s in sources])
                 reached = torch.stack([present[s] for s in sources]).any(0)
                 x = x + self.o[t](merge_heads(mixed)) * reached.to(x.dtype).view(-1, 1, 1)
-            out[t] = x + self.mlp[t](self.norm_mlp[t](x))
+            out[t] = x + self.mlp[t](self.norm_mlp[t](x)) if self.has_mlp else x
         return out
 
 

@@ -7,7 +7,8 @@ from every attention through the key-padding mask built from ``present`` and ``t
 Three variants (``mode``):
 
 ``early``       one sequence ``[CLS; tokens_1; ...; tokens_M]`` through ``depth`` blocks;
-                ``z = LN(CLS)``.
+                ``z = LN(CLS)`` (``pool="cls"``) or the mean of ``LN(x)`` over CLS and every
+                present token (``pool="mean"``).
 ``bottleneck``  attention bottlenecks (Nagrani et al. 2021): ``fusion_layer`` unimodal blocks per
                 modality over ``[CLS_m; tokens_m]``, then ``depth - fusion_layer`` blocks where
                 each modality attends over ``[CLS_m; tokens_m; B]`` with ``n_bottleneck`` shared
@@ -51,12 +52,15 @@ class MultimodalTransformer(nn.Module):
 
     def __init__(self, in_dims: Mapping[str, int], out_dim: int = 64, mode: str = "early", depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0, n_bottleneck: int = 4,
-                 fusion_layer: int = 1, max_tokens: int = 512) -> None:
+                 fusion_layer: int = 1, max_tokens: int = 512, pool: str = "cls") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
         if mode == "bottleneck" and not 0 <= fusion_layer < depth:
             raise ValueError(f"bottleneck mode needs 0 <= fusion_layer < depth, got {fusion_layer} and {depth}")
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got '{pool}'")
+        self.pool = pool
         self.in_dims = dict(in_dims)
         self.modalities = list(self.in_dims)
         self.out_dim = out_dim
@@ -104,7 +108,10 @@ class MultimodalTransformer(nn.Module):
             key_valid = torch.cat([ones(1, x), *valid.values()], 1)
             for blk in self.blocks:
                 x = blk(x, key_valid)
-            return self.norm(x[:, 0])
+            if self.pool == "cls":
+                return self.norm(x[:, 0])
+            w = key_valid.to(x.dtype).unsqueeze(-1)
+            return (self.norm(x) * w).sum(1) / w.sum(1)
 
         seqs = {m: torch.cat([self.cls_m[m].expand(b, 1, -1), tokens[m]], 1) for m in tokens}
         keys = {m: torch.cat([ones(1, tokens[m]), valid[m]], 1) for m in tokens}
