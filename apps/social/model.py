@@ -42,6 +42,7 @@ class ModelConfig:
     proj_dim: int = 16
     hidden: int = 64
     dropout: float = 0.1
+    input_dropout: float = 0.3          # on sparse text features: fights memorising label noise
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +86,7 @@ class SocialModel(nn.Module):
         image_in = self.cnn.feature_dim if self.cnn is not None else cfg.image_dim
         modal = {}
         if cfg.use_text:
-            self.text_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.text_dim, d), nn.LayerNorm(d))
+            self.text_proj = nn.Sequential(nn.Dropout(cfg.input_dropout), nn.Linear(cfg.text_dim, d), nn.LayerNorm(d))
             modal["text"] = d
         if cfg.use_image:
             self.image_proj = nn.Sequential(nn.Linear(image_in, d), nn.LayerNorm(d))
@@ -94,7 +95,7 @@ class SocialModel(nn.Module):
         self.fusion = _product_fusion(modal, h, cfg.interaction) if (modal and cfg.task == "post") else None
         self.no_content = nn.Parameter(torch.zeros(h))        # a post with no usable content
         if cfg.task == "user" and cfg.use_text:
-            self.user_text = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU())
+            self.user_text = nn.Sequential(nn.Dropout(cfg.input_dropout), nn.Linear(cfg.text_dim, h), nn.GELU())
         if cfg.use_meta or cfg.use_graph:
             self.meta = nn.Sequential(nn.Linear(8, h), nn.GELU())
             self.unknown_user = nn.Parameter(torch.zeros(h))

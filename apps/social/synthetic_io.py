@@ -81,7 +81,10 @@ def _tweets(data: SyntheticData):
 
 def _user_obj(users: pd.DataFrame, uid: str) -> dict:
     u = users.loc[uid]
+    picture = "https://abs.twimg.com/sticky/default_profile_images/default_profile_normal.png" if u.default_profile \
+        else f"https://pbs.twimg.com/profile_images/{uid}.jpg"
     return {"id": uid, "username": u.username, "created_at": _iso(u.created_at), "verified": bool(u.verified),
+            "profile_image_url": picture,
             "public_metrics": {"followers_count": int(u.followers), "following_count": int(u.following),
                                "tweet_count": int(u.post_count)}}
 
@@ -146,6 +149,15 @@ def write_generic(data: SyntheticData, out_dir: Path) -> tuple[Path, Path]:
     return path, labels
 
 
+def write_follows(data: SyntheticData, out_dir: Path) -> Path:
+    """The follow graph as a generic edges CSV (twarc2 pages carry no follows)."""
+    path = out_dir / "follows.csv"
+    follows = data.edges[data.edges.relation == "follows"][["src_id", "relation", "dst_id", "created_at"]].copy()
+    follows["created_at"] = follows.created_at.map(_iso)
+    follows.to_csv(path, index=False)
+    return path
+
+
 GENERIC_MAPPING = {"post_id": "id", "user_id": "author", "created_at": "time", "text": "body",
                    "image_path": "img", "parent_id": "reply_to"}
 
@@ -159,6 +171,7 @@ def write_all(data: SyntheticData, out_dir: str | Path, raw_formats: bool = True
         written["twitter_raw"], written["twitter_flat"] = write_twitter(data, out_dir)
         written["reddit"] = write_reddit(data, out_dir)
         written["generic"], written["labels"] = write_generic(data, out_dir)
+        written["follows"] = write_follows(data, out_dir)
     return written
 
 

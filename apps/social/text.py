@@ -5,7 +5,7 @@ MiniLM: tokens -> BERT (6 layers, 384-d) -> mean over real tokens -> L2 normalis
 Cache: ``cache_dir/minilm/shard-*.npz`` holding ``keys`` (sha1 of the text) and ``emb``
 ([n, 384] float32); a text is only ever encoded once per cache directory.
 
-Hashed: lower-cased word tokens and word bigrams -> crc32 mod ``dim`` buckets -> counts ->
+Hashed: lower-cased word tokens (optionally word bigrams) -> crc32 mod ``dim`` buckets -> counts ->
 L2 normalise.  ``[N, dim]`` float32.  Deterministic across processes (no Python ``hash``).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def hashed_features(texts, dim: int = 1024, bigrams: bool = True) -> np.ndarray:
+def hashed_features(texts, dim: int = 1024, bigrams: bool = False) -> np.ndarray:
     out = np.zeros((len(texts), dim), np.float32)
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text:

@@ -113,11 +113,16 @@ def _score(pred: np.ndarray, labels: np.ndarray, rows: np.ndarray, positive: int
     return out
 
 
+def default_train_config(**overrides) -> TrainConfig:
+    values = dict(epochs=12, batch_size=512, lr=3e-3, weight_decay=0.05, progress=False, patience=4)
+    return TrainConfig(**{**values, **overrides})
+
+
 def train_all(store: SocialTensors, out_dir: str | Path, base: TrainConfig | None = None, fanouts=(10, 5),
               post_models=tuple(POST_MODELS), user_models=tuple(USER_MODELS), log=print) -> dict:
     """Train every model that the data's labels allow; return probabilities and test metrics."""
     out_dir = Path(out_dir)
-    base = base or TrainConfig(epochs=20, batch_size=256, lr=3e-3, progress=False)
+    base = base or default_train_config()
     fanouts = list(fanouts)
     report: dict = {"post": {}, "user": {}, "post_probs": {}, "user_probs": {}, "runs": {}}
     if len(store.post_classes) >= 2 and len(store.seeds("post", "train")):

@@ -1,0 +1,172 @@
+"""``mm social ingest|train|analyze|demo|synth`` (heavy imports stay inside the functions)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _mapping(value: str | None) -> dict | None:
+    if not value:
+        return None
+    path = Path(value)
+    try:
+        return json.loads(path.read_text() if path.exists() else value)
+    except ValueError as exc:
+        raise SystemExit(f"mm social: --mapping is neither a JSON file nor JSON text: {exc}") from None
+
+
+def _add_input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="auto", choices=["auto", "jsonl", "csv", "parquet", "twitter", "reddit"])
+    p.add_argument("--mapping", help="column mapping JSON (file or text): canonical field -> source column")
+    p.add_argument("--table", default="posts", choices=["posts", "users", "edges"], help="what one generic row is")
+    p.add_argument("--media-root", help="folder holding the images the records point to")
+    p.add_argument("--labels", help="CSV of id,label joined onto posts/users without a label")
+
+
+def cmd_ingest(args) -> int:
+    from .ingest import ingest
+
+    stats = ingest(args.inputs, args.out, args.format, table=args.table, mapping=_mapping(args.mapping),
+                   media_root=args.media_root, labels=args.labels, progress=True)
+    print(json.dumps(stats.to_dict(), indent=1))
+    print(f"canonical tables in {args.out}; rejects: {Path(args.out) / 'rejects.csv'}" if stats.rejected
+          or stats.media_problems else f"canonical tables in {args.out}")
+    good = sum(stats.rows.values())
+    return 1 if stats.lines and not good else 0  # only an input with nothing usable needs the user
+
+
+def _train_config(args):
+    from mmcore.train import config_from_args
+
+    from .train import default_train_config
+
+    return config_from_args(args, base=default_train_config())
+
+
+def cmd_train(args) -> int:
+    from .dataset import build_tensors, load_tables
+    from .train import train_all
+
+    store = build_tensors(load_tables(args.data), args.text_encoder, args.cache, progress=True)
+    cfg = _train_config(args)
+    report = train_all(store, Path(cfg.out_dir), cfg)
+    print(json.dumps({"post": report["post"], "user": report["user"]}, indent=1))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .pipeline import analyze
+
+    cfg = _train_config(args)
+    metrics = analyze(args.inputs, cfg.out_dir, fmt=args.format, mapping=_mapping(args.mapping), media_root=args.media_root,
+                      labels=args.labels, text_encoder=args.text_encoder, cache_dir=args.cache, train_config=cfg,
+                      zero_shot_labels=args.zero_shot.split(",") if args.zero_shot else None, seed=cfg.seed)
+    print(json.dumps({"post_models": metrics["post_models"], "user_models": metrics["user_models"]}, indent=1))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synthetic import SyntheticConfig, generate
+    from .synthetic_io import write_all
+
+    data = generate(SyntheticConfig(n_posts=args.posts, seed=args.seed))
+    written = write_all(data, args.out, raw_formats=not args.canonical_only)
+    print(json.dumps({k: str(v) for k, v in written.items()}, indent=1))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from mmcore.utils.device import resolve_device
+
+    print(json.dumps(demo(Path(args.out), str(resolve_device(args.device)), n_posts=args.posts), indent=1))
+    return 0
+
+
+def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1500) -> dict:
+    """Synthetic data written as twarc2 pages + a follows CSV + a labels CSV, ingested through the
+    real adapters, then the whole analysis: models, analytics, Gephi files, predictions, report."""
+    import time
+
+    import torch
+
+    from .ingest import CanonicalWriter, ingest_file, load_labels
+    from .pipeline import analyze
+    from .synthetic import SyntheticConfig, generate
+    from .synthetic_io import write_follows, write_generic, write_media, write_twitter
+    from .train import default_train_config
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    out_dir = Path(out_dir)
+    raw = out_dir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    data = generate(SyntheticConfig(n_posts=n_posts, seed=0))
+    write_media(data, raw)
+    pages, _ = write_twitter(data, raw)
+    _, labels = write_generic(data, raw)
+    follows = write_follows(data, raw)
+    writer = CanonicalWriter(out_dir / "data")
+    label_map = load_labels(labels)
+    ingest_file(writer, pages, "twitter", media_root=raw / "media", labels=label_map)
+    ingest_file(writer, follows, "csv", table="edges")
+    writer.close()
+    data.truth.to_parquet(out_dir / "data" / "truth_posts.parquet", index=False)
+    cfg = default_train_config(out_dir=str(out_dir), epochs=10, device=device, seed=0)
+    metrics = analyze([out_dir / "data"], out_dir, train_config=cfg, zero_shot_labels=["misinformation", "reliable"],
+                      zero_shot_max=120)
+    post, user = metrics["post_models"], metrics["user_models"]
+    best_uni = max(post[k]["accuracy"] for k in ("text", "image", "graph") if k in post)
+    return {"posts": metrics["n_posts"], "fused_acc": post.get("fused", {}).get("accuracy", float("nan")),
+            "best_unimodal_acc": best_uni, "ceiling_all": metrics.get("ceilings_test", {}).get("all", float("nan")),
+            "bot_f1_graph": user.get("graph", {}).get("f1_positive", float("nan")),
+            "bot_f1_text": user.get("text", {}).get("f1_positive", float("nan")),
+            "seconds": round(time.perf_counter() - t0, 1), "report": str(out_dir / "report.html")}
+
+
+def register(subparsers) -> None:
+    from mmcore.train import add_train_arguments
+
+    p = subparsers.add_parser("social", help="social media analyzer: text + images + interaction graph")
+    sub = p.add_subparsers(dest="social_command", metavar="COMMAND")
+    p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
+
+    q = sub.add_parser("ingest", help="raw files -> canonical Parquet tables (+ rejects with line and reason)")
+    q.add_argument("inputs", nargs="+")
+    q.add_argument("--out", required=True)
+    _add_input_args(q)
+    q.set_defaults(func=cmd_ingest)
+
+    for name, helptext, func in (("train", "train the fused model and every baseline on canonical data", cmd_train),
+                                 ("analyze", "ingest -> encode -> predict -> analytics -> outputs", cmd_analyze)):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("inputs" if name == "analyze" else "data", nargs="+" if name == "analyze" else None,
+                       help="canonical data folder" + (" or raw input files" if name == "analyze" else ""))
+        q.add_argument("--text-encoder", default="hashed", choices=["hashed", "minilm"])
+        q.add_argument("--cache", help="embedding cache folder (default: OUT/cache)")
+        add_train_arguments(q)
+        if name == "analyze":
+            _add_input_args(q)
+            q.add_argument("--zero-shot", help="comma-separated label names for zero-shot post labelling")
+        q.set_defaults(func=func)
+
+    q = sub.add_parser("synth", help="write the synthetic data set (canonical + twarc2 + Reddit + generic)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--posts", type=int, default=3000)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--canonical-only", action="store_true")
+    q.set_defaults(func=cmd_synth)
+
+    q = sub.add_parser("demo", help="end-to-end demo on embedded synthetic data")
+    q.add_argument("--out", default="runs/social-demo")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--posts", type=int, default=1500)
+    q.set_defaults(func=cmd_demo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser(prog="social")
+    register(parser.add_subparsers())
+    args = parser.parse_args()
+    sys.exit(args.func(args))
