@@ -1,0 +1,178 @@
+"""A small CT+MR fusion network: per-modality encoders, gated fusion on feature maps, a U-Net
+decoder for the lesion, and a diagnosis head on features pooled *inside the predicted lesion*.
+
+Feature-map fusion reuses mmcore's :class:`~mmcore.fusion.gmu.GMUFusion`: every voxel of a
+level is a row (``[B*V, C]``) and the present masks are repeated per voxel, so an absent modality
+is excluded from the gate's softmax exactly as in pooled fusion (never zero-filled).
+
+Shapes (ROI 48x56x48, channels c = (8, 16, 32)):
+
+====================  ===========================  ==========================================
+tensor                shape                        note
+====================  ===========================  ==========================================
+batch["mr"|"ct"]      [B, 1, 48, 56, 48]           absent rows are placeholders (never read)
+encoder levels        [B, c_l, 48/2^l, ...]        l = 0, 1, 2, one encoder per modality
+fused level l         [B, c_l, ...]                GMU over present modalities per voxel
+                                                   (l = 1, 2); masked mean at l = 0
+seg logits            [B, 2, 48, 56, 48]           background / lesion
+lesion descriptor     [B, 3 (c_0 + 1)]             per modality: mean inside lesion, in a ring
+                                                   around it, and their difference
+class logits          [B, 4]                       GMU over modality descriptors -> MLP, / T
+====================  ===========================  ==========================================
+
+Variants for the baselines share the harness: ``fusion="gated"`` (ours), ``"early"`` (one
+encoder on the stacked channels, the usual MONAI recipe: absent channels are zeros there), and
+single-modality models (``modalities=("mr",)``). Late fusion averages two single models' outputs
+(see :mod:`apps.medical.evaluate`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+N_CLASSES = 4
+
+
+def _conv(cin: int, cout: int, stride: int = 1, transposed: bool = False) -> nn.Module:
+    from monai.networks.blocks import Convolution
+
+    return Convolution(3, cin, cout, strides=stride, kernel_size=3, act="LEAKYRELU", norm="INSTANCE",
+                       is_transposed=transposed, **({"output_padding": 1} if transposed else {}))
+
+
+class VolumeEncoder(nn.Module):
+    """Three levels of 3x3x3 convolutions (1 at full resolution, 2 below); returns every level's map."""
+
+    def __init__(self, in_channels: int, channels: tuple[int, ...]) -> None:
+        super().__init__()
+        levels, cin = [], in_channels
+        for i, c in enumerate(channels):
+            # one convolution at full resolution (the expensive level on a CPU), two below
+            levels.append(_conv(cin, c) if i == 0 else nn.Sequential(_conv(cin, c, stride=2), _conv(c, c)))
+            cin = c
+        self.levels = nn.ModuleList(levels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for level in self.levels:
+            x = level(x)
+            out.append(x)
+        return out
+
+
+class FeatureMapGMU(nn.Module):
+    """mmcore's GMU applied voxel-wise: ``{m: [B, C, *S]}`` + present ``{m: [B]}`` -> ``[B, C, *S]``."""
+
+    def __init__(self, modalities: tuple[str, ...], channels: int) -> None:
+        super().__init__()
+        from mmcore.fusion.gmu import GMUFusion
+
+        self.gmu = GMUFusion({m: channels for m in modalities}, channels)
+
+    def forward(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        any_map = next(iter(feats.values()))
+        b, c, *spatial = any_map.shape
+        v = any_map[0, 0].numel()
+        tokens = {m: f.movedim(1, -1).reshape(b * v, c) for m, f in feats.items()}
+        masks = {m: present[m].repeat_interleave(v) for m in feats}
+        fused = self.gmu(tokens, masks)
+        return fused.reshape(b, *spatial, c).movedim(-1, 1)
+
+
+def lesion_descriptor(maps: torch.Tensor, weight: torch.Tensor, ring_voxels: int = 2) -> torch.Tensor:
+    """Mean of ``maps`` [B, C, *S] inside ``weight`` [B, 1, *S] (soft mask), in a ring around it, and the difference."""
+    k = 2 * ring_voxels + 1
+    ring = (F.max_pool3d(weight, k, stride=1, padding=ring_voxels) - weight).clamp(min=0)
+    inside = (maps * weight).flatten(2).sum(-1) / weight.flatten(2).sum(-1).clamp(min=1e-3)
+    around = (maps * ring).flatten(2).sum(-1) / ring.flatten(2).sum(-1).clamp(min=1e-3)
+    return torch.cat([inside, around, inside - around], dim=1)
+
+
+class FeatureMapMean(nn.Module):
+    """Mean over the *present* modalities, voxel-wise (cheap fusion for the full-resolution level)."""
+
+    def forward(self, feats: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        total, count = 0.0, 0.0
+        for m, f in feats.items():
+            keep = present[m].to(f.dtype).view(-1, *([1] * (f.ndim - 1)))
+            total = total + f * keep
+            count = count + keep
+        return total / torch.as_tensor(count).clamp(min=1.0)
+
+
+class FusionSegDiagNet(nn.Module):
+    def __init__(self, modalities: tuple[str, ...] = ("mr", "ct"), fusion: str = "gated",
+                 channels: tuple[int, ...] = (8, 16, 32), hidden: int = 32, n_classes: int = N_CLASSES) -> None:
+        super().__init__()
+        if fusion not in ("gated", "early"):
+            raise ValueError(f"unknown fusion '{fusion}' (gated, early)")
+        self.modalities, self.fusion, self.channels = tuple(modalities), fusion, tuple(channels)
+        self.config = {"modalities": list(modalities), "fusion": fusion, "channels": list(channels), "hidden": hidden,
+                       "n_classes": n_classes}
+        if fusion == "gated":
+            self.encoders = nn.ModuleDict({m: VolumeEncoder(1, channels) for m in self.modalities})
+            # full resolution: masked mean (a voxel-wise GMU there costs more than the encoders); GMU below
+            self.fuse = nn.ModuleList([FeatureMapMean()] + [FeatureMapGMU(self.modalities, c) for c in channels[1:]])
+            desc_in = {m: 3 * (channels[0] + 1) for m in self.modalities}
+        else:
+            self.encoders = nn.ModuleDict({"stack": VolumeEncoder(len(self.modalities), channels)})
+            desc_in = {"stack": 3 * (channels[0] + len(self.modalities))}
+        self.up2 = _conv(channels[2], channels[1], stride=2, transposed=True)
+        self.dec2 = _conv(2 * channels[1], channels[1])
+        # full resolution: parameter-free upsampling, then one convolution over [up, skip]
+        self.up1 = nn.Sequential(nn.Conv3d(channels[1], channels[0], kernel_size=1),
+                                 nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False))
+        self.dec1 = _conv(2 * channels[0], channels[0])
+        self.seg_out = nn.Conv3d(channels[0], 2, kernel_size=1)
+        from mmcore.fusion.gmu import GMUFusion
+
+        self.desc_fuse = GMUFusion(desc_in, hidden)
+        self.classifier = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+        self.register_buffer("temperature", torch.ones(()))
+
+    # ------------------------------------------------------------------ pieces
+    def segment(self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor]):
+        """Seg logits [B, 2, *S] and the first-level maps used for pooling ({name: [B, C+1, *S]})."""
+        if self.fusion == "gated":
+            names = [m for m in self.modalities if m in images]
+            levels = {m: self.encoders[m](images[m]) for m in names}
+            fused = [self.fuse[i]({m: levels[m][i] for m in names}, present) for i in range(len(self.channels))]
+            pool_maps = {m: torch.cat([levels[m][0], images[m]], 1) for m in names}
+        else:
+            stack = torch.cat([images[m] * present[m].view(-1, 1, 1, 1, 1).to(images[m].dtype) for m in self.modalities], 1)
+            fused = self.encoders["stack"](stack)
+            pool_maps = {"stack": torch.cat([fused[0], stack], 1)}
+        x = self.dec2(torch.cat([self.up2(fused[2]), fused[1]], 1))
+        x = self.dec1(torch.cat([self.up1(x), fused[0]], 1))
+        return self.seg_out(x), pool_maps
+
+    def diagnose(self, pool_maps: dict[str, torch.Tensor], weight: torch.Tensor, present: dict[str, torch.Tensor]):
+        desc = {m: lesion_descriptor(x, weight) for m, x in pool_maps.items()}
+        masks = {m: present[m] for m in desc} if self.fusion == "gated" else None
+        return self.classifier(self.desc_fuse(desc, masks))
+
+    # ------------------------------------------------------------------ batch API
+    def inputs(self, batch) -> tuple[dict, dict]:
+        images, present = {}, {}
+        for m in self.modalities:
+            x = batch.get(m)
+            if x is not None:
+                images[m] = x
+                present[m] = batch.mask(m)
+        if not images:
+            raise ValueError(f"batch has none of the model's modalities {self.modalities}")
+        b = next(iter(images.values())).shape[0]
+        for m in self.modalities:   # a modality missing from the whole batch: placeholder rows, masked
+            if m not in images:
+                ref = next(iter(images.values()))
+                images[m] = torch.zeros_like(ref)
+                present[m] = torch.zeros(b, dtype=torch.bool, device=ref.device)
+        return images, present
+
+    def forward(self, batch, lesion_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        images, present = self.inputs(batch)
+        seg, pool_maps = self.segment(images, present)
+        weight = lesion_weight if lesion_weight is not None else seg.softmax(1)[:, 1:2]
+        logits = self.diagnose(pool_maps, weight, present)
+        return {"seg": seg, "logits": logits / self.temperature}
