@@ -35,6 +35,8 @@ METHODS = ("coral", "mmd", "dann")
 
 def fused_features(model: nn.Module, batch: MultimodalBatch) -> Tensor:
     """``model.fusion`` of its encoders' outputs: the representation the head reads."""
+    if hasattr(model, "fuse"):
+        return model.fuse(batch)
     feats = {m: enc(batch[m]) for m, enc in model.encoders.items() if batch.get(m) is not None}
     return model.fusion(feats, {m: batch.mask(m) for m in feats})
 
