@@ -40,10 +40,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.device = args.device
     model_config = {"text_config": {"hidden_size": args.hidden, "intermediate_size": 3 * args.hidden,
                                     "num_hidden_layers": args.layers, "num_attention_heads": args.heads,
-                                    "num_key_value_heads": args.heads}}
+                                    "num_key_value_heads": args.heads}, "image_layout": args.image_layout}
     report = run_training(args.model, args.mode, cfg, args.train_images, args.val_images, args.test_images,
                           mix_own=args.mix_own, eval_every=args.eval_every, target=args.target, workers=args.workers,
-                          model_config=model_config, resume=args.resume, export=args.export)
+                          model_config=model_config, resume=args.resume, export=args.export,
+                          time_limit=args.time_limit)
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("test") and k != "heldout_combos"}, indent=1))
     return 0
 
@@ -61,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.model) if args.model else (SOC_MODEL if args.mode == "sort_of_clevr" else DEFAULT_MODEL)
     device = _device(args.device)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).to(device)
-    ds = D.build(args.mode, args.split, args.n, workers=args.workers)
+    ds = D.build(args.mode, args.split, args.n, workers=args.workers, layout=model.config.image_layout)
     reports = {}
     protocols = ("true",) if args.mode == "sort_of_clevr" else ("true", "own")
     for protocol in protocols:
@@ -193,6 +194,9 @@ def register(subparsers) -> None:
     t.add_argument("--hidden", type=int, default=128)
     t.add_argument("--layers", type=int, default=4)
     t.add_argument("--heads", type=int, default=4)
+    t.add_argument("--image-layout", choices=["per_turn", "first"], default="per_turn",
+                   help="image tokens after every question (default) or once before the first (LLaVA)")
+    t.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
     t.add_argument("--export", default=None, help="also save_pretrained the model (fp16) + tokenizer here")
     t.set_defaults(func=cmd_train)
 

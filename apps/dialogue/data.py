@@ -65,13 +65,14 @@ def generate_samples(mode: str, split: str, n: int, rounds: int = 10) -> list[Sa
 
 
 def encode_sequence(rounds: list[dict], encoder: FastEncoder, answers: list[str] | None = None,
-                    image: bool = True) -> tuple[list[int], list[int], list[int]]:
+                    image: bool = True, layout: str = "per_turn") -> tuple[list[int], list[int], list[int]]:
     """Token ids, next-token targets and answer-logit positions of a dialogue with its answers."""
-    ids = [encoder.vocab[IMAGE]] * SLOTS if image else []
+    ids = [encoder.vocab[IMAGE]] * SLOTS if image and layout == "first" else []
+    after = [encoder.vocab[IMAGE]] * SLOTS if image and layout == "per_turn" else []
     targets = [-100] * len(ids)
     answer_pos = []
     for r, item in enumerate(rounds):
-        q = [encoder.vocab[USER], *encoder(item["question"]), encoder.vocab[ASSISTANT]]
+        q = [encoder.vocab[USER], *encoder(item["question"]), *after, encoder.vocab[ASSISTANT]]
         ids += q
         targets += [-100] * len(q)
         answer = (answers[r] if answers is not None else item["answer"])
@@ -95,7 +96,7 @@ class SceneQADataset(Dataset):
     """Pre-tokenised, pre-extracted items (see the module table)."""
 
     def __init__(self, samples: list[Sample], mode: str, history: bool = True, with_raw: bool = False,
-                 workers: int = 0) -> None:
+                 workers: int = 0, layout: str = "per_turn") -> None:
         self.samples, self.mode, self.history, self.with_raw = samples, mode, history, with_raw
         encoder = FastEncoder()
         families = SOC_FAMILIES if mode == "sort_of_clevr" else DIALOGUE_FAMILIES
@@ -122,7 +123,7 @@ class SceneQADataset(Dataset):
                 seqs.append([s.rounds])
         q = max(len(g) for g in seqs)
         r = max(len(x) for g in seqs for x in g)
-        encoded = [[encode_sequence(x, encoder) for x in g] for g in seqs]
+        encoded = [[encode_sequence(x, encoder, layout=layout) for x in g] for g in seqs]
         t = max(len(e[0]) for g in encoded for e in g)
         n = len(samples)
         self.text = torch.full((n, q, t), encoder.vocab[PAD], dtype=torch.long)
@@ -160,6 +161,6 @@ def collator():
 
 
 def build(mode: str, split: str, n: int, history: bool = True, with_raw: bool = False, workers: int = 0,
-          rounds: int = 10) -> SceneQADataset:
+          rounds: int = 10, layout: str = "per_turn") -> SceneQADataset:
     return SceneQADataset(generate_samples(mode, split, n, rounds), mode, history=history, with_raw=with_raw,
-                          workers=workers)
+                          workers=workers, layout=layout)

@@ -3,13 +3,14 @@
     image --objects.extract_objects--> K region crops + geometry
           --ObjectEncoder (CNN + Fourier coordinates)--> [B, K, V]
           --projector (MLP)--> K image tokens [B, K, D]
-    tokens: <image>*K USER: question ASSISTANT: answer </s> USER: ...   (LlamaForCausalLM, causal)
+    tokens: USER: question <image>*K ASSISTANT: answer </s> USER: ... <image>*K ASSISTANT: (LlamaForCausalLM)
 
 ==================  ==================  ===============================================
 tensor              shape               meaning
 ==================  ==================  ===============================================
-``input_ids``       ``[N, T]``          prompt (+ answers while training); K ``<image>``
-                                        tokens per row that has an image
+``input_ids``       ``[N, T]``          prompt (+ answers while training); groups of K
+                                        ``<image>`` tokens (one group after each question
+                                        in the default "per_turn" layout)
 ``object_pixels``   ``[B, K, 3, P, P]`` region crops, one row per image
 ``object_geometry`` ``[B, K, 9]``       cx, cy, w, h, area, fill, mean rgb
 ``object_mask``     ``[B, K]``          False = empty slot (a learned "no object" token)
@@ -40,7 +41,8 @@ class SceneVLMConfig(PretrainedConfig):
     sub_configs = {"text_config": LlamaConfig}
 
     def __init__(self, text_config: dict | LlamaConfig | None = None, num_image_tokens: int = 8, patch_size: int = 12,
-                 vision_hidden: int = 96, fourier_bands: int = 6, image_token_id: int | None = None, **kwargs) -> None:
+                 vision_hidden: int = 96, fourier_bands: int = 6, image_token_id: int | None = None,
+                 image_layout: str = "per_turn", **kwargs) -> None:
         vocab = vocabulary()
         if text_config is None:
             text_config = {}
@@ -55,6 +57,7 @@ class SceneVLMConfig(PretrainedConfig):
         self.patch_size = patch_size
         self.vision_hidden = vision_hidden
         self.fourier_bands = fourier_bands
+        self.image_layout = image_layout
         self.image_token_id = vocab.index(IMAGE) if image_token_id is None else image_token_id
         kwargs.setdefault("pad_token_id", text_config.pad_token_id)
         kwargs.setdefault("eos_token_id", text_config.eos_token_id)
@@ -132,15 +135,15 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         is_image = input_ids == self.config.image_token_id
         if object_pixels is None or not bool(is_image.any()):
             return embeds
-        rows = is_image.any(dim=1)
         counts = is_image.sum(dim=1)
         k = self.config.num_image_tokens
-        if bool((counts[rows] != k).any()):
-            raise ValueError(f"each prompt with an image needs exactly {k} <image> tokens; got {counts.tolist()}")
+        if bool((counts % k != 0).any()):
+            raise ValueError(f"each prompt needs its <image> tokens in groups of {k}; got counts {counts.tolist()}")
         feats = self.image_features(object_pixels, object_geometry, object_mask)
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
-        feats = feats[image_index][rows].reshape(-1, feats.shape[-1]).to(embeds.dtype)
+        groups = (counts // k).to(image_index.device)
+        feats = feats[image_index.repeat_interleave(groups)].reshape(-1, feats.shape[-1]).to(embeds.dtype)
         embeds = embeds.clone()
         embeds[is_image] = feats
         return embeds

@@ -65,7 +65,8 @@ class EmbeddedBackend:
         limit = self.model.config.text_config.max_position_embeddings - self.max_new_tokens - 2
         history = list(history)
         while True:  # drop the oldest rounds when the prompt would not fit the context
-            prompt = build_prompt(history, question).replace(IMAGE, " ".join([IMAGE] * k), 1)
+            prompt = build_prompt(history, question, layout=self.model.config.image_layout)
+            prompt = prompt.replace(IMAGE, " ".join([IMAGE] * k))
             ids = self.tokenizer(prompt, return_tensors="pt").input_ids
             if ids.shape[1] <= limit or not history:
                 break

@@ -2,8 +2,9 @@
 
 The prompt of a conversation with ``n`` finished rounds and a new question reads::
 
-    <image> USER: what colour is the large circle ? ASSISTANT: red </s> USER: is it left of ... ASSISTANT:
+    USER: what colour is the large circle ? <image> ASSISTANT: red </s> USER: what size is it ? <image> ASSISTANT:
 
+(layout "per_turn"; layout "first" puts one ``<image>`` before the first question, as LLaVA does).
 ``<image>`` is expanded by the processor into ``num_image_tokens`` copies, one per object slot.
 The tokenizer is a transformers ``PreTrainedTokenizerFast`` (WordLevel, lower-casing, splitting
 words from punctuation) so it saves, loads and applies its chat template like any HF tokenizer.
@@ -19,15 +20,32 @@ _WORDS = """what which is are there a an the of to from as on in it that one ear
 shape size how many other have same closest furthest nearest left right above below top bottom
 ? , . and or any do does""".split()
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['content'] is string %}{% set text = m['content'] %}{% set has_image = false %}"
-    "{% else %}{% set text = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') %}"
-    "{% set has_image = m['content'] | selectattr('type', 'equalto', 'image') | list | length > 0 %}{% endif %}"
-    "{% if m['role'] == 'user' %}{% if has_image %}<image> {% endif %}USER: {{ text }} "
-    "{% elif m['role'] == 'assistant' %}ASSISTANT: {{ text }} </s> {% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
+# Layout "per_turn" (the default): the image tokens follow every question, so they can attend to
+# it (causal attention) and become question-aware object tokens, as FiLM/MAC condition vision on
+# the question; layout "first": LLaVA's single image before the first question.
+CHAT_TEMPLATES = {
+    "per_turn": (
+        "{% set ns = namespace(img=false) %}{% for m in messages %}{% if m['content'] is not string %}"
+        "{% for c in m['content'] %}{% if c['type'] == 'image' %}{% set ns.img = true %}{% endif %}{% endfor %}"
+        "{% endif %}{% endfor %}"
+        "{% for m in messages %}"
+        "{% if m['content'] is string %}{% set text = m['content'] %}"
+        "{% else %}{% set text = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') %}{% endif %}"
+        "{% if m['role'] == 'user' %}USER: {{ text }} {% if ns.img %}<image> {% endif %}"
+        "{% elif m['role'] == 'assistant' %}ASSISTANT: {{ text }} </s> {% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    ),
+    "first": (
+        "{% for m in messages %}"
+        "{% if m['content'] is string %}{% set text = m['content'] %}{% set has_image = false %}"
+        "{% else %}{% set text = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') %}"
+        "{% set has_image = m['content'] | selectattr('type', 'equalto', 'image') | list | length > 0 %}{% endif %}"
+        "{% if m['role'] == 'user' %}{% if has_image %}<image> {% endif %}USER: {{ text }} "
+        "{% elif m['role'] == 'assistant' %}ASSISTANT: {{ text }} </s> {% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    ),
+}
+CHAT_TEMPLATE = CHAT_TEMPLATES["per_turn"]
 
 
 def vocabulary() -> list[str]:
@@ -38,16 +56,17 @@ def vocabulary() -> list[str]:
     return list(seen)
 
 
-def build_prompt(history: list[tuple[str, str]], question: str, image: bool = True) -> str:
-    """The same string the chat template renders for ``history`` + ``question`` (image in turn 1)."""
-    parts = ["<image> "] if image else []
+def build_prompt(history: list[tuple[str, str]], question: str, image: bool = True, layout: str = "per_turn") -> str:
+    """The same string the chat template of ``layout`` renders for ``history`` + ``question``."""
+    after = "<image> " if image and layout == "per_turn" else ""
+    parts = ["<image> "] if image and layout == "first" else []
     for q, a in history:
-        parts.append(f"USER: {q} ASSISTANT: {a} </s> ")
-    parts.append(f"USER: {question} ASSISTANT:")
+        parts.append(f"USER: {q} {after}ASSISTANT: {a} </s> ")
+    parts.append(f"USER: {question} {after}ASSISTANT:")
     return "".join(parts)
 
 
-def make_tokenizer():
+def make_tokenizer(layout: str = "per_turn"):
     """A fresh ``PreTrainedTokenizerFast`` over :func:`vocabulary` with the chat template set."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordLevel
@@ -59,7 +78,7 @@ def make_tokenizer():
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK, bos_token=BOS,
                                   eos_token=EOS, additional_special_tokens=[IMAGE, USER, ASSISTANT])
-    tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = CHAT_TEMPLATES[layout]
     return tok
 
 

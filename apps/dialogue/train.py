@@ -62,15 +62,34 @@ def build_model(kind: str, model_config: dict | None = None):
 class TimeToAccuracy:
     """Every ``every`` steps: evaluate on ``data``; remember when each target was first reached."""
 
-    def __init__(self, data, every: int, target: float, device, out_csv: Path, blind: bool = False) -> None:
+    def __init__(self, data, every: int, target: float, device, out_csv: Path, blind: bool = False,
+                 time_limit: float | None = None) -> None:
         self.data, self.every, self.target, self.device, self.out_csv = data, every, target, device, out_csv
-        self.blind = blind
+        self.blind, self.time_limit = blind, time_limit
         self.t0 = time.perf_counter()
         self.eval_s = 0.0
         self.rows: list[dict] = []
         self.reached: dict | None = None
 
+    def _fit_schedule_to_time(self, trainer) -> None:
+        """After 100 steps, shorten the run (and its LR schedule) so it ends by ``time_limit``."""
+        from mmcore.train.trainer import _lr_lambda
+
+        rate = trainer.step / max(1e-6, time.perf_counter() - self.t0 - self.eval_s)
+        # evaluations cost time too: budget them at their share so far (at least 10%)
+        total = int(rate * self.time_limit * 0.9)
+        if total < trainer.total_steps:
+            trainer.total_steps = max(total, trainer.step + 1)
+            trainer.config.max_steps = trainer.total_steps
+            trainer.scheduler.lr_lambdas = [_lr_lambda(trainer.config, trainer.total_steps)]
+            print(f"[dialogue] {rate:.1f} steps/s: the run ends at step {trainer.total_steps} to fit {self.time_limit:.0f}s",
+                  flush=True)
+
     def on_step_end(self, trainer) -> None:
+        if self.time_limit and trainer.step == 100:
+            self._fit_schedule_to_time(trainer)
+        if self.time_limit and time.perf_counter() - self.t0 > self.time_limit and trainer.step < trainer.total_steps:
+            trainer.config.max_steps = trainer.step  # hard stop: time is up
         if trainer.step % self.every:
             return
         t = time.perf_counter()
@@ -101,15 +120,17 @@ class TimeToAccuracy:
 
 def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, val_images: int, test_images: int,
                  mix_own: float = 0.0, eval_every: int = 200, target: float = 0.94, workers: int = 0,
-                 model_config: dict | None = None, resume: bool = False, export: str | Path | None = None) -> dict:
+                 model_config: dict | None = None, resume: bool = False, export: str | Path | None = None,
+                 time_limit: float | None = None) -> dict:
     """Generate data, fit, evaluate on the test split (and held-out split in dialogue mode)."""
     if kind not in MODELS:
         raise ValueError(f"unknown model '{kind}' (choose from {', '.join(MODELS)})")
     t_data = time.perf_counter()
     history = kind != "nohistory"
     raw = kind in ("cnn_mlp", "rn")
-    train = D.build(mode, "train", train_images, history=history, with_raw=raw, workers=workers)
-    val = D.build(mode, "val", val_images, history=history, with_raw=raw, workers=workers)
+    layout = (model_config or {}).get("image_layout", "per_turn")
+    train = D.build(mode, "train", train_images, history=history, with_raw=raw, workers=workers, layout=layout)
+    val = D.build(mode, "val", val_images, history=history, with_raw=raw, workers=workers, layout=layout)
     data_s = time.perf_counter() - t_data
     print(f"[dialogue] generated {train_images}+{val_images} {mode} images in {data_s:.1f}s", flush=True)
     model = build_model(kind, model_config)
@@ -120,7 +141,8 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
     metrics = torchmetrics.MetricCollection({"accuracy": torchmetrics.classification.MulticlassAccuracy(
         num_classes=len(vocabulary()), average="micro")})
     out = Path(config.out_dir)
-    timer = TimeToAccuracy(val, eval_every, target, None, out / "time_to_accuracy.csv", blind=blind)
+    timer = TimeToAccuracy(val, eval_every, target, None, out / "time_to_accuracy.csv", blind=blind,
+                           time_limit=time_limit)
     extra = {"model": {"kind": kind, "mode": mode, "config": model_config or {}, "mix_own": mix_own,
                        "train_images": train_images, "val_images": val_images}}
     trainer = Trainer(model, config, train, val, collate_fn=D.collator(), step_fn=step, metrics=metrics,
@@ -134,13 +156,13 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
               "device": str(trainer.device), "steps": result.step, "val": result.last_metrics,
               "time_to_target": timer.reached, "target": target}
     if test_images:
-        test = D.build(mode, "test", test_images, history=history, with_raw=raw, workers=workers)
+        test = D.build(mode, "test", test_images, history=history, with_raw=raw, workers=workers, layout=layout)
         for protocol in (("true", "own") if mode == "dialogue" and kind != "nohistory" else ("true",)):
             rep = evaluate(trainer.model, test, protocol=protocol, blind=blind, device=trainer.device)
             report[f"test_{protocol}"] = rep
             print(f"[dialogue] test ({protocol} history): {summary_line(rep)}", flush=True)
         if mode == "dialogue":
-            held = D.build(mode, "heldout", max(50, test_images // 4), history=history, workers=workers)
+            held = D.build(mode, "heldout", max(50, test_images // 4), history=history, workers=workers, layout=layout)
             rep = evaluate(trainer.model, held, protocol="own" if kind != "nohistory" else "true", blind=blind,
                            device=trainer.device)
             report["heldout_combos"] = rep
@@ -163,7 +185,7 @@ def export_pretrained(model: SceneVLMForConditionalGeneration, out_dir: str | Pa
         model = model.half()
     model.save_pretrained(out)
     model.float()
-    make_tokenizer().save_pretrained(out)
+    make_tokenizer(model.config.image_layout).save_pretrained(out)
     if note:
         atomic_write_text(out / "TRAINED_WITH.txt", note + "\n")
     return out
