@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).with_name("dist_contrastive_script.py")
+import mmcore.represent
+
+SCRIPT = Path(mmcore.represent.__file__).with_name("dist_check.py")
 
 
 def _free_port() -> int:

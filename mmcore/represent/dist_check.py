@@ -1,4 +1,9 @@
-"""Run under torchrun (2 ranks, gloo) or alone: CLIP/SigLIP loss and gradients on one seeded batch.
+"""Check the distributed contrastive losses: run under torchrun (2 ranks, gloo) or alone.
+
+    python -m torch.distributed.run --nproc_per_node=2 mmcore/represent/dist_check.py out.json
+    python mmcore/represent/dist_check.py single.json
+
+computes CLIP/SigLIP loss and gradients on one seeded batch (two rows absent).
 
 Each rank takes its slice of the batch; gradients of a shared linear encoder are averaged across
 ranks the way DDP does.  Writes JSON with the loss (mean over ranks), the parameter gradients and
