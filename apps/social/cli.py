@@ -84,7 +84,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1500) -> dict:
+def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1500, epochs: int = 10, zero_shot: bool = True) -> dict:
     """Synthetic data written as twarc2 pages + a follows CSV + a labels CSV, ingested through the
     real adapters, then the whole analysis: models, analytics, Gephi files, predictions, report."""
     import time
@@ -113,9 +113,9 @@ def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1500) -> dict:
     ingest_file(writer, follows, "csv", table="edges")
     writer.close()
     data.truth.to_parquet(out_dir / "data" / "truth_posts.parquet", index=False)
-    cfg = default_train_config(out_dir=str(out_dir), epochs=10, device=device, seed=0)
-    metrics = analyze([out_dir / "data"], out_dir, train_config=cfg, zero_shot_labels=["misinformation", "reliable"],
-                      zero_shot_max=120)
+    cfg = default_train_config(out_dir=str(out_dir), epochs=epochs, batch_size=256, device=device, seed=0)
+    metrics = analyze([out_dir / "data"], out_dir, train_config=cfg,
+                      zero_shot_labels=["misinformation", "reliable"] if zero_shot else None, zero_shot_max=120)
     post, user = metrics["post_models"], metrics["user_models"]
     best_uni = max(post[k]["accuracy"] for k in ("text", "image", "graph") if k in post)
     return {"posts": metrics["n_posts"], "fused_acc": post.get("fused", {}).get("accuracy", float("nan")),

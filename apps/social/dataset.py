@@ -76,7 +76,7 @@ class SocialTensors:
         return torch.as_tensor(np.flatnonzero((splits == split) & (labels.numpy() >= 0)))
 
 
-def build_tensors(tables: dict, text_encoder: str = "hashed", cache_dir=None, text_dim: int = 1024,
+def build_tensors(tables: dict, text_encoder: str = "hashed", cache_dir=None, text_dim: int = 512,
                   progress: bool = False) -> SocialTensors:
     posts, users, edges = tables["posts"].reset_index(drop=True), tables["users"], tables["edges"]
     g = build_graph(posts, users, edges)

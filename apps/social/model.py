@@ -32,7 +32,7 @@ from .image import SmallCNN
 class ModelConfig:
     task: str = "post"                 # post | user
     n_classes: int = 2
-    text_dim: int = 1024
+    text_dim: int = 512
     image_dim: int = 64                # frozen CNN features; 0 = run the CNN on pixels (image baseline)
     use_text: bool = False
     use_image: bool = False
@@ -42,7 +42,7 @@ class ModelConfig:
     proj_dim: int = 16
     hidden: int = 64
     dropout: float = 0.1
-    input_dropout: float = 0.3          # on sparse text features: fights memorising label noise
+    input_dropout: float = 0.3          # on the text projection: fights memorising label noise
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +86,8 @@ class SocialModel(nn.Module):
         image_in = self.cnn.feature_dim if self.cnn is not None else cfg.image_dim
         modal = {}
         if cfg.use_text:
-            self.text_proj = nn.Sequential(nn.Dropout(cfg.input_dropout), nn.Linear(cfg.text_dim, d), nn.LayerNorm(d))
+            # dropout after the projection: as regularising as on the sparse input, ~60x cheaper
+            self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.LayerNorm(d), nn.Dropout(cfg.input_dropout))
             modal["text"] = d
         if cfg.use_image:
             self.image_proj = nn.Sequential(nn.Linear(image_in, d), nn.LayerNorm(d))
@@ -95,7 +96,7 @@ class SocialModel(nn.Module):
         self.fusion = _product_fusion(modal, h, cfg.interaction) if (modal and cfg.task == "post") else None
         self.no_content = nn.Parameter(torch.zeros(h))        # a post with no usable content
         if cfg.task == "user" and cfg.use_text:
-            self.user_text = nn.Sequential(nn.Dropout(cfg.input_dropout), nn.Linear(cfg.text_dim, h), nn.GELU())
+            self.user_text = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU(), nn.Dropout(cfg.input_dropout))
         if cfg.use_meta or cfg.use_graph:
             self.meta = nn.Sequential(nn.Linear(8, h), nn.GELU())
             self.unknown_user = nn.Parameter(torch.zeros(h))

@@ -105,7 +105,7 @@ def _encode_chunk(texts: list, encoder: str, dim: int, cache_dir) -> tuple[np.nd
     return encode_texts(texts, encoder, cache_dir, dim)
 
 
-def dask_encode_texts(texts: list, client=None, encoder: str = "hashed", dim: int = 1024, chunk: int = 5000,
+def dask_encode_texts(texts: list, client=None, encoder: str = "hashed", dim: int = 512, chunk: int = 5000,
                       cache_dir=None) -> tuple[np.ndarray, np.ndarray]:
     import dask
 

@@ -30,7 +30,7 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def hashed_features(texts, dim: int = 1024, bigrams: bool = False) -> np.ndarray:
+def hashed_features(texts, dim: int = 512, bigrams: bool = False) -> np.ndarray:
     out = np.zeros((len(texts), dim), np.float32)
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text:
@@ -121,7 +121,7 @@ class MiniLMEncoder:
         atomic_write_bytes(self.cache_dir / name, buf.getvalue())
 
 
-def encode_texts(texts, encoder: str = "hashed", cache_dir=None, dim: int = 1024, progress: bool = False):
+def encode_texts(texts, encoder: str = "hashed", cache_dir=None, dim: int = 512, progress: bool = False):
     """(features, present) with the chosen encoder ('hashed' or 'minilm')."""
     texts = list(texts)
     if encoder == "minilm":

@@ -1,0 +1,69 @@
+"""Learning on the synthetic benchmark (~3k posts): the fused model beats the best unimodal model
+by >= 5 points, and no model beats the generator's Bayes ceiling for what it sees by > 2 points
+(a model above its ceiling would mean a leak).  The full-size figures (>= 20k posts) are measured
+by ``mm bench social --acceptance``."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from apps.social.dataset import build_tensors, load_tables
+from apps.social.synthetic import ceilings, generate
+from apps.social.synthetic_io import write_canonical
+from apps.social.train import default_train_config, train_all
+
+SEES = {"text": "text", "image": "image", "graph": "graph", "text+image": "text+image", "late_fusion": "late_fusion",
+        "fused": "all"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("social_learning")
+    data = generate(n_posts=3000, seed=0)
+    write_canonical(data, root / "data")
+    store = build_tensors(load_tables(root / "data"))
+    report = train_all(store, root / "out", default_train_config(epochs=12, batch_size=256, device="cpu"),
+                       post_models=("image", "text", "graph", "fused"), user_models=("text", "graph"), log=lambda *a: None)
+    return data, store, report, root
+
+
+def test_fusion_beats_every_unimodal_model_and_respects_ceilings(trained):
+    data, store, report, _ = trained
+    test = store.post_split == "test"
+    ceil = ceilings(data.truth, store.posts.post_id[test])
+    acc = {k: v["accuracy"] for k, v in report["post"].items()}
+    best_uni = max(acc[k] for k in ("text", "image", "graph"))
+    assert acc["fused"] >= best_uni + 0.05, acc
+    for name, value in acc.items():
+        assert value <= ceil[SEES[name]] + 0.02, (name, value, ceil[SEES[name]])
+    # the fused model solves the XOR posts that a sum of unimodal scores cannot
+    group = data.truth.group.to_numpy()
+    labels = store.post_label.numpy()
+    xor = test & (group == "X")
+    fused_xor = (report["post_probs"]["fused"].argmax(1)[xor] == labels[xor]).mean()
+    late_xor = (report["post_probs"]["late_fusion"].argmax(1)[xor] == labels[xor]).mean()
+    assert fused_xor >= 0.6 and late_xor <= 0.62, (fused_xor, late_xor)
+
+
+def test_graph_lifts_bot_detection_over_text(trained):
+    _, _, report, _ = trained
+    assert report["user"]["graph"]["f1_positive"] >= report["user"]["text"]["f1_positive"] + 0.25, report["user"]
+
+
+def test_trainer_runs_saved_and_reload_to_same_predictions(trained):
+    import torch
+
+    from apps.social.model import ModelConfig, SocialModel
+    from apps.social.train import predict
+    from mmcore.train import load_weights
+    import json
+
+    _, store, report, root = trained
+    run = root / "out" / "models" / "post-fused"
+    cfg = json.loads((run / "config.json").read_text())["model"]
+    model = load_weights(SocialModel(ModelConfig(**cfg), list(store.graph.edge_index)), run / "best" / "model.safetensors")
+    again = predict(model, store, "post")
+    assert np.allclose(again, report["post_probs"]["fused"], atol=1e-5)
+    assert (run / "curves.png").exists() and (run / "metrics.csv").exists()

@@ -1,0 +1,47 @@
+"""Text encoders: the MiniLM disk cache (a second encoder answers from disk without the model),
+the hashed fallback's determinism and missing-text masking, and zero-shot labelling."""
+import numpy as np
+import pytest
+
+from apps.social.text import MiniLMEncoder, hashed_features, text_key
+
+
+def test_hashed_features_deterministic_and_masked():
+    from apps.social.text import encode_texts
+
+    texts = ["This is a HOAX #vote", None, "", "official results confirmed"]
+    x, present = encode_texts(texts)
+    assert present.tolist() == [True, False, False, True]
+    assert np.allclose(np.linalg.norm(x[present], axis=1), 1) and not x[~present].any()
+    assert np.array_equal(x, hashed_features(texts))
+    assert np.array_equal(hashed_features(["a hoax"]), hashed_features(["A HOAX"]))
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    return MiniLMEncoder(tmp_path_factory.mktemp("cache"))
+
+
+def test_minilm_cache_round_trip(encoder):
+    texts = ["the bridge reopens monday", "this is a hoax", None, "the bridge reopens monday"]
+    emb, present = encoder.encode(texts)
+    assert emb.shape == (4, 384) and present.tolist() == [True, True, False, True]
+    assert np.allclose(np.linalg.norm(emb[present], axis=1), 1, atol=1e-5)
+    assert np.array_equal(emb[0], emb[3]) and not emb[2].any()
+    again = MiniLMEncoder(encoder.cache_dir.parent)
+    cached, _ = again.encode(texts[:2])
+    assert again._model is None  # answered from disk, the model never loaded
+    assert np.array_equal(cached, emb[:2]) and text_key(texts[0]) in again._cache
+    # semantic sanity: paraphrases are closer than unrelated sentences
+    e = encoder.embed(["the vote was rigged", "the election was a fraud", "I baked bread today"])
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+
+
+def test_zero_shot_labels_from_names(encoder):
+    from apps.social.zeroshot import zero_shot
+
+    texts = ["this vaccine story is a hoax and a scam, totally fake", "officials confirmed and verified the results",
+             None, "fake news, rigged coverup"]
+    pred, probs = zero_shot(texts, ["misinformation", "reliable information"], encoder=encoder)
+    assert pred.tolist() == [0, 1, -1, 0]
+    assert np.allclose(probs[[0, 1, 3]].sum(1), 1) and np.isnan(probs[2]).all()
