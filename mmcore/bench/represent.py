@@ -94,7 +94,7 @@ def bench_dcca(rows: list[Row], quick: bool) -> None:
         for _ in range(20):
             dcca_objective(name, h1, h2, k=8).backward()
         timings.append(f"{name} {1000 * (time.perf_counter() - t0) / 20:.1f}")
-    rows.append(("DCCA", "ms per loss+backward (n=512, width 32)", "; ".join(timings), "median of shared CPU"))
+    rows.append(("DCCA", "ms per loss+backward (n=512, width 32)", "; ".join(timings), "mean of 20 calls, shared CPU"))
 
 
 def bench_clip(rows: list[Row], distributed: bool) -> None:

@@ -151,9 +151,13 @@ class ClipLoss(nn.Module):
                 raise ValueError("pair_mask must keep every positive pair (the diagonal) True")
             valid &= pair_mask.to(a.device).bool()
         s = self.scale
-        per_row_ab = _smoothed_ce(s * a @ all_b.T, target, valid, self.label_smoothing)
-        per_row_ba = _smoothed_ce(s * b @ all_a.T, target, valid, self.label_smoothing)
-        return 0.5 * (_row_mean(per_row_ab, keep) + _row_mean(per_row_ba, keep))
+        # only kept rows enter the softmax: an absent row's own column is masked, and a row of
+        # all -inf would give NaN gradients even if its loss were discarded afterwards
+        a_rows, b_rows, target, valid = a[keep], b[keep], target[keep], valid[keep]
+        per_row_ab = _smoothed_ce(s * a_rows @ all_b.T, target, valid, self.label_smoothing)
+        per_row_ba = _smoothed_ce(s * b_rows @ all_a.T, target, valid, self.label_smoothing)
+        everyone = torch.ones_like(per_row_ab, dtype=torch.bool)
+        return 0.5 * (_row_mean(per_row_ab, everyone) + _row_mean(per_row_ba, everyone))
 
 
 class SigLipLoss(nn.Module):

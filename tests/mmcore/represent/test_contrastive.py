@@ -52,6 +52,10 @@ def test_clip_pair_mask_and_present_rows():
     # an absent row contributes nothing: same as removing it
     present = torch.tensor([True, False, True, True])
     assert loss(a, b, present=present).item() == pytest.approx(loss(a[present], b[present]).item(), abs=1e-6)
+    a_leaf, b_leaf = a.clone().requires_grad_(), b.clone().requires_grad_()
+    loss(a_leaf, b_leaf, present=present).backward()
+    assert torch.isfinite(a_leaf.grad).all() and torch.isfinite(b_leaf.grad).all()
+    assert (a_leaf.grad[1] == 0).all() and (b_leaf.grad[1] == 0).all()   # the absent row contributes nothing
     # label smoothing with a mask spreads epsilon over valid columns only (stays finite)
     assert torch.isfinite(ClipLoss(label_smoothing=0.1)(a, b, pair_mask=mask))
     bad = mask.clone()
