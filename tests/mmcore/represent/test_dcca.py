@@ -15,6 +15,12 @@ def test_identical_views_give_minus_latent_width():
     assert corr_sq_sum(h, h).item() == pytest.approx(-10, abs=1e-3)
     assert corr_sum(h, h).item() == pytest.approx(-10, abs=1e-3)
     assert corr_topk(h, h, k=4).item() == pytest.approx(-4, abs=1e-3)
+    # all ten correlations equal 1 (repeated singular values): gradients must stay finite
+    leaf = h.clone().requires_grad_()
+    for objective in (corr_sum, corr_sq_sum):
+        leaf.grad = None
+        objective(leaf, leaf).backward()
+        assert torch.isfinite(leaf.grad).all()
 
 
 def test_independent_views_sum_of_squares_is_pq_over_n():
@@ -36,6 +42,7 @@ def test_objectives_agree_with_linear_cca():
 
 @pytest.mark.parametrize("name", ["corr_sum", "corr_topk", "corr_sq_sum", "ey"])
 def test_rank_deficient_batch_has_finite_gradients(name):
+    """Collinear, duplicated and constant columns make the covariances singular."""
     base = torch.randn(16, 2)
     h1 = (base @ torch.randn(2, 6)).requires_grad_()      # rank 2 of 6 columns
     h2 = torch.cat([base, base, torch.zeros(16, 2)], 1).requires_grad_()  # duplicated + constant columns
