@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imputer-steps", type=int, default=800)
     p.add_argument("--adapt-steps", type=int, default=600)
     p.add_argument("--sections", default="vaes,missing,domain")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (tiny MLPs: 1 is fastest; 0 = leave as is)")
     args = p.parse_args(argv)
     args.vaes = [v for v in args.vaes.split(",") if v]
     args.completion_vaes = [v for v in args.completion_vaes.split(",") if v]

@@ -11,15 +11,6 @@ from mmcore.train import load_weights, save_weights
 DIMS = {"m0": 64, "m1": 64}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny MLPs: one thread is fastest and does not oversubscribe a busy CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data():
     torch.manual_seed(0)
