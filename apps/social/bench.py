@@ -66,11 +66,11 @@ def throughput(n_posts: int, work: Path, minilm_sample: int = 128) -> dict:
     encode_texts(store.posts.text.tolist())
     times["encode"] = t()
     times["graph"] = max(build_s - times["encode"], 1e-9)
-    store.image_feat = torch.zeros(len(store.posts), 64)
+    store.image_feat = torch.zeros(len(store.posts), 32)
     cfg = ModelConfig(n_classes=len(store.post_classes), text_dim=store.text.shape[1], use_text=True, use_image=True,
                       use_graph=True, use_meta=True)
     model = SocialModel(cfg, list(store.graph.edge_index))
-    collate = SubgraphCollator(store, "post", [10, 3])
+    collate = SubgraphCollator(store, "post", [15])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     seeds = store.seeds("post", "train")
     t = _timer()
@@ -120,7 +120,8 @@ def acceptance(n_posts: int, work: Path, epochs: int = 12) -> dict:
     data = generate(n_posts=n_posts, seed=0)
     write_canonical(data, work / "data")
     store = build_tensors(load_tables(work / "data"))
-    report = train_all(store, work / "out", default_train_config(epochs=epochs, batch_size=512, device="cpu"), fanouts=(10, 3))
+    report = train_all(store, work / "out", default_train_config(epochs=epochs, batch_size=512, device="cpu"), fanouts=(15,),
+                       post_models=("image", "text", "graph", "fused"), user_models=("text", "metadata", "graph"))
     test = store.post_split == "test"
     labels, group = store.post_label.numpy(), data.truth.group.to_numpy()
     acc = {k: v["accuracy"] for k, v in report["post"].items()}

@@ -84,7 +84,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1500, epochs: int = 10, zero_shot: bool = True) -> dict:
+def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1200, epochs: int = 10, zero_shot: bool = True) -> dict:
     """Synthetic data written as twarc2 pages + a follows CSV + a labels CSV, ingested through the
     real adapters, then the whole analysis: models, analytics, Gephi files, predictions, report."""
     import time
@@ -111,11 +111,11 @@ def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1500, epochs: int = 
     label_map = load_labels(labels)
     ingest_file(writer, pages, "twitter", media_root=raw / "media", labels=label_map)
     ingest_file(writer, follows, "csv", table="edges")
-    writer.close()
+    stats = writer.close().to_dict()
     data.truth.to_parquet(out_dir / "data" / "truth_posts.parquet", index=False)
     cfg = default_train_config(out_dir=str(out_dir), epochs=epochs, batch_size=256, device=device, seed=0)
     metrics = analyze([out_dir / "data"], out_dir, train_config=cfg,
-                      zero_shot_labels=["misinformation", "reliable"] if zero_shot else None, zero_shot_max=120)
+                      zero_shot_labels=["misinformation", "reliable"] if zero_shot else None, zero_shot_max=120, ingest_stats=stats)
     post, user = metrics["post_models"], metrics["user_models"]
     best_uni = max(post[k]["accuracy"] for k in ("text", "image", "graph") if k in post)
     return {"posts": metrics["n_posts"], "fused_acc": post.get("fused", {}).get("accuracy", float("nan")),
@@ -161,7 +161,7 @@ def register(subparsers) -> None:
     q = sub.add_parser("demo", help="end-to-end demo on embedded synthetic data")
     q.add_argument("--out", default="runs/social-demo")
     q.add_argument("--device", default="auto")
-    q.add_argument("--posts", type=int, default=1500)
+    q.add_argument("--posts", type=int, default=1200)
     q.set_defaults(func=cmd_demo)
 
 

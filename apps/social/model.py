@@ -33,7 +33,7 @@ class ModelConfig:
     task: str = "post"                 # post | user
     n_classes: int = 2
     text_dim: int = 512
-    image_dim: int = 64                # frozen CNN features; 0 = run the CNN on pixels (image baseline)
+    image_dim: int = 32                # frozen CNN features; 0 = run the CNN on pixels (image baseline)
     use_text: bool = False
     use_image: bool = False
     use_meta: bool = False

@@ -50,12 +50,14 @@ def prepare_data(inputs: list, out_dir: Path, fmt: str = "auto", mapping: dict |
 
 def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: dict | None = None, media_root=None,
             labels=None, text_encoder: str = "hashed", cache_dir=None, train_config: TrainConfig | None = None,
-            zero_shot_labels: list | None = None, zero_shot_max: int = 300, seed: int = 0, log=print) -> dict:
+            zero_shot_labels: list | None = None, zero_shot_max: int = 300, seed: int = 0, log=print,
+            ingest_stats: dict | None = None) -> dict:
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
-    data_dir, ingest_stats = prepare_data(inputs, out, fmt, mapping, media_root, labels, log)
+    data_dir, stats = prepare_data(inputs, out, fmt, mapping, media_root, labels, log)
+    ingest_stats = stats or ingest_stats
     timings["ingest"] = time.perf_counter() - t0
     tables = load_tables(data_dir)
     t = time.perf_counter()

@@ -118,7 +118,7 @@ def default_train_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def train_all(store: SocialTensors, out_dir: str | Path, base: TrainConfig | None = None, fanouts=(10, 3),
+def train_all(store: SocialTensors, out_dir: str | Path, base: TrainConfig | None = None, fanouts=(15,),
               post_models=tuple(POST_MODELS), user_models=tuple(USER_MODELS), log=print) -> dict:
     """Train every model that the data's labels allow; return probabilities and test metrics."""
     out_dir = Path(out_dir)
