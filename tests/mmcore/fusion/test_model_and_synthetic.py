@@ -97,7 +97,6 @@ def _fit(model, batch, steps=250, seed=0):
 
 
 def test_fusion_beats_every_unimodal_model_on_held_out_data():
-    torch.set_num_threads(1)
     train = SyntheticFactorDataset(3000, seed=0).to_batch()
     test_set = SyntheticFactorDataset(1000, seed=7)
     test = test_set.to_batch()

@@ -1,0 +1,11 @@
+"""Tiny models: one torch thread is faster and does not spin against other tests on 2 cores."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
