@@ -65,7 +65,6 @@ def test_adaptation_recovers_accuracy_on_the_target_domain_without_its_labels(me
     weights = [p.clone() for p in model.parameters()]
     adapted = adapt(model, src, tgt, method=method, steps=250, batch_size=64, lr=2e-3)
     after = accuracy(adapted, tgt_test)
-    print(method, before, after)
     assert after > before + 0.1, (before, after)
     assert accuracy(adapted, src) > 0.8
     assert all(torch.equal(w, p) for w, p in zip(weights, model.parameters()))     # original untouched
