@@ -164,8 +164,10 @@ def plot_noise_curves(curves: dict[str, Sequence[float]], path: str | Path, leve
     from ..train import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, curve in curves.items():
-        ax.plot(levels, curve, marker="o", ms=3, label=name)
+    colours = plt.get_cmap("tab20")
+    for i, (name, curve) in enumerate(curves.items()):
+        style = "--" if name.startswith("unimodal") else "-"
+        ax.plot(levels, curve, style, marker="o", ms=3, label=name, color=colours(i % 20))
     ax.set_xlabel("noise level")
     ax.set_ylabel("accuracy")
     ax.set_title(title)
