@@ -15,7 +15,6 @@ harness removes them.  Accuracy is reported overall and per part (shared / uniqu
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
