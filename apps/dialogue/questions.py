@@ -167,8 +167,10 @@ def make_dialogue(scene: dict, rng: random.Random, rounds: int = 10) -> list[dic
             item = {"question": f"is there a {colour} {shape} ?", "answer": "yes" if present else "no",
                     "family": "exist", "distance": 0}
         else:
-            kind = rng.choice(("colour", "shape", "size"))
-            if kind == "colour":
+            kind = rng.choice(("all", "colour", "shape", "size"))
+            if kind == "all":
+                q, n = "how many objects are there ?", len(objs)
+            elif kind == "colour":
                 value = rng.choice([o["colour"] for o in objs] + list(PALETTE)[:2])
                 q, n = f"how many {value} objects are there ?", sum(o["colour"] == value for o in objs)
             elif kind == "shape":
