@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dropout-rate", type=float, default=0.4)
     p.add_argument("--imputer-steps", type=int, default=800)
     p.add_argument("--adapt-steps", type=int, default=600)
+    p.add_argument("--judge-steps", type=int, default=200, help="training steps of the coherence classifiers")
     p.add_argument("--sections", default="vaes,missing,domain")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny MLPs: 1 is fastest; 0 = leave as is)")
     args = p.parse_args(argv)
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         train_batch = train_ds.full_batch()
         res: dict = {"device": str(resolve_device(args.device)), "views": args.views, "n_train": args.n_train,
                      "n_test": args.n_test, "args": {k: v for k, v in vars(args).items()}}
-        judges = train_judges(train_batch, num_classes=NUM_CLASSES, steps=200, seed=args.seed)
+        judges = train_judges(train_batch, num_classes=NUM_CLASSES, steps=args.judge_steps, seed=args.seed)
         res["judges"] = {m: judge_accuracy(j, test_batch[m], test_batch.fields["label"]) for m, j in judges.items()}
         vaes: dict = {}
         if "vaes" in sections:
