@@ -47,6 +47,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask_mode(path: str | Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create private files; give them the mode a plain open() would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
     path = Path(path)
@@ -57,6 +64,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -95,6 +103,7 @@ def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] |
     os.close(fd)
     try:
         save_file(_contiguous_state(module), tmp, metadata=metadata)
+        _umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -157,6 +166,7 @@ class CheckpointManager:
                 fh.flush()
                 os.fsync(fh.fileno())
             (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=2, default=float))
+            _umask_mode(tmp, directory=True)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
