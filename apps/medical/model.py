@@ -15,8 +15,8 @@ encoder levels        [B, c_l, 48/2^l, ...]        l = 0, 1, 2, one encoder per 
 fused level l         [B, c_l, ...]                GMU over present modalities per voxel
                                                    (l = 1, 2); masked mean at l = 0
 seg logits            [B, 2, 48, 56, 48]           background / lesion
-lesion descriptor     [B, 3 (c_0 + 1)]             per modality: mean inside lesion, in a ring
-                                                   around it, and their difference
+lesion descriptor     [B, 3 (c_0 + 1)]             per modality: mean in the lesion core, in a
+                                                   ring around it, and their difference
 class logits          [B, 4]                       GMU over modality descriptors -> MLP, / T
 ====================  ===========================  ==========================================
 
@@ -81,10 +81,12 @@ class FeatureMapGMU(nn.Module):
 
 
 def lesion_descriptor(maps: torch.Tensor, weight: torch.Tensor, ring_voxels: int = 2) -> torch.Tensor:
-    """Mean of ``maps`` [B, C, *S] inside ``weight`` [B, 1, *S] (soft mask), in a ring around it, and the difference."""
+    """Means of ``maps`` [B, C, *S] in the lesion *core* (``weight`` [B, 1, *S] eroded by one voxel: the
+    rim is oedema in every class), in a ring around the lesion, and core minus ring -> [B, 3C]."""
+    core = -F.max_pool3d(-weight, 3, stride=1, padding=1)
     k = 2 * ring_voxels + 1
     ring = (F.max_pool3d(weight, k, stride=1, padding=ring_voxels) - weight).clamp(min=0)
-    inside = (maps * weight).flatten(2).sum(-1) / weight.flatten(2).sum(-1).clamp(min=1e-3)
+    inside = (maps * core).flatten(2).sum(-1) / core.flatten(2).sum(-1).clamp(min=1e-3)
     around = (maps * ring).flatten(2).sum(-1) / ring.flatten(2).sum(-1).clamp(min=1e-3)
     return torch.cat([inside, around, inside - around], dim=1)
 

@@ -1,5 +1,9 @@
-"""Training with the shared mmcore Trainer: DiceCE on the lesion + CE on the diagnosis, whole-modality
-dropout, temperature calibration on the validation set, and a MONAI-bundle-style export."""
+"""Training with the shared mmcore Trainer, in two stages.
+
+Stage 1: DiceCE on the lesion + CE on the diagnosis (features pooled in the true lesion), whole-
+modality dropout. Stage 2: segmentation frozen, the diagnosis head refitted on descriptors pooled
+in the *predicted* lesion (what inference sees), again with modality dropout. Then temperature
+calibration on the validation set and a MONAI-bundle-style export."""
 from __future__ import annotations
 
 import json
@@ -9,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .model import FusionSegDiagNet
+from .model import FusionSegDiagNet, lesion_descriptor
 
 
 def make_step(modality_dropout: float = 0.35, seed: int = 0):
@@ -57,6 +61,78 @@ def collect_logits(model, dataset, batch_size: int = 4, drop: str | None = None)
     return torch.cat(logits), torch.cat(labels)
 
 
+class DiagnosisHead(torch.nn.Module):
+    """The network's diagnosis part (descriptor GMU + MLP) on precomputed per-modality descriptors."""
+
+    def __init__(self, net: FusionSegDiagNet) -> None:
+        super().__init__()
+        self.desc_fuse, self.classifier = net.desc_fuse, net.classifier
+        self.names = list(net.desc_fuse.in_dims)
+
+    def forward(self, batch):
+        feats = {m: batch[m] for m in self.names if batch.get(m) is not None}
+        return self.classifier(self.desc_fuse(feats, {m: batch.mask(m) for m in feats}))
+
+
+@torch.no_grad()
+def lesion_descriptors(model: FusionSegDiagNet, dataset) -> list[dict]:
+    """Per case: each present modality's descriptor pooled in the *predicted* lesion (as at inference)."""
+    from .datasets import collate_studies
+
+    model.eval()
+    rows = []
+    for i in range(len(dataset)):
+        batch = collate_studies([dataset[i]])
+        images, present = model.inputs(batch)
+        seg, maps = model.segment(images, present)
+        weight = seg.softmax(1)[:, 1:2]
+        row = {"label": int(batch.fields["label"][0])}
+        for m, x in maps.items():
+            ok = model.fusion != "gated" or bool(present[m][0])
+            row[m] = lesion_descriptor(x, weight)[0] if ok else None
+        rows.append(row)
+    return rows
+
+
+def fit_diagnosis_head(model: FusionSegDiagNet, train_ds, val_ds, out_dir: Path, *, epochs: int = 150,
+                       modality_dropout: float = 0.35, seed: int = 0) -> dict:
+    """Stage 2: the segmentation is frozen; the head learns from lesion descriptors pooled in the
+    predicted lesion (exactly what inference pools), with whole-modality dropout, via the Trainer."""
+    import torchmetrics
+
+    from mmcore.data import MultimodalCollator
+    from mmcore.train import StepOutput, Trainer, TrainConfig
+
+    names = list(model.desc_fuse.in_dims)
+    train_rows, val_rows = lesion_descriptors(model, train_ds), lesion_descriptors(model, val_ds)
+    head = DiagnosisHead(model)
+    gen = torch.Generator().manual_seed(seed)
+
+    def step(m, batch):
+        if m.training and modality_dropout > 0 and len(names) > 1:
+            both = batch.mask(names[0]) & batch.mask(names[1])
+            drop = (torch.rand(both.shape[0], generator=gen) < modality_dropout) & both
+            first = torch.rand(both.shape[0], generator=gen) < 0.5
+            batch = batch.drop_modality(names[0], drop & first).drop_modality(names[1], drop & ~first)
+        logits = m(batch)
+        return StepOutput(F.cross_entropy(logits, batch.fields["label"]), logits.detach(), batch.fields["label"])
+
+    cfg = TrainConfig(out_dir=str(out_dir), epochs=epochs, batch_size=16, lr=3e-3, weight_decay=1e-3, device="cpu",
+                      monitor="val_loss", monitor_mode="min", seed=seed, progress=False, log_every=20)
+    metrics = torchmetrics.MetricCollection({"auroc": torchmetrics.classification.MulticlassAUROC(4),
+                                             "accuracy": torchmetrics.classification.MulticlassAccuracy(4)})
+    shapes = {m: tuple(next(r[m] for r in train_rows if r.get(m) is not None).shape) for m in names}
+    trainer = Trainer(head, cfg, train_rows, val_rows, collate_fn=MultimodalCollator(names, shapes=shapes),
+                      step_fn=step, metrics=metrics)
+    result = trainer.fit()
+    best = Path(result.run_dir) / "best" / "model.safetensors"
+    if best.exists():
+        from mmcore.train import load_weights
+
+        load_weights(head, best)
+    return {"head_" + k: v for k, v in trainer.evaluate(val_rows).items()}
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Temperature scaling (Guo et al. 2017): the T minimising validation NLL of ``logits / T``."""
     log_t = torch.zeros((), requires_grad=True)
@@ -69,7 +145,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     opt.step(closure)
-    return float(log_t.exp().clamp(0.05, 20.0))
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def export_bundle(model: FusionSegDiagNet, out: Path, metrics: dict | None = None, note: str = "") -> Path:
@@ -140,12 +216,21 @@ def train(args) -> dict:
                       step_fn=make_step(args.modality_dropout, args.seed), metrics=metrics,
                       extra_config={"model": model.config, "modality_dropout": args.modality_dropout,
                                     "data": str(data), "data_seed": args.data_seed})
-    result = trainer.fit(resume=args.resume)
+    if not args.head_only:
+        result = trainer.fit(resume=args.resume)
+    else:
+        from mmcore.train import TrainResult
+
+        result = TrainResult(Path(cfg.out_dir), 0, 0, None, None)
     best = Path(result.run_dir) / "best" / "model.safetensors"
     if best.exists():
         from mmcore.train import load_weights
 
         load_weights(model, best)
+    head_metrics = fit_diagnosis_head(model, cached_dataset(train_items, augment=False), val_ds,
+                                      Path(result.run_dir) / "head", epochs=args.head_epochs,
+                                      modality_dropout=args.modality_dropout, seed=args.seed)
+    result.last_metrics.update(head_metrics)
     logits, labels = collect_logits(model, val_ds)
     model.temperature.fill_(fit_temperature(logits, labels))
     bundle = export_bundle(model, Path(result.run_dir) / "bundle", {**result.last_metrics, "temperature": float(model.temperature)},
@@ -169,6 +254,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fusion", default="gated", choices=["gated", "early"])
     parser.add_argument("--modalities", default="mr,ct", help="mr,ct | mr | ct (single-modality baselines)")
     parser.add_argument("--modality-dropout", type=float, default=0.35)
+    parser.add_argument("--head-epochs", type=int, default=150, help="stage 2: diagnosis head on frozen lesion features")
+    parser.add_argument("--head-only", action="store_true", help="skip stage 1; reuse OUT/best/model.safetensors")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     parser.add_argument("--export", default=None, help="copy the bundle here (e.g. data/medical/model)")
     add_train_arguments(parser, TrainConfig(out_dir="runs/medical", epochs=12, batch_size=4, lr=3e-3))

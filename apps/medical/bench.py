@@ -1,0 +1,158 @@
+"""`mm bench medical`: data time (plain MONAI Dataset vs our cache), step time, analyze time.
+
+Side by side in one run on the same studies (timings on a shared CPU drift; compare ratios):
+
+* data time per epoch: a plain ``monai.data.Dataset`` running the whole deterministic pipeline
+  (load, orient, register, resample, normalise, crop) every epoch vs ``CacheDataset`` +
+  ``ThreadDataLoader`` (pipeline once, random flips per epoch);
+* training step time (batch 4, forward + backward + AdamW) of the fusion network;
+* whole-study analyze time (ours: intake + MI registration + model + inversion + all writers) vs
+  the plain MONAI tutorial recipe (``LoadImaged`` -> ``Orientationd`` -> ``Spacingd`` ->
+  ``ResampleToMatchd`` on headers -> model -> ``Invertd``), with the CT->MR TRE of each.
+
+Writes ``benchmarks/results/medical/bench.{md,json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "medical"
+
+
+def _tutorial_recipe(model, study, truth):
+    """The usual MONAI way: header-only alignment of CT onto MR, stacked channels, Invertd."""
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import (Compose, EnsureChannelFirstd, Invertd, LoadImaged, Orientationd, ResampleToMatchd,
+                                  ResizeWithPadOrCropd, ScaleIntensityRanged, ScaleIntensityRangePercentilesd, Spacingd)
+
+    from .phantom import tre_mm
+    from .transforms import CT_WINDOW, ROI, SPACING
+
+    t0 = time.perf_counter()
+    pipe = Compose([
+        LoadImaged(["mr", "ct"], image_only=True), EnsureChannelFirstd(["mr", "ct"]),
+        Orientationd(["mr", "ct"], axcodes="RAS"), Spacingd("mr", pixdim=SPACING), ResampleToMatchd("ct", key_dst="mr"),
+        ScaleIntensityRangePercentilesd("mr", 1, 99, 0, 1, clip=True), ScaleIntensityRanged("ct", *CT_WINDOW, 0, 1, clip=True),
+        ResizeWithPadOrCropd(["mr", "ct"], ROI),
+    ])
+    d = pipe({"mr": str(study / "mr.nii.gz"), "ct": str(study / "ct.nii.gz")})
+    present = {"mr": torch.ones(1, dtype=torch.bool), "ct": torch.ones(1, dtype=torch.bool)}
+    with torch.no_grad():
+        seg = sliding_window_inference(torch.cat([d["mr"], d["ct"]])[None], ROI, 1,
+                                       lambda x: model.segment({"mr": x[:, :1], "ct": x[:, 1:]}, present)[0])
+    from monai.data import MetaTensor
+
+    d["pred"] = MetaTensor(seg[0].softmax(0)[1:], affine=d["mr"].affine, applied_operations=list(d["mr"].applied_operations))
+    Invertd("pred", pipe, orig_keys="mr")(d)
+    return time.perf_counter() - t0, tre_mm(np.eye(4), truth)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="mm bench medical")
+    p.add_argument("--studies", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="epochs timed for each data path")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--bundle", default=None)
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    from monai.data import CacheDataset, Dataset, ThreadDataLoader
+
+    from mmcore.train import atomic_write_json, atomic_write_text
+
+    from .analyze import analyze_study, load_model
+    from .datasets import collate_studies, prepare_cases, train_transforms
+    from .demo_data import write_study
+    from .model import FusionSegDiagNet
+    from .phantom import load_truth, tre_mm
+    from .train import make_step
+    from .transforms import MODALITIES, preprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="mm-bench-medical-"))
+    entries = [write_study(tmp, f"b{i}", 777_000 + i, label=i % 4) for i in range(args.studies)]
+    results: dict = {"studies": args.studies, "threads": 1}
+
+    # 1. data time per epoch: plain Dataset (whole pipeline each epoch) vs cache
+    from monai.transforms import Compose, RandFlipd
+
+    plain_pipe = Compose([preprocess(register=True, with_mask=True),
+                          RandFlipd(keys=["image", "mask"], prob=0.5, spatial_axis=0)])
+    plain = Dataset([{**{m: str(Path(e["study"]) / f"{m}.nii.gz") for m in MODALITIES}, "mask": e["mask"], "label": e["label"]}
+                     for e in entries], transform=plain_pipe)
+    plain_times = []
+    for _ in range(max(1, args.epochs - 1)):
+        t0 = time.perf_counter()
+        for _ in ThreadDataLoader(plain, batch_size=2, num_workers=0, collate_fn=collate_studies):
+            pass
+        plain_times.append(time.perf_counter() - t0)
+    items = prepare_cases(entries, tmp / "cache", progress=False)
+    cached = CacheDataset(items, transform=train_transforms(True), cache_rate=1.0, progress=False)
+    cached_times = []
+    for _ in range(args.epochs):
+        t0 = time.perf_counter()
+        for _ in ThreadDataLoader(cached, batch_size=2, num_workers=0, collate_fn=collate_studies):
+            pass
+        cached_times.append(time.perf_counter() - t0)
+    results["data_seconds_per_epoch"] = {"plain_monai_dataset": statistics.median(plain_times),
+                                         "cache_dataset_thread_loader": statistics.median(cached_times)}
+    results["data_speedup"] = results["data_seconds_per_epoch"]["plain_monai_dataset"] / max(
+        results["data_seconds_per_epoch"]["cache_dataset_thread_loader"], 1e-9)
+
+    # 2. training step time
+    model = FusionSegDiagNet()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    step = make_step(0.35)
+    batch = collate_studies([cached[i % len(cached)] for i in range(4)])
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        out = step(model.train(), batch)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    results["train_step_seconds_batch4"] = statistics.median(times[1:] or times)
+
+    # 3. whole-study analyze: ours vs the tutorial recipe, same study
+    shipped = load_model(args.bundle)
+    ours, recipe, tre_ours, tre_recipe = [], [], [], []
+    for e in entries:
+        truth = load_truth(e["truth"])
+        t0 = time.perf_counter()
+        f = analyze_study(Path(e["study"]), tmp / "analyze" / e["id"], shipped)
+        ours.append(time.perf_counter() - t0)
+        tre_ours.append(tre_mm(np.asarray(f["registration"]["ct_from_mr"]), truth))
+        secs, tre = _tutorial_recipe(shipped, Path(e["study"]), truth)
+        recipe.append(secs)
+        tre_recipe.append(tre)
+    results["analyze_seconds"] = {"ours_all_outputs": statistics.median(ours), "monai_tutorial_recipe": statistics.median(recipe)}
+    results["ct_to_mr_tre_mm"] = {"ours": float(np.mean(tre_ours)), "monai_tutorial_recipe": float(np.mean(tre_recipe))}
+
+    out = Path(args.out)
+    atomic_write_json(out / "bench.json", results)
+    d = results
+    table = "\n".join([
+        "# mm bench medical", "", f"{args.studies} demo studies, 1 torch thread; medians. Machine load varies: compare ratios.", "",
+        "| measure | plain MONAI | ours |", "| --- | --- | --- |",
+        f"| data time per epoch (s) | {d['data_seconds_per_epoch']['plain_monai_dataset']:.2f} | "
+        f"{d['data_seconds_per_epoch']['cache_dataset_thread_loader']:.4f} ({d['data_speedup']:.0f}x) |",
+        f"| training step, batch 4 (s) | - | {d['train_step_seconds_batch4']:.2f} |",
+        f"| whole-study analyze (s) | {d['analyze_seconds']['monai_tutorial_recipe']:.2f} (no registration, mask only) | "
+        f"{d['analyze_seconds']['ours_all_outputs']:.2f} (registration + NIfTI + JSON + report) |",
+        f"| CT->MR TRE (mm) | {d['ct_to_mr_tre_mm']['monai_tutorial_recipe']:.2f} | {d['ct_to_mr_tre_mm']['ours']:.2f} |", ""])
+    atomic_write_text(out / "bench.md", table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

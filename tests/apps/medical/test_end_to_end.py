@@ -1,0 +1,93 @@
+"""End to end on a generated demo study with the shipped model, and real public files that must
+give a clear answer or a clear refusal (never a traceback)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from apps.medical.analyze import DEFAULT_BUNDLE, analyze_path, analyze_study, load_model
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_BUNDLE / "models" / "model.safetensors").exists(),
+                                reason="shipped model bundle missing (data/medical/model)")
+
+
+@pytest.fixture(scope="module")
+def model():
+    import torch
+
+    torch.set_num_threads(1)
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def dicom_study(tmp_path_factory):
+    from apps.medical.demo_data import write_study
+
+    root = tmp_path_factory.mktemp("demo")
+    return write_study(root, "s1", 424242, label=1, fmt="dicom", decoys=True)
+
+
+def test_dicom_demo_study_all_outputs(model, dicom_study, tmp_path):
+    import highdicom as hd
+    import nibabel as nib
+    import pydicom
+
+    from apps.medical.phantom import load_truth, tre_mm
+
+    f = analyze_study(dicom_study["study"], tmp_path, model)
+    assert f["status"] == "ok", f
+    saved = json.loads((tmp_path / "findings.json").read_text())
+    assert saved["study_instance_uid"] and set(saved["series"]) == {"mr", "ct"}
+    assert saved["modalities_used"] == ["mr", "ct"] and saved["flag"] is None
+    assert abs(sum(saved["probabilities"].values()) - 1) < 1e-3
+    truth = load_truth(dicom_study["truth"])
+    assert tre_mm(np.asarray(saved["registration"]["ct_from_mr"]), truth) < 1.0 < tre_mm(np.eye(4), truth)
+    assert "localizer" in " ".join(saved["messages"])
+    # NIfTI mask on the native MR grid, overlapping the true lesion
+    mask = nib.load(tmp_path / "lesion_mask.nii.gz")
+    gt = nib.load(dicom_study["mask"])
+    assert mask.shape == gt.shape
+    m = np.asarray(mask.dataobj)[::-1, ::-1] > 0      # DICOM grid (LPS axes) vs the RAS truth grid
+    t = np.asarray(gt.dataobj) > 0
+    assert 2 * (m & t).sum() / (m.sum() + t.sum()) > 0.5
+    assert abs(saved["lesion"]["volume_ml"] - truth["lesion_volume_ml"]) < 0.5 * truth["lesion_volume_ml"]
+    # DICOM SEG: highdicom reads it back on the MR series' geometry
+    seg = hd.seg.segread(tmp_path / "lesion_seg.dcm")
+    mr_files = sorted((dicom_study and __import__("pathlib").Path(dicom_study["study"]) / "MR").glob("*.dcm"))
+    src = [pydicom.dcmread(p, stop_before_pixels=True) for p in mr_files]
+    assert seg.FrameOfReferenceUID == src[0].FrameOfReferenceUID
+    assert {u for _, _, u in seg.get_source_image_uids()} == {d.SOPInstanceUID for d in src}
+    vol = seg.get_volume()
+    assert vol.array.shape[0] == len(src) and vol.array.sum() == m.sum()
+    assert (tmp_path / "report.html").read_text().count("data:image/png;base64") >= 2
+
+
+def test_missing_modality_flagged(model, dicom_study, tmp_path):
+    f = analyze_study(dicom_study["study"], tmp_path, model, drop="mr", write=False)
+    assert f["status"] == "ok" and f["modalities_missing"] == ["mr"] and "MR missing" in f["flag"]
+    assert f["reference_modality"] == "ct"
+
+
+def test_public_real_files_answer_or_refuse(model, tmp_path):
+    import nibabel.testing
+    from pydicom.data import get_testdata_file
+
+    batch = tmp_path / "batch"
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        (batch / name.split(".")[0]).mkdir(parents=True)
+        shutil.copy(get_testdata_file(name), batch / name.split(".")[0] / name)
+    (batch / "nibabel_anat").mkdir()
+    shutil.copy(f"{nibabel.testing.data_path}/anatomical.nii", batch / "nibabel_anat" / "anatomical.nii")
+    (batch / "empty").mkdir()
+    results = {r["study"].split("/")[-1]: r for r in analyze_path(batch, tmp_path / "out", model, progress=False)}
+    assert set(results) == {"CT_small", "MR_small", "nibabel_anat", "empty"}
+    for name in ("CT_small", "MR_small"):
+        assert results[name]["status"] == "refused" and "only 1 slice" in results[name]["error"]
+    assert results["empty"]["status"] == "refused"
+    anat = results["nibabel_anat"]
+    assert anat["status"] == "ok" and anat["modalities_missing"] == ["ct"] and anat["flag"]
+    for r in results.values():
+        assert (tmp_path / "out" / r["study"].split("/")[-1] / "findings.json").exists()
