@@ -152,7 +152,8 @@ def section_domain(args, test_batch, train_ds, work: Path) -> dict:
     out = {"source test accuracy": accuracy(model, test_batch), "target accuracy before": accuracy(model, target_test)}
     for method in ("coral", "mmd", "dann"):
         adapted = adapt(model, source_train, target_unlabelled, method=method, steps=args.adapt_steps,
-                        weight={"coral": 10.0, "mmd": 1.0, "dann": 0.5}[method], seed=args.seed)
+                        weight={"coral": 10.0, "mmd": 1.0, "dann": args.dann_weight}[method],
+                        lr={"dann": args.dann_lr}.get(method, 1e-3), seed=args.seed)
         out[f"target accuracy after {method}"] = accuracy(adapted, target_test)
         out[f"source accuracy after {method}"] = accuracy(adapted, test_batch)
         print(f"[missing] adaptation {method}: target {out['target accuracy before']:.3f} -> "
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dropout-rate", type=float, default=0.4)
     p.add_argument("--imputer-steps", type=int, default=800)
     p.add_argument("--adapt-steps", type=int, default=600)
+    p.add_argument("--dann-weight", type=float, default=0.1)
+    p.add_argument("--dann-lr", type=float, default=3e-4)
     p.add_argument("--judge-steps", type=int, default=200, help="training steps of the coherence classifiers")
     p.add_argument("--sections", default="vaes,missing,domain")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny MLPs: 1 is fastest; 0 = leave as is)")
