@@ -84,7 +84,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1200, epochs: int = 10, zero_shot: bool = True) -> dict:
+def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1200, epochs: int = 10, zero_shot: bool = True,
+         quick: bool = False) -> dict:
     """Synthetic data written as twarc2 pages + a follows CSV + a labels CSV, ingested through the
     real adapters, then the whole analysis: models, analytics, Gephi files, predictions, report."""
     import time
@@ -115,7 +116,8 @@ def demo(out_dir: Path, device: str = "cpu", n_posts: int = 1200, epochs: int = 
     data.truth.to_parquet(out_dir / "data" / "truth_posts.parquet", index=False)
     cfg = default_train_config(out_dir=str(out_dir), epochs=epochs, batch_size=256, device=device, seed=0)
     metrics = analyze([out_dir / "data"], out_dir, train_config=cfg,
-                      zero_shot_labels=["misinformation", "reliable"] if zero_shot else None, zero_shot_max=120, ingest_stats=stats)
+                      zero_shot_labels=["misinformation", "reliable"] if zero_shot else None, zero_shot_max=120, ingest_stats=stats,
+                      **({"post_models": ("text", "image", "fused"), "user_models": ("text", "graph")} if quick else {}))
     post, user = metrics["post_models"], metrics["user_models"]
     best_uni = max(post[k]["accuracy"] for k in ("text", "image", "graph") if k in post)
     return {"posts": metrics["n_posts"], "fused_acc": post.get("fused", {}).get("accuracy", float("nan")),

@@ -51,7 +51,7 @@ def prepare_data(inputs: list, out_dir: Path, fmt: str = "auto", mapping: dict |
 def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: dict | None = None, media_root=None,
             labels=None, text_encoder: str = "hashed", cache_dir=None, train_config: TrainConfig | None = None,
             zero_shot_labels: list | None = None, zero_shot_max: int = 300, seed: int = 0, log=print,
-            ingest_stats: dict | None = None) -> dict:
+            ingest_stats: dict | None = None, post_models=None, user_models=None) -> dict:
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,8 @@ def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: di
         f"user labels {store.user_classes}")
     t = time.perf_counter()
     cfg = train_config or default_train_config(seed=seed)
-    result = train_all(store, out, cfg, log=log)
+    chosen = {k: v for k, v in (("post_models", post_models), ("user_models", user_models)) if v is not None}
+    result = train_all(store, out, cfg, log=log, **chosen)
     timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
     an = run_analytics(store, seed)

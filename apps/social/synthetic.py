@@ -15,7 +15,8 @@ The observed label is y flipped with probability ``label_noise``.  So the Bayes-
 any model that sees a set of modalities M is exactly
 ``ceiling(M) = (1 - noise_rate_on_revealed) * R(M) + 0.5 * (1 - R(M))``, R(M) the fraction of
 posts whose group M reveals: text {T}, image {I}, graph {G}, text+image {T, I, X},
-late fusion of text and image {T, I} (a sum of per-modality scores cannot express XOR),
+late fusion of the text, image and graph scores {T, I, G} (a sum of per-modality scores
+cannot express XOR),
 all {T, I, X, G}.  :func:`ceilings` computes these on any subset using the realised flips, so
 a model above its ceiling means a leak.
 
@@ -45,7 +46,7 @@ FILLER = ["the", "a", "today", "people", "news", "about", "this", "new", "report
           "said", "week", "local", "more", "time", "story", "just", "read", "everyone", "again"]
 GROUPS = ("T", "I", "X", "G", "N")
 REVEALS = {"text": {"T"}, "image": {"I"}, "graph": {"G"}, "metadata": set(), "text+image": {"T", "I", "X"},
-           "late_fusion": {"T", "I"}, "text+graph": {"T", "G"}, "image+graph": {"I", "G"},
+           "late_fusion": {"T", "I", "G"}, "text+graph": {"T", "G"}, "image+graph": {"I", "G"},
            "all": {"T", "I", "X", "G"}}
 
 

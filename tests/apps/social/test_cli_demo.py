@@ -27,18 +27,18 @@ def test_demo_pipeline_writes_everything(tmp_path):
     from apps.social import cli
 
     torch.set_num_threads(2)
-    summary = cli.demo(tmp_path, "cpu", n_posts=500, epochs=3, zero_shot=False)
+    summary = cli.demo(tmp_path, "cpu", n_posts=400, epochs=2, zero_shot=False, quick=True)
     for name in ("report.html", "users.gexf", "users.graphml", "post_predictions.parquet", "post_predictions.csv",
                  "user_analytics.parquet", "metrics.json", "communities.png", "modalities.png", "confusion.png",
                  "labels_over_time.png", "bots.png"):
         assert (tmp_path / name).exists(), name
     preds = pd.read_parquet(tmp_path / "post_predictions.parquet")
-    assert len(preds) == summary["posts"] == 500 and {"pred_fused", "score_fused", "pred_text"} <= set(preds.columns)
+    assert len(preds) == summary["posts"] == 400 and {"pred_fused", "score_fused", "pred_text"} <= set(preds.columns)
     g = nx.read_gexf(tmp_path / "users.gexf")
     some = next(iter(g.nodes(data=True)))[1]
     assert {"community", "pagerank", "pred_graph"} <= set(some)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["ingest"]["rows"]["posts"] == 500 and metrics["ingest"]["rejected"] == 0
+    assert metrics["ingest"]["rows"]["posts"] == 400 and metrics["ingest"]["rejected"] == 0
     assert "ceilings_test" in metrics and "fused" in metrics["post_models"]
     html = (tmp_path / "report.html").read_text()
     assert "What each modality adds" in html and "modalities.png" in html
