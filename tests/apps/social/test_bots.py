@@ -16,7 +16,7 @@ def test_graph_lifts_bot_f1_over_text(tmp_path):
     write_canonical(data, tmp_path / "data")
     store = build_tensors(load_tables(tmp_path / "data"))
     assert int((store.user_label.numpy()[store.user_split == "test"] == store.user_classes.index("bot")).sum()) >= 15
-    report = train_all(store, tmp_path / "out", default_train_config(epochs=12, batch_size=128, device="cpu"),
+    report = train_all(store, tmp_path / "out", default_train_config(epochs=6, batch_size=128, device="cpu"),
                        post_models=(), user_models=("text", "graph"), log=lambda *a: None)
     f1 = {k: v["f1_positive"] for k, v in report["user"].items()}
     assert f1["graph"] >= f1["text"] + 0.25, f1
