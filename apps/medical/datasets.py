@@ -58,19 +58,30 @@ class LoadCachedd:
         return {**data, "image": t["image"].float(), "mask": t["mask"].float(), "present": t["present"].bool()}
 
 
-def train_transforms(augment: bool = True):
-    from monai.transforms import Compose, RandFlipd
+PATCH = (32, 32, 32)
+
+
+def train_transforms(augment: bool = True, patch: tuple[int, ...] | None = None):
+    """Cached load; when augmenting, left-right flips and (``patch``) lesion-centred/background crops.
+
+    Patches make a CPU step ~4x cheaper and raise the lesion's share of voxels from ~0.2 % to
+    a few %, which is what lets the segmentation start learning within minutes.
+    """
+    from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd
 
     steps = [LoadCachedd()]
     if augment:
         steps.append(RandFlipd(keys=["image", "mask"], prob=0.5, spatial_axis=0))   # left-right
+        if patch:
+            steps.append(RandCropByPosNegLabeld(keys=["image", "mask"], label_key="mask", spatial_size=patch,
+                                                pos=3, neg=1, num_samples=1, allow_smaller=True))
     return Compose(steps)
 
 
-def cached_dataset(items: list[dict], augment: bool, num_workers: int = 0):
+def cached_dataset(items: list[dict], augment: bool, num_workers: int = 0, patch: tuple[int, ...] | None = None):
     from monai.data import CacheDataset
 
-    return CacheDataset(items, transform=train_transforms(augment), cache_rate=1.0, num_workers=num_workers,
+    return CacheDataset(items, transform=train_transforms(augment, patch), cache_rate=1.0, num_workers=num_workers,
                         progress=False)
 
 
@@ -80,13 +91,15 @@ def collate_studies(items: list[dict]):
     from mmcore.data import collate_multimodal
 
     samples = []
+    items = [x for it in items for x in (it if isinstance(it, list) else [it])]   # patch samplers return lists
     for it in items:
         image, present = torch.as_tensor(it["image"]), torch.as_tensor(it["present"])
         sample = {m: (image[i:i + 1] if bool(present[i]) else None) for i, m in enumerate(MODALITIES)}
         sample["seg"] = torch.as_tensor(it["mask"])
         sample["label"] = int(it["label"])
         samples.append(sample)
-    return collate_multimodal(samples, modalities=list(MODALITIES), shapes={m: (1, *ROI) for m in MODALITIES})
+    shape = tuple(samples[0]["seg"].shape[1:])
+    return collate_multimodal(samples, modalities=list(MODALITIES), shapes={m: (1, *shape) for m in MODALITIES})
 
 
 def read_datalist(path: Path | str) -> dict:

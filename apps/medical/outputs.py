@@ -20,7 +20,12 @@ def write_nifti_mask(path: Path, mask: np.ndarray, affine_ras: np.ndarray) -> No
     img.set_qform(np.asarray(affine_ras, float), code=1)
     img.set_sform(np.asarray(affine_ras, float), code=1)
     img.header.set_xyzt_units("mm")
-    atomic_write_bytes(path, img.to_bytes())
+    data = img.to_bytes()
+    if str(path).endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data, compresslevel=1)
+    atomic_write_bytes(path, data)
 
 
 def write_dicom_seg(path: Path, mask: np.ndarray, affine_ras: np.ndarray, source_files: list[Path]) -> dict:

@@ -108,6 +108,11 @@ def test_dicom_seg_read_back_with_source_geometry(tmp_path):
     assert {uid for _, _, uid in src_refs} == set(sources)
     vol_seg = seg.get_volume()
     assert vol_seg.array.sum() == mask.sum()
-    src_first = min(sources.values(), key=lambda d: float(d.ImagePositionPatient[2]))
-    np.testing.assert_allclose(vol_seg.position, [float(v) for v in src_first.ImagePositionPatient], atol=1e-3)
-    np.testing.assert_allclose(vol_seg.spacing[1:], [1.5, 1.5], atol=1e-4)
+    # same world positions: every lesion voxel of the SEG volume (highdicom affine, LPS) is a lesion voxel of the input
+    arr = vol_seg.array[..., 0] if vol_seg.array.ndim == 4 else vol_seg.array
+    seg_world = (vol_seg.affine @ np.c_[np.argwhere(arr > 0), np.ones(int(arr.sum()))].T)[:3].T
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff
+    src_world = (lps @ np.c_[np.argwhere(mask > 0), np.ones(int(mask.sum()))].T)[:3].T
+    key = lambda pts: sorted(map(tuple, np.round(pts, 2)))
+    assert key(seg_world) == key(src_world)
+    np.testing.assert_allclose(sorted(np.linalg.norm(vol_seg.affine[:3, :3], axis=0)), [1.5, 1.5, 2.5], atol=1e-4)
