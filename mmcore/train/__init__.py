@@ -1,21 +1,29 @@
 """The shared trainer: AMP, accumulation, clipping, schedules, torchmetrics, early stopping,
-atomic safetensors checkpoints with exact resume, and DDP under torchrun."""
-from .checkpoint import (
-    CheckpointManager,
-    UnsafeCheckpointError,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    load_weights,
-    safe_torch_load,
-    save_weights,
-)
-from .config import TrainConfig, add_train_arguments, config_from_args
-from .trainer import StepOutput, Trainer, TrainResult, classification_step
+atomic safetensors checkpoints with exact resume, and DDP under torchrun.
 
-__all__ = [
-    "Trainer", "TrainConfig", "TrainResult", "StepOutput", "classification_step",
-    "add_train_arguments", "config_from_args", "CheckpointManager", "UnsafeCheckpointError",
-    "save_weights", "load_weights", "safe_torch_load",
-    "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-]
+Names are imported lazily so that command-line parsers can use ``add_train_arguments`` and
+``TrainConfig`` without paying for ``import torch``.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "TrainConfig": "config", "add_train_arguments": "config", "config_from_args": "config",
+    "Trainer": "trainer", "TrainResult": "trainer", "StepOutput": "trainer", "classification_step": "trainer",
+    "CheckpointManager": "checkpoint", "UnsafeCheckpointError": "checkpoint", "save_weights": "checkpoint",
+    "load_weights": "checkpoint", "safe_torch_load": "checkpoint", "atomic_write_bytes": "checkpoint",
+    "atomic_write_text": "checkpoint", "atomic_write_json": "checkpoint",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
