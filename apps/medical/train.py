@@ -16,13 +16,22 @@ import torch.nn.functional as F
 from .model import FusionSegDiagNet, lesion_descriptor
 
 
-def make_step(modality_dropout: float = 0.35, seed: int = 0):
-    """The Trainer's step: during training drop MR or CT from a row with probability ``modality_dropout``."""
+def make_step(modality_dropout: float = 0.35, seed: int = 0, lesion_weight: float = 20.0):
+    """The Trainer's step: during training drop MR or CT from a row with probability ``modality_dropout``.
+
+    Why ``lesion_weight``: a lesion is ~0.15 % of a 4 mm volume (~0.5 % of a lesion-biased patch).
+    With an unweighted CE term the net collapses to all-background within ~20 steps and the
+    foreground Dice gradient takes hundreds of steps to pull it back (measured: plain DiceCE still
+    predicted nothing after 320 steps of patch training; a MONAI UNet overfitting 2 volumes
+    fired only at step ~80). Weighting the lesion class in the CE term keeps it from collapsing
+    (the same 2-volume overfit reaches Dice ~0.8 within ~50 steps).
+    """
     from monai.losses import DiceCELoss
 
     from mmcore.train import StepOutput
 
-    seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+    seg_loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True,
+                          weight=torch.tensor([1.0, float(lesion_weight)]))
     gen = torch.Generator().manual_seed(seed)
 
     def step(model, batch) -> StepOutput:
@@ -216,9 +225,9 @@ def train(args) -> dict:
     train_ds = cached_dataset(train_items, augment=True, patch=PATCH if args.patches else None)
     val_ds = cached_dataset(val_items, augment=False)
     trainer = Trainer(model, cfg, train_ds, val_ds, collate_fn=collate_studies,
-                      step_fn=make_step(args.modality_dropout, args.seed), metrics=metrics,
+                      step_fn=make_step(args.modality_dropout, args.seed, args.lesion_weight), metrics=metrics,
                       extra_config={"model": model.config, "modality_dropout": args.modality_dropout,
-                                    "data": str(data), "data_seed": args.data_seed})
+                                    "lesion_weight": args.lesion_weight, "data": str(data), "data_seed": args.data_seed})
     if not args.head_only:
         result = trainer.fit(resume=args.resume)
     else:
@@ -259,6 +268,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fusion", default="gated", choices=["gated", "early"])
     parser.add_argument("--modalities", default="mr,ct", help="mr,ct | mr | ct (single-modality baselines)")
     parser.add_argument("--modality-dropout", type=float, default=0.35)
+    parser.add_argument("--lesion-weight", type=float, default=20.0,
+                        help="CE weight of the lesion class in the segmentation loss (class imbalance)")
     parser.add_argument("--patches", action=argparse.BooleanOptionalAction, default=True,
                         help="stage 1 on 32^3 lesion/background patches (much faster on a CPU)")
     parser.add_argument("--head-epochs", type=int, default=150, help="stage 2: diagnosis head on frozen lesion features")
