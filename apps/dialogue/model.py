@@ -28,6 +28,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import (AutoConfig, AutoModelForImageTextToText, GenerationMixin, LlamaConfig, LlamaForCausalLM,
                           PretrainedConfig, PreTrainedModel)
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -42,7 +43,7 @@ class SceneVLMConfig(PretrainedConfig):
 
     def __init__(self, text_config: dict | LlamaConfig | None = None, num_image_tokens: int = 8, patch_size: int = 12,
                  vision_hidden: int = 96, fourier_bands: int = 6, image_token_id: int | None = None,
-                 image_layout: str = "per_turn", **kwargs) -> None:
+                 image_layout: str = "per_turn", object_identity: bool = False, colour_gain: float = 5.0, **kwargs) -> None:
         vocab = vocabulary()
         if text_config is None:
             text_config = {}
@@ -58,6 +59,11 @@ class SceneVLMConfig(PretrainedConfig):
         self.vision_hidden = vision_hidden
         self.fourier_bands = fourier_bands
         self.image_layout = image_layout
+        # object_identity: each object token also carries (a) the input embedding of its palette colour
+        # word and (b) a linear read of its raw geometry, so "the red object" can be found by matching
+        # a question word to a token and positions reach the transformer unmixed (off = old checkpoints)
+        self.object_identity = object_identity
+        self.colour_gain = colour_gain
         self.image_token_id = vocab.index(IMAGE) if image_token_id is None else image_token_id
         kwargs.setdefault("pad_token_id", text_config.pad_token_id)
         kwargs.setdefault("eos_token_id", text_config.eos_token_id)
@@ -112,7 +118,33 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         self.multi_modal_projector = nn.Sequential(nn.Linear(config.vision_hidden, d), nn.GELU(), nn.Linear(d, d))
         self.empty_slot = nn.Parameter(torch.zeros(d))
         self.language_model = LlamaForCausalLM(config.text_config)
+        if config.object_identity:
+            from .scenes import PALETTE
+
+            vocab = vocabulary()
+            self.geometry_skip = nn.Linear(GEOMETRY_DIM + 4 * config.fourier_bands, d)
+            # word embeddings start tiny (std 0.02): a learned gain lets the colour word dominate early
+            self.colour_gain = nn.Parameter(torch.tensor(float(config.colour_gain)))
+            # FiLM-style question conditioning: object token += W_o((W_a token) * (W_b question mean))
+            self.film_obj, self.film_q, self.film_out = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+            # plain lists, not buffers: from_pretrained builds on the meta device and would leave them empty
+            self._palette_rgb = [[c / 255.0 for c in rgb] for rgb in PALETTE.values()]
+            self._palette_ids = [vocab.index(c) for c in PALETTE]
         self.post_init()
+
+    def identity_features(self, geometry: torch.Tensor) -> torch.Tensor:
+        """``[B, K, 9] -> [B, K, D]``: colour-word embedding of the nearest palette colour + linear geometry.
+
+        The regions are flat-coloured, so the nearest palette entry to the mean RGB names the colour
+        exactly; adding that word's embedding lets attention match "red" in the question to the red
+        object from the first step instead of having to discover the RGB -> word mapping.
+        """
+        rgb = geometry[..., 6:9].float()
+        palette = torch.tensor(self._palette_rgb, device=rgb.device)
+        nearest = torch.cdist(rgb.flatten(0, 1), palette).argmin(-1).view(rgb.shape[:2])
+        colour = self.get_input_embeddings()(torch.tensor(self._palette_ids, device=rgb.device)[nearest])
+        geo = torch.cat([geometry, fourier(geometry[..., :2], self.config.fourier_bands)], dim=-1)
+        return self.colour_gain * colour + self.geometry_skip(geo)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -127,6 +159,8 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
                        object_mask: torch.Tensor) -> torch.Tensor:
         """``[B, K, D]`` image tokens; empty slots get the learned ``empty_slot`` vector."""
         tokens = self.multi_modal_projector(self.vision_tower(object_pixels, object_geometry))
+        if self.config.object_identity:
+            tokens = tokens + self.identity_features(object_geometry).to(tokens.dtype)
         return torch.where(object_mask[..., None], tokens, self.empty_slot.to(tokens.dtype))
 
     def embed(self, input_ids: torch.Tensor, object_pixels=None, object_geometry=None, object_mask=None,
@@ -144,9 +178,23 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
         groups = (counts // k).to(image_index.device)
         feats = feats[image_index.repeat_interleave(groups)].reshape(-1, feats.shape[-1]).to(embeds.dtype)
+        if self.config.object_identity:
+            feats = feats + self._question_film(input_ids, embeds, is_image, feats)
         embeds = embeds.clone()
         embeds[is_image] = feats
         return embeds
+
+    def _question_film(self, input_ids, embeds, is_image, feats) -> torch.Tensor:
+        """Condition each image token on the mean word embedding of the question it follows."""
+        from .tokenizer import USER
+
+        user = vocabulary().index(USER)
+        segment = (input_ids == user).long().cumsum(1)                       # [N, T] round index (1-based)
+        words = (~is_image) & (input_ids != self.config.pad_token_id) & (input_ids != user)
+        onehot = F.one_hot(segment, int(segment.max()) + 1).to(embeds.dtype) * words[..., None]   # [N, T, S]
+        q = torch.einsum("nts,ntd->nsd", onehot, embeds) / onehot.sum(1)[..., None].clamp(min=1)
+        q_at = q.gather(1, segment[..., None].expand(-1, -1, q.shape[-1]))[is_image]              # [M, D]
+        return self.film_out(self.film_obj(feats) * self.film_q(q_at))
 
     def forward(self, input_ids=None, object_pixels=None, object_geometry=None, object_mask=None, image_index=None,
                 attention_mask=None, position_ids=None, inputs_embeds=None, **kwargs) -> CausalLMOutputWithPast:

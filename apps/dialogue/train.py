@@ -53,7 +53,8 @@ def baseline_step(model, batch) -> StepOutput:
 
 def build_model(kind: str, model_config: dict | None = None):
     if kind in ("vlm", "blind", "nohistory"):
-        return SceneVLMForConditionalGeneration(SceneVLMConfig(**(model_config or {})))
+        # object_identity on unless asked off (configs saved before it existed load with it off)
+        return SceneVLMForConditionalGeneration(SceneVLMConfig(**{"object_identity": True, **(model_config or {})}))
     from .baselines import CNNMLP, RelationNetwork
 
     return CNNMLP() if kind == "cnn_mlp" else RelationNetwork()
