@@ -80,7 +80,7 @@ def register(subparsers) -> None:
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=cmd_analyze)
 
-    from .train import add_arguments
+    from .train_args import add_arguments
 
     t = sub.add_parser("train", help="train the fusion model (generates demo data if asked)")
     add_arguments(t)
