@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import MultimodalBatch
+from ._fit import fit_on_random_rows
 from .domain import coral_loss, mmd_loss
 
 
@@ -57,18 +58,11 @@ class HallucinationNet(nn.Module):
         return loss
 
     def fit(self, batch: MultimodalBatch, steps: int = 500, batch_size: int = 128, lr: float = 2e-3, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
         params = [p for p in self.net.parameters()]
         if self.head is not None:
             params += [p for p in self.head.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=lr)
         self.net.train()
-        for _ in range(steps):
-            idx = torch.randint(batch.batch_size, (batch_size,), generator=g).to(batch.device)
-            loss = self.loss(batch.select(idx))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        fit_on_random_rows(params, self.loss, batch, steps, batch_size, lr, seed)
         self.eval()
         return self
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import MultimodalBatch
+from ._fit import fit_on_random_rows
 from .domain import coral_loss, mmd_loss
 from .imputers import fill
 
@@ -72,15 +73,8 @@ class CycleTranslator(nn.Module):
         return loss
 
     def fit(self, batch: MultimodalBatch, steps: int = 500, batch_size: int = 128, lr: float = 2e-3, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(self.parameters(), lr=lr)
         self.train()
-        for _ in range(steps):
-            idx = torch.randint(batch.batch_size, (batch_size,), generator=g).to(batch.device)
-            loss = self.loss(batch.select(idx))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        fit_on_random_rows(self.parameters(), self.loss, batch, steps, batch_size, lr, seed)
         self.eval()
         return self
 
