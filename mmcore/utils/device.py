@@ -18,7 +18,3 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if name.split(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"unknown device '{name}'; choose one of {', '.join(DEVICE_CHOICES)}")
     return torch.device(name)
-
-
-def add_device_argument(parser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu or cuda[:N]")
