@@ -21,6 +21,23 @@ from .questions import ANSWERS
 from .tokenizer import vocabulary
 
 
+def answer_ids(device=None) -> torch.Tensor:
+    """Token ids of every candidate answer (:data:`questions.ANSWERS`)."""
+    vocab = vocabulary()
+    return torch.tensor([vocab.index(a) for a in ANSWERS], device=device)
+
+
+def own_answers(logits: torch.Tensor) -> torch.Tensor:
+    """The model's own answer ids from ``[M, V]`` answer logits, chosen among the candidate answers.
+
+    Why not ``argmax`` over the whole vocabulary: an untrained (or confused) model may prefer a
+    special token; written into the history, ``<image>`` breaks the image-token groups and
+    ``USER:`` the round segmentation (the 4,000-step run's ``groups of 8`` crash).
+    """
+    candidates = answer_ids(logits.device)
+    return candidates[logits[:, candidates].argmax(-1)]
+
+
 def _vlm_inputs(batch, blind: bool = False) -> dict:
     text = batch["text"]
     b, q, t = text.shape
@@ -50,12 +67,14 @@ def _own_history_logits(model, batch, blind: bool) -> torch.Tensor:
     ids = _vlm_inputs(batch, blind)["input_ids"].clone()
     rows, cols = mask.nonzero(as_tuple=True)
     rnd = (mask.cumsum(1) - 1)[rows, cols]
-    out = torch.zeros(len(rows), len(vocabulary()), device=ids.device)
+    out = None
     for r in range(int(rnd.max()) + 1 if len(rnd) else 0):
         logits = answer_logits(model, batch, input_ids=ids, blind=blind)
+        if out is None:
+            out = torch.zeros(len(rows), logits.shape[-1], device=ids.device)
         this = rnd == r
         out[this] = logits[this].float()
-        ids[rows[this], cols[this] + 1] = logits[this].argmax(-1)    # the model's own answer enters the history
+        ids[rows[this], cols[this] + 1] = own_answers(logits[this])   # the model's own answer enters the history
     return out
 
 
@@ -65,8 +84,7 @@ def evaluate(model, dataset, protocol: str = "true", blind: bool = False, batch_
     """Accuracy overall / by family / by round / by distance, and MRR, R@1, R@5."""
     model.eval()
     families = SOC_FAMILIES if dataset.mode == "sort_of_clevr" else DIALOGUE_FAMILIES
-    vocab = vocabulary()
-    candidates = torch.tensor([vocab.index(a) for a in ANSWERS], device=device)
+    candidates = answer_ids(device)
     stats: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     rr_sum, r1, r5, total = 0.0, 0, 0, 0
     for batch in DataLoader(dataset, batch_size=batch_images, collate_fn=collator()):

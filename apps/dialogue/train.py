@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from mmcore.train import StepOutput, Trainer, TrainConfig, atomic_write_json, atomic_write_text
 
 from . import data as D
-from .evaluate import _vlm_inputs, evaluate, summary_line
+from .evaluate import _vlm_inputs, evaluate, own_answers, summary_line
 from .model import SceneVLMConfig, SceneVLMForConditionalGeneration
 from .tokenizer import vocabulary
 
@@ -33,7 +33,7 @@ def vlm_step(mix_own: float = 0.0, blind: bool = False):
         amask = batch.fields["answer_mask"].flatten(0, 1)
         if mix_own > 0 and model.training:
             with torch.no_grad():
-                own = model(**inputs).logits[amask].argmax(-1)
+                own = own_answers(model(**inputs).logits[amask])
             rows, cols = amask.nonzero(as_tuple=True)
             swap = torch.rand(len(rows), device=own.device) < mix_own
             ids = inputs["input_ids"].clone()
