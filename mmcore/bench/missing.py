@@ -62,6 +62,21 @@ def scenarios(modalities: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def vae_settings(name: str, args) -> dict:
+    """β (after annealing), latent size and epochs of one VAE.
+
+    MVAE gets its own: nothing in its subsampled ELBO asks one modality's expert to explain
+    another modality, and the only pull towards a latent code the experts share (what
+    cross-generation needs) is the KL it saves, about (M - 1)·log(10) nats at β = 1 — too weak
+    against the reconstruction terms, so each expert keeps the class in dimensions of its own
+    and ``B`` generated from ``A`` alone is near chance.  β > 1, a smaller latent and longer
+    training let the shared code form (see docs/missing.md for the measurements).
+    """
+    if name == "mvae":
+        return {"beta": args.mvae_beta, "latent": args.mvae_latent, "epochs": args.mvae_epochs or 2 * args.vae_epochs}
+    return {"beta": 1.0, "latent": args.latent, "epochs": args.vae_epochs}
+
+
 def section_vaes(args, train_ds, val_ds, test_batch, judges, out: Path, work: Path) -> tuple[dict, dict]:
     dims = {m: 64 for m in train_ds.modalities}
     collate = train_ds.collator()
@@ -69,18 +84,19 @@ def section_vaes(args, train_ds, val_ds, test_batch, judges, out: Path, work: Pa
     for name in args.vaes:
         seed_everything(args.seed)
         kw = {"num_classes": NUM_CLASSES} if name == "cvae" else {}
-        model = MODELS[name](dims, latent_dim=args.latent, hidden=128, likelihood="gaussian", sigma=0.2, **kw)
+        settings = vae_settings(name, args)
+        model = MODELS[name](dims, latent_dim=settings["latent"], hidden=128, likelihood="gaussian", sigma=0.2, **kw)
         model.to(resolve_device(args.device))
         test = test_batch.to(resolve_device(args.device))
         before = elbo_and_likelihood(model, test, samples=32)
         t0 = time.perf_counter()
-        annealer = KLAnnealing("linear", warmup_steps=args.kl_warmup)
-        fit_vae(model, train_ds, val_ds, collate, work / f"vae_{name}", epochs=args.vae_epochs, batch_size=64,
+        annealer = KLAnnealing("linear", warmup_steps=args.kl_warmup, beta_max=settings["beta"])
+        fit_vae(model, train_ds, val_ds, collate, work / f"vae_{name}", epochs=settings["epochs"], batch_size=64,
                 lr=2e-3, seed=args.seed, device=args.device, annealer=annealer)
         model.cpu().eval()
         after = elbo_and_likelihood(model, test_batch, samples=32)
         row = {"train_s": round(time.perf_counter() - t0, 1), "elbo_before": before["elbo"], "elbo_after": after["elbo"],
-               "loglik_before": before["log_likelihood"], "loglik_after": after["log_likelihood"]}
+               "loglik_before": before["log_likelihood"], "loglik_after": after["log_likelihood"], "settings": settings}
         recon = model.reconstruct(test_batch)
         row["recon_mse"] = float(sum(((recon[m] - test_batch[m]) ** 2).mean() for m in dims) / len(dims))
         if name == "cvae":
@@ -153,7 +169,7 @@ def section_domain(args, test_batch, train_ds, work: Path) -> dict:
     for method in ("coral", "mmd", "dann"):
         adapted = adapt(model, source_train, target_unlabelled, method=method, steps=args.adapt_steps,
                         weight={"coral": 10.0, "mmd": 1.0, "dann": args.dann_weight}[method],
-                        lr={"dann": args.dann_lr}.get(method, 1e-3), seed=args.seed)
+                        lr={"dann": args.dann_lr}.get(method, 1e-3), critic_lr=args.dann_critic_lr, seed=args.seed)
         out[f"target accuracy after {method}"] = accuracy(adapted, target_test)
         out[f"source accuracy after {method}"] = accuracy(adapted, test_batch)
         print(f"[missing] adaptation {method}: target {out['target accuracy before']:.3f} -> "
@@ -177,13 +193,14 @@ def render_markdown(res: dict) -> str:
                   f"modality is missing; zero-filling loses {mis['zero_fill_drop']:.3f}.", ""]
     if "vaes" in res:
         lines += ["## Multimodal VAEs", "", "| model | ELBO before | ELBO after | log p(X) (IS) before | after | "
-                  "recon MSE | mean coherence A->B | train s |", "|---|---|---|---|---|---|---|---|"]
+                  "recon MSE | mean coherence A->B | β / latent / epochs | train s |", "|---|---|---|---|---|---|---|---|---|"]
         for name, row in res["vaes"].items():
-            coh = row.get("mean_coherence")
+            coh, cfg = row.get("mean_coherence"), row["settings"]
             coh_s = f"{coh:.3f}" if coh is not None else "conditional: " + ", ".join(
                 f"{m} {v:.3f}" for m, v in row["conditional_coherence"].items())
             lines.append(f"| {name} | {row['elbo_before']:.1f} | {row['elbo_after']:.1f} | {row['loglik_before']:.1f} | "
-                         f"{row['loglik_after']:.1f} | {row['recon_mse']:.4f} | {coh_s} | {row['train_s']} |")
+                         f"{row['loglik_after']:.1f} | {row['recon_mse']:.4f} | {coh_s} | {cfg['beta']:g} / {cfg['latent']} / "
+                         f"{cfg['epochs']} | {row['train_s']} |")
         lines += ["", f"Chance coherence: {1 / NUM_CLASSES:.2f}. Judges (real-data classifiers) test accuracy: "
                   + ", ".join(f"{m} {v:.3f}" for m, v in res["judges"].items()) + ".", ""]
         for name, row in res["vaes"].items():
@@ -210,13 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vae-epochs", type=int, default=20)
     p.add_argument("--latent", type=int, default=16)
     p.add_argument("--kl-warmup", type=int, default=300, help="optimiser steps of linear KL annealing")
+    p.add_argument("--mvae-beta", type=float, default=4.0, help="MVAE's β after annealing (see vae_settings)")
+    p.add_argument("--mvae-latent", type=int, default=8)
+    p.add_argument("--mvae-epochs", type=int, default=0, help="MVAE epochs (0 = twice --vae-epochs)")
     p.add_argument("--vaes", default="mvae,mmvae,mopoe,dmvae,cvae")
     p.add_argument("--completion-vaes", default="mopoe,mmvae,mvae")
     p.add_argument("--dropout-rate", type=float, default=0.4)
     p.add_argument("--imputer-steps", type=int, default=800)
     p.add_argument("--adapt-steps", type=int, default=600)
-    p.add_argument("--dann-weight", type=float, default=0.1)
-    p.add_argument("--dann-lr", type=float, default=3e-4)
+    p.add_argument("--dann-weight", type=float, default=0.05)
+    p.add_argument("--dann-lr", type=float, default=3e-4, help="DANN: the model's learning rate")
+    p.add_argument("--dann-critic-lr", type=float, default=3e-3, help="DANN: the domain classifier's learning rate")
     p.add_argument("--judge-steps", type=int, default=200, help="training steps of the coherence classifiers")
     p.add_argument("--sections", default="vaes,missing,domain")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny MLPs: 1 is fastest; 0 = leave as is)")

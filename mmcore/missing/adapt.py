@@ -11,7 +11,9 @@ with ``align`` one of
 * ``mmd``   — :func:`~mmcore.missing.domain.mmd_loss`,
 * ``dann``  — BCE of a :class:`~mmcore.missing.domain.DomainClassifier` behind a gradient
   reversal layer whose strength ramps as ``2 / (1 + exp(-10 p)) - 1`` (p = progress), as in
-  Ganin et al. 2016.
+  Ganin et al. 2016.  The critic has its own optimiser and learning rate (``critic_lr``): a
+  critic that learns as slowly as the features it judges gives a weak, noisy reversed gradient
+  (on PolyDigits, critic lr 3e-4 adapted 0.30 -> 0.40; 3e-3 with features at 3e-4: 0.63-0.79).
 
 Works with any module that has ``encoders`` (ModuleDict), ``fusion(features, present)`` and
 ``head`` — the shape of :class:`mmcore.models.MultimodalModel` — or with explicit
@@ -43,8 +45,13 @@ def fused_features(model: nn.Module, batch: MultimodalBatch) -> Tensor:
 
 def adapt(model: nn.Module, source: MultimodalBatch, target: MultimodalBatch, method: str = "dann",
           steps: int = 600, batch_size: int = 128, lr: float = 1e-3, weight: float = 1.0, label_key: str = "label",
-          features_fn: Callable[[nn.Module, MultimodalBatch], Tensor] = fused_features, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` adapted to ``target``'s domain; ``model`` itself is left unchanged."""
+          features_fn: Callable[[nn.Module, MultimodalBatch], Tensor] = fused_features, seed: int = 0,
+          critic_lr: float | None = None) -> nn.Module:
+    """A copy of ``model`` adapted to ``target``'s domain; ``model`` itself is left unchanged.
+
+    ``lr`` is the model's learning rate, ``critic_lr`` (DANN only; default ``lr``) the domain
+    classifier's.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method '{method}' ({', '.join(METHODS)})")
     if label_key not in source.fields:
@@ -55,8 +62,8 @@ def adapt(model: nn.Module, source: MultimodalBatch, target: MultimodalBatch, me
     with torch.no_grad():
         dim = features_fn(model, source.select(torch.arange(min(2, source.batch_size)))).shape[-1]
     critic = DomainClassifier(dim).to(next(model.parameters()).device) if method == "dann" else None
-    params = list(model.parameters()) + (list(critic.parameters()) if critic is not None else [])
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=critic_lr or lr) if critic is not None else None
     for step in range(steps):
         s = source.select(torch.randint(source.batch_size, (batch_size,), generator=g).to(source.device))
         t = target.select(torch.randint(target.batch_size, (batch_size,), generator=g).to(target.device))
@@ -72,6 +79,10 @@ def adapt(model: nn.Module, source: MultimodalBatch, target: MultimodalBatch, me
             domains = torch.cat([torch.zeros(len(fs)), torch.ones(len(ft))]).to(logits.device)
             loss = loss + weight * F.binary_cross_entropy_with_logits(logits, domains)
         opt.zero_grad()
+        if critic_opt is not None:
+            critic_opt.zero_grad()
         loss.backward()
         opt.step()
+        if critic_opt is not None:
+            critic_opt.step()
     return model.eval()

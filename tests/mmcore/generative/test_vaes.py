@@ -20,15 +20,20 @@ def data():
     return train, test, judges
 
 
-def build(name):
+# MVAE needs a pull towards a latent code its experts share before it cross-generates: β > 1,
+# a smaller latent and more steps (see the MVAE docstring); the others train at β = 1.
+TRAINING = {"mvae": {"latent_dim": 8, "beta": 3.0, "steps": 400, "lr": 8e-3}}
+
+
+def build(name, latent_dim=12):
     kw = {"num_classes": 10} if name == "cvae" else {}
-    return MODELS[name](DIMS, latent_dim=12, hidden=96, likelihood="gaussian", sigma=0.1, **kw)
+    return MODELS[name](DIMS, latent_dim=latent_dim, hidden=96, likelihood="gaussian", sigma=0.1, **kw)
 
 
-def train(model, batch, steps=300, bs=64):
+def train(model, batch, steps=300, bs=64, beta=1.0, lr=5e-3):
     g = torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    annealer = KLAnnealing("linear", warmup_steps=50)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    annealer = KLAnnealing("linear", warmup_steps=50, beta_max=beta)
     model.train()
     for step in range(steps):
         b = batch.select(torch.randint(batch.batch_size, (bs,), generator=g))
@@ -44,11 +49,13 @@ def trained(data):
     train_batch = data[0]
     models = {}
     for name in MODELS:
+        setting = TRAINING.get(name, {})
         torch.manual_seed(0)
-        models[name] = build(name)
+        models[name] = build(name, setting.get("latent_dim", 12))
         torch.manual_seed(1)
         before = float(models[name].elbo(data[1], samples=2).mean())
-        train(models[name], train_batch)
+        train(models[name], train_batch, steps=setting.get("steps", 300), beta=setting.get("beta", 1.0),
+              lr=setting.get("lr", 5e-3))
         models[name].elbo_before = before
     return models
 
@@ -66,9 +73,8 @@ def test_vae_elbo_improves_and_it_reconstructs(name, data, trained):
         assert mse < 0.85 * baseline, (m, mse, baseline)
 
 
-# after 300 steps; MVAE's product of experts is known to cross-generate worst (it gets 0.35-0.5
-# with the benchmark's longer training)
-FLOOR = {"mvae": 0.2, "mmvae": 0.4, "mopoe": 0.3, "dmvae": 0.3}
+# chance is 0.1; mvae measured 0.59 here (0.25 with the others' settings: β = 1, latent 12, 300 steps)
+FLOOR = {"mvae": 0.4, "mmvae": 0.4, "mopoe": 0.3, "dmvae": 0.3}
 
 
 @pytest.mark.parametrize("name", list(FLOOR))
