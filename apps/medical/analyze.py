@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .intake import IntakeError, StudyInput, list_studies, read_study
+from .model import keep_largest_lesion
 from .phantom import CLASS_NAMES
 from .transforms import MODALITIES, ROI
 
@@ -42,7 +43,7 @@ def predict(model, image: torch.Tensor, present: torch.Tensor) -> dict:
     out = sliding_window_inference(image[None].float(), roi_size=ROI, sw_batch_size=1, predictor=dense, overlap=0.25)
     seg, rest = out[:, :2], out[:, 2:]
     maps = dict(zip(names, torch.split(rest, sizes, dim=1)))
-    prob = seg.softmax(1)[:, 1:2]
+    prob = keep_largest_lesion(seg.softmax(1)[:, 1:2])
     logits = model.diagnose(maps, prob, pres) / model.temperature
     return {"lesion_prob": prob[0, 0], "probs": logits.softmax(-1)[0], "logits": logits[0]}
 

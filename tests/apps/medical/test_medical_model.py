@@ -131,3 +131,52 @@ def test_segmentation_overfits_a_tiny_lesion_through_the_training_step():
     # the diagnostic the shipped model failed: can the net + training step (loss, labels, pooling)
     # overfit two volumes holding a lesion of < 1 % of the voxels within a few dozen steps?
     assert _overfit_dice(lesion_weight=20.0) > 0.5
+
+
+def test_lesion_weight_anneals_to_one():
+    from apps.medical.train import make_step
+
+    step = make_step(modality_dropout=0.0, lesion_weight=5.0, anneal_steps=4)
+    model = FusionSegDiagNet().train()
+    batch = _batch([_sample(label=0), _sample(label=1)])
+    weights = [step.current_weight()]
+    for _ in range(5):
+        step(model, batch)
+        weights.append(step.current_weight())
+    assert weights[0] == 5.0 and weights[2] == 3.0 and weights[-1] == 1.0
+    step(model.eval(), batch)                # evaluation does not advance the anneal
+    assert step.current_weight() == 1.0 and make_step(lesion_weight=7.0).current_weight() == 7.0
+
+
+def test_keep_largest_lesion_drops_specks_and_keeps_empty_volumes():
+    from apps.medical.model import keep_largest_lesion
+
+    prob = torch.zeros(2, 1, 16, 16, 16)
+    prob[0, 0, 2:7, 2:7, 2:7] = 0.9          # the lesion
+    prob[0, 0, 12, 12, 12] = 0.8             # a false-positive speck
+    prob[1, 0, 5, 5, 5] = 0.3                # nothing above threshold
+    out = keep_largest_lesion(prob)
+    assert out[0, 0, 12, 12, 12] == 0 and torch.equal(out[0, 0, 2:7, 2:7, 2:7], prob[0, 0, 2:7, 2:7, 2:7])
+    torch.testing.assert_close(out[1], prob[1])
+
+
+def test_init_weights_copies_what_fits_and_names_the_rest(tmp_path):
+    from apps.medical.train import export_bundle, init_weights
+
+    torch.manual_seed(0)
+    old = FusionSegDiagNet(gmu_levels=(1, 2))          # layout of bundles written before gmu_levels
+    export_bundle(old, tmp_path / "old")
+    new = FusionSegDiagNet()
+    skipped = init_weights(new, tmp_path / "old")
+    assert skipped and all(k.startswith("fuse.1.") for k in skipped)
+    torch.testing.assert_close(new.encoders["mr"].levels[0].conv.weight, old.encoders["mr"].levels[0].conv.weight)
+
+
+def test_each_modality_carries_one_bit_of_the_class():
+    # the demo data's promise: no single modality separates all four classes, the pair does
+    from apps.medical.phantom import CT_CUE, MR_CUE
+
+    ct_groups = {c: {k for k in range(4) if CT_CUE[k] == CT_CUE[c]} for c in range(4)}
+    mr_groups = {c: {k for k in range(4) if MR_CUE[k] == MR_CUE[c]} for c in range(4)}
+    assert all(len(g) == 2 for g in (*ct_groups.values(), *mr_groups.values()))
+    assert all(ct_groups[c] & mr_groups[c] == {c} for c in range(4))
