@@ -27,7 +27,7 @@ import torch
 
 from .features import post_graph_stats, standardise, user_metadata
 from .graph import SocialGraph, build_graph
-from .sampler import NeighborSampler, SampledGraph
+from .sampler import SampledGraph, make_sampler, sampler_backend
 from .synthetic import split_of
 from .synthetic_io import image_array
 from .text import encode_texts
@@ -77,10 +77,13 @@ class SocialTensors:
 
 
 def build_tensors(tables: dict, text_encoder: str = "hashed", cache_dir=None, text_dim: int = 512,
-                  progress: bool = False) -> SocialTensors:
+                  progress: bool = False, text_features: tuple | None = None) -> SocialTensors:
+    """``text_features``: (features [P, D], present [P]) already encoded (e.g. timed on their own)."""
     posts, users, edges = tables["posts"].reset_index(drop=True), tables["users"], tables["edges"]
     g = build_graph(posts, users, edges)
-    text, text_present = encode_texts(posts.text.tolist(), text_encoder, cache_dir, text_dim, progress)
+    if text_features is None:
+        text_features = encode_texts(posts.text.tolist(), text_encoder, cache_dir, text_dim, progress)
+    text, text_present = text_features
     pixels, image_present = image_array(posts.image_path.tolist())
     meta, meta_present = user_metadata(users, g, pd.to_datetime(posts.created_at, utc=True).max())
     user_split = split_of(g.user_ids)
@@ -121,10 +124,11 @@ class SubgraphCollator:
     """collate_fn: seed indices -> :class:`SocialBatch` over their sampled neighbourhood."""
 
     def __init__(self, store: SocialTensors, task: str = "post", fanouts: list[int] | None = None,
-                 use_pixels: bool = False) -> None:
+                 use_pixels: bool = False, sampler: str = "auto") -> None:
         self.store, self.task = store, task
         self.seed_type = "post" if task == "post" else "user"
-        self.sampler = NeighborSampler(store.graph.edge_index, store.graph.num_nodes, fanouts or [])
+        self.sampler = make_sampler(store.graph.edge_index, store.graph.num_nodes, fanouts or [], sampler)
+        self.sampler_backend = sampler_backend(self.sampler)
         self.use_pixels = use_pixels
 
     def gather(self, graph: SampledGraph) -> SocialBatch:

@@ -11,7 +11,8 @@ Post content (post task):
 
 Graph (``use_graph``): node inputs ``post: c + W_s stats``, ``user: W_m meta`` (stub users: a
 learned "unknown account" vector); two ``HeteroConv`` layers of mean-aggregating ``SAGEConv``
-over every relation and its reverse, summed across relations, with residuals:
+over every relation and its reverse (the second layer only over relations into the task's node
+type, the only outputs the head reads), summed across relations, with residuals:
 
     h^(l+1)_v = h^l_v + ReLU( sum_r SAGE_r(h^l)_v )
 
@@ -20,6 +21,7 @@ nodes of the task's node type in the sampled subgraph.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -105,8 +107,14 @@ class SocialModel(nn.Module):
 
             self.stats = nn.Linear(4, h)
             self.edge_types = [tuple(e) for e in edge_types]
-            self.convs = nn.ModuleList(HeteroConv({e: SAGEConv(h, h, aggr="mean") for e in self.edge_types}, aggr="sum")
-                                       for _ in range(2))
+            # the last layer only computes what the head reads: messages into the task's node type (the
+            # other relations' outputs would be dead weights, which DDP also rejects as unused parameters)
+            seed_type = "post" if cfg.task == "post" else "user"
+            layers = [self.edge_types, [e for e in self.edge_types if e[2] == seed_type]]
+            with warnings.catch_warnings():  # "node types not updated" is the point of the last layer
+                warnings.filterwarnings("ignore", message="There exist node types")
+                self.convs = nn.ModuleList(HeteroConv({e: SAGEConv(h, h, aggr="mean") for e in types}, aggr="sum")
+                                           for types in layers)
         head_in = h * (2 if cfg.use_graph else 1)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(head_in, h), nn.GELU(), nn.Linear(h, cfg.n_classes))
 

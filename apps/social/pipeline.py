@@ -145,7 +145,8 @@ def _report(out: Path, store, result, an, metrics, users, graph_nx, posts) -> No
                          out / "confusion.png", f"{best} model, test posts")
         R.plot_labels_over_time(store.posts.created_at, posts[f"pred_{best.replace('+', '_')}"], out / "labels_over_time.png",
                                 f"Predicted labels per day ({best})")
-        sections.append(("What each modality adds", R.img("modalities.png") + R.metrics_table(result["post"], ceil_by_model)))
+        sections.append(("What each modality adds", _fusion_headline(result["post"], metrics) + R.img("modalities.png")
+                         + R.metrics_table(result["post"], ceil_by_model)))
         if "per_group_test" in metrics:
             sections.append(("Accuracy by planted group", R.table(pd.DataFrame(metrics["per_group_test"]).T.reset_index(names="model"))))
         sections.append(("Confusion matrix", R.img("confusion.png")))
@@ -163,3 +164,19 @@ def _report(out: Path, store, result, an, metrics, users, graph_nx, posts) -> No
     if "zero_shot" in metrics:
         sections.append(("Zero-shot labels", f"<pre>{json.dumps(metrics['zero_shot'], indent=1)}</pre>"))
     R.write_report(out, sections)
+
+
+def _fusion_headline(post: dict, metrics: dict) -> str:
+    """One sentence: the fused model against the best single modality (and on XOR posts, if known)."""
+    uni = {k: post[k]["accuracy"] for k in ("text", "image", "graph") if k in post}
+    if "fused" not in post or not uni:
+        return ""
+    best = max(uni, key=uni.get)
+    fused = post["fused"]["accuracy"]
+    text = (f"<p><b>Fusion adds {100 * (fused - uni[best]):+.1f} points</b>: fused {fused:.3f} vs the best single "
+            f"modality ({best}) {uni[best]:.3f} on the test posts")
+    xor = {k: v.get("X") for k, v in metrics.get("per_group_test", {}).items()}
+    if xor.get("fused") is not None and xor.get("late_fusion") is not None:
+        text += (f"; on posts whose label is text cue XOR image cue, fused {xor['fused']:.2f} vs late fusion "
+                 f"{xor['late_fusion']:.2f} (a sum of per-modality scores cannot express XOR)")
+    return text + ".</p>"

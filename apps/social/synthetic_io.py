@@ -179,7 +179,7 @@ def image_array(paths, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Decode images ([N, size, size, 3] uint8) and a present mask; unreadable ones are absent."""
     from PIL import Image
 
-    out = np.zeros((len(paths), size, size, 3), np.uint8)
+    out = np.zeros((len(paths), size, size, 3), np.uint8)  # zero pages cost no memory until written
     present = np.zeros(len(paths), bool)
     for i, p in enumerate(paths):
         if p is None or (isinstance(p, float) and p != p):

@@ -56,6 +56,7 @@ class MiniLMEncoder:
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
         self._model = self._tok = None
         self._cache: dict[str, np.ndarray] = {}
+        self.misses = 0  # texts this encoder had to run the model for (0 = every lookup hit the cache)
         if self.cache_dir and self.cache_dir.is_dir():
             for shard in sorted(self.cache_dir.glob("shard-*.npz")):
                 with np.load(shard) as z:
@@ -100,11 +101,15 @@ class MiniLMEncoder:
             embs = np.concatenate([self.embed(new_texts[s:s + 512]) for s in chunks])
             self._cache.update(zip(new_keys, embs))
             self._write_shard(new_keys, embs)
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for i, k in enumerate(keys):
+            self.misses += len(new_keys)
+        # one row per distinct text, then a gather: a million posts with few distinct texts is a lookup
+        slot: dict[str, int] = {"": 0}
+        index = np.fromiter((slot.setdefault(k, len(slot)) for k in keys), np.int64, len(keys))
+        table = np.zeros((len(slot), self.dim), np.float32)
+        for k, i in slot.items():
             if k:
-                out[i] = self._cache[k]
-        return out, present
+                table[i] = self._cache[k]
+        return table[index], present
 
     def _write_shard(self, keys: list[str], embs: np.ndarray) -> None:
         if not self.cache_dir:

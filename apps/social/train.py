@@ -62,11 +62,15 @@ def train_one(store: SocialTensors, task: str, name: str, flags: dict, out_dir: 
     model = SocialModel(cfg, list(store.graph.edge_index))
     collate = SubgraphCollator(store, task, fanouts if cfg.use_graph else [], use_pixels=cfg.image_dim == 0)
     run_dir = out_dir / f"{task}-{name.replace('+', '_')}"
+    n_train = len(store.seeds(task, "train"))
+    # a few hundred accounts would be one optimiser step per epoch: keep at least ~4 steps per epoch
+    batch_size = max(16, min(base.batch_size, n_train // 4))
     tcfg = replace(base, out_dir=str(run_dir), monitor="val_accuracy" if task == "post" else "val_f1",
-                   monitor_mode="max", keep_checkpoints=1)
+                   monitor_mode="max", keep_checkpoints=1, batch_size=batch_size)
     trainer = Trainer(model, tcfg, store.seeds(task, "train"), store.seeds(task, "val"), collate_fn=collate,
                       metrics=_metrics(len(classes)), extra_config={"model": cfg.to_dict(), "task": task, "name": name,
-                                                                     "fanouts": fanouts, "classes": classes})
+                                                                     "fanouts": fanouts, "classes": classes,
+                                                                     "sampler": collate.sampler_backend})
     import time
 
     t0 = time.perf_counter()

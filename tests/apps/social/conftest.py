@@ -10,3 +10,15 @@ def small_synthetic(tmp_path_factory):
     data = generate(n_posts=300, seed=1)
     written = write_all(data, tmp_path_factory.mktemp("social_small"))
     return data, written
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The social models are small: one torch thread is faster than two (much faster on a busy box);
+    the count is process-wide, so put it back for the tests that follow."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,10 +8,7 @@ from apps.social.synthetic_io import write_canonical
 from apps.social.train import default_train_config, train_all
 
 
-def test_graph_lifts_bot_f1_over_text(tmp_path):
-    import torch
-
-    torch.set_num_threads(2)
+def test_graph_lifts_bot_f1_over_text(tmp_path, one_thread):
     data = generate(SyntheticConfig(n_posts=1500, n_users=800, bot_frac=0.15, seed=2))
     write_canonical(data, tmp_path / "data")
     store = build_tensors(load_tables(tmp_path / "data"))

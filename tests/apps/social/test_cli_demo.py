@@ -26,7 +26,7 @@ def test_demo_pipeline_writes_everything(tmp_path):
 
     from apps.social import cli
 
-    torch.set_num_threads(2)
+    threads = torch.get_num_threads()
     summary = cli.demo(tmp_path, "cpu", n_posts=400, epochs=2, zero_shot=False, quick=True)
     for name in ("report.html", "users.gexf", "users.graphml", "post_predictions.parquet", "post_predictions.csv",
                  "user_analytics.parquet", "metrics.json", "communities.png", "modalities.png", "confusion.png",
@@ -41,4 +41,5 @@ def test_demo_pipeline_writes_everything(tmp_path):
     assert metrics["ingest"]["rows"]["posts"] == 400 and metrics["ingest"]["rejected"] == 0
     assert "ceilings_test" in metrics and "fused" in metrics["post_models"]
     html = (tmp_path / "report.html").read_text()
-    assert "What each modality adds" in html and "modalities.png" in html
+    assert "What each modality adds" in html and "modalities.png" in html and "Fusion adds" in html
+    assert torch.get_num_threads() == threads  # the demo's one-thread setting does not leak

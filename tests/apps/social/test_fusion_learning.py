@@ -16,10 +16,7 @@ SEES = {"text": "text", "image": "image", "graph": "graph", "text+image": "text+
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(2)
+def trained(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("social_learning")
     data = generate(n_posts=3000, seed=0)
     write_canonical(data, root / "data")

@@ -1,4 +1,5 @@
 """The pure-torch neighbour sampler against the graph it samples and PyG's k_hop_subgraph."""
+import pytest
 import torch
 from torch_geometric.utils import k_hop_subgraph
 
@@ -59,3 +60,61 @@ def test_sampling_is_uniform_over_neighbours():
         counts[sub.n_id["v"][1:]] += 1
     freq = counts[1:] / 2000
     assert torch.allclose(freq, torch.full((10,), 0.3), atol=0.05)
+
+
+def test_one_place_picks_the_sampler_and_logs_it(monkeypatch, caplog):
+    from apps.social import sampler as S
+
+    edges, nodes = _graph()
+    monkeypatch.setattr(S, "pyg_lib_available", lambda: False)
+    with caplog.at_level("INFO", logger="apps.social.sampler"):
+        chosen = S.make_sampler(edges, nodes, [3])
+    assert type(chosen) is S.NeighborSampler and "pure-torch sampler" in caplog.text
+    with pytest.raises(ImportError, match="pyg-lib"):
+        S.make_sampler(edges, nodes, [3], backend="pyg")
+    with pytest.raises(ValueError, match="unknown sampler backend"):
+        S.make_sampler(edges, nodes, [3], backend="dgl")
+
+    monkeypatch.setattr(S, "pyg_lib_available", lambda: True)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="apps.social.sampler"):
+        chosen = S.make_sampler(edges, nodes, [3])
+    assert isinstance(chosen, S.PyGSampler) and "PyG NeighborLoader sampler" in caplog.text
+    assert S.sampler_backend(chosen) == "pyg"
+    assert type(S.make_sampler(edges, nodes, [3], backend="torch")) is S.NeighborSampler
+    assert type(S.make_sampler(edges, nodes, [])) is S.NeighborSampler  # no hops: nothing to sample
+
+
+def test_pyg_sampler_path_through_sample_from_nodes(monkeypatch):
+    """pyg-lib is not installed here, so PyG's compiled routine is replaced by a stand-in that returns
+    a HeteroSamplerOutput in PyG's format (global ids per type with seeds first; local source ids in
+    ``row``, local destination ids in ``col``); everything else is PyG's code and ours."""
+    from torch_geometric.sampler import HeteroSamplerOutput
+    from torch_geometric.sampler import NeighborSampler as PyGNeighborSampler
+
+    from apps.social import sampler as S
+
+    edges, nodes = _graph()
+    if not S.pyg_lib_available():
+        with pytest.raises(ImportError):  # the real thing, as it fails on this machine
+            S.PyGSampler(edges, nodes, [3]).sample("post", torch.tensor([1, 2]))
+    reference = NeighborSampler(edges, nodes, [3])
+
+    def stand_in(self, seed, seed_time=None, **kwargs):
+        ((seed_type, ids),) = seed.items()
+        sub = reference.sample(seed_type, ids, torch.Generator().manual_seed(0))
+        return HeteroSamplerOutput(node=sub.n_id, row={k: v[0] for k, v in sub.edge_index.items()},
+                                   col={k: v[1] for k, v in sub.edge_index.items()},
+                                   edge={k: None for k in sub.edge_index})
+
+    monkeypatch.setattr(PyGNeighborSampler, "_sample", stand_in)
+    seeds = torch.tensor([5, 17, 3, 42])
+    sub = S.PyGSampler(edges, nodes, [3]).sample("post", seeds)
+    assert sub.batch_size == 4 and torch.equal(sub.n_id["post"][:4], seeds)
+    expected = reference.sample("post", seeds, torch.Generator().manual_seed(0))
+    for key, index in sub.edge_index.items():
+        assert torch.equal(index, expected.edge_index[key]), key
+        glob = torch.stack([sub.n_id[key[0]][index[0]], sub.n_id[key[2]][index[1]]])
+        assert {tuple(e) for e in glob.t().tolist()} <= {tuple(e) for e in edges[key].t().tolist()}
+    with pytest.raises(ValueError, match="unique"):
+        S.PyGSampler(edges, nodes, [3]).sample("post", torch.tensor([1, 1]))

@@ -30,7 +30,11 @@ def test_minilm_cache_round_trip(encoder):
     assert np.array_equal(emb[0], emb[3]) and not emb[2].any()
     again = MiniLMEncoder(encoder.cache_dir.parent)
     cached, _ = again.encode(texts[:2])
-    assert again._model is None  # answered from disk, the model never loaded
+    assert again._model is None and again.misses == 0  # answered from disk, the model never loaded
+    # every row is looked up by text hash: a thousand copies cost no encoding and match the originals
+    many, present_many = again.encode(texts * 250)
+    assert again.misses == 0 and many.shape == (1000, 384) and np.array_equal(many[4:8], emb)
+    assert not many[~present_many].any()
     assert np.array_equal(cached, emb[:2]) and text_key(texts[0]) in again._cache
     # semantic sanity: paraphrases are closer than unrelated sentences
     e = encoder.embed(["the vote was rigged", "the election was a fraud", "I baked bread today"])
