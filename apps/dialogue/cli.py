@@ -55,7 +55,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from . import data as D
     from . import model as _registers  # noqa: F401
-    from .evaluate import evaluate, summary_line
+    from .evaluate import breakdown_table, evaluate, summary_line
     from .session import DEFAULT_MODEL, SOC_MODEL
     from mmcore.train import atomic_write_json
 
@@ -69,8 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         rep = evaluate(model, ds, protocol=protocol, blind=args.blind, device=device)
         reports[protocol] = rep
         print(f"[{protocol} history] {summary_line(rep)}")
-        for group in ("family", "round"):
-            print(f"  by {group}: {json.dumps(rep.get(group, {}))}")
+    print(breakdown_table(reports))
     if args.out:
         atomic_write_json(args.out, {"model": str(path), "mode": args.mode, "split": args.split, "n_images": args.n,
                                      "blind": args.blind, "reports": reports})

@@ -14,6 +14,8 @@ key                 shape per item     meaning
 ``answer_mask``     ``[Q, T]``         field: positions whose logits predict the answer word
 ``family``          ``[Q, R]``         field: question family index per round (-1 = none)
 ``distance``        ``[Q, R]``         field: coreference distance per round
+``mention``         ``[Q, R]``         field: slot the round puts in focus (K = none, -100 unknown)
+``slot_attributes`` ``[K, 2]``         field: shape and size index of each slot (-100 empty)
 ``raw``             ``[3, H, W]``      field (``with_raw``): uint8 pixels, for the CNN baselines
 ==================  =================  ======================================================
 
@@ -32,7 +34,7 @@ from torch.utils.data import Dataset
 
 from .objects import extract_objects
 from .questions import make_dialogue, sort_of_clevr_questions
-from .scenes import SPLIT_SEEDS, make_scene, make_sort_of_clevr_scene, render
+from .scenes import SHAPES, SIZES, SPLIT_SEEDS, make_scene, make_sort_of_clevr_scene, render
 from .tokenizer import ASSISTANT, EOS, IMAGE, PAD, USER, FastEncoder
 
 SOC_FAMILIES = ("nonrel-shape", "nonrel-horizontal", "nonrel-vertical", "rel-closest", "rel-furthest", "rel-count")
@@ -83,13 +85,30 @@ def encode_sequence(rounds: list[dict], encoder: FastEncoder, answers: list[str]
     return ids, targets, answer_pos
 
 
-def _objects(sample: Sample) -> dict[str, torch.Tensor]:
-    return extract_objects(render(sample.scene), slots=SLOTS)
+def match_slots(scene: dict, objs: dict[str, torch.Tensor]) -> tuple[dict[int, int], torch.Tensor]:
+    """Scene-graph object id -> region slot (nearest centre), and ``[K, 2]`` (shape, size) per slot."""
+    side = max(scene["width"], scene["height"])
+    attrs = torch.full((SLOTS, 2), -100, dtype=torch.long)
+    slot_of: dict[int, int] = {}
+    for k in objs["object_mask"].nonzero().flatten().tolist():
+        cx, cy = (objs["object_geometry"][k, :2] * side).tolist()
+        o = min(scene["objects"], key=lambda o: (o["x"] - cx) ** 2 + (o["y"] - cy) ** 2)
+        slot_of.setdefault(o["id"], k)
+        attrs[k, 0], attrs[k, 1] = SHAPES.index(o["shape"]), list(SIZES).index(o["size"])
+    return slot_of, attrs
+
+
+def _objects(sample: Sample) -> dict:
+    objs = extract_objects(render(sample.scene), slots=SLOTS)
+    objs["slot_of"], objs["slot_attributes"] = match_slots(sample.scene, objs)
+    return objs
 
 
 def _objects_and_raw(sample: Sample):
     img = render(sample.scene)
-    return extract_objects(img, slots=SLOTS), torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
+    objs = extract_objects(img, slots=SLOTS)
+    objs["slot_of"], objs["slot_attributes"] = match_slots(sample.scene, objs)
+    return objs, torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
 
 
 class SceneQADataset(Dataset):
@@ -114,6 +133,7 @@ class SceneQADataset(Dataset):
         self.pixels = torch.stack([o["object_pixels"] for o in objs]).to(torch.float16)
         self.geometry = torch.stack([o["object_geometry"] for o in objs])
         self.object_mask = torch.stack([o["object_mask"] for o in objs])
+        self.slot_attributes = torch.stack([o["slot_attributes"] for o in objs])
 
         seqs = []  # per image: list of (rounds) groups, one group per sequence
         for s in samples:
@@ -132,6 +152,7 @@ class SceneQADataset(Dataset):
         self.family = torch.full((n, q, r), -1, dtype=torch.long)
         self.distance = torch.zeros((n, q, r), dtype=torch.long)
         self.answer = torch.full((n, q, r), -100, dtype=torch.long)
+        self.mention = torch.full((n, q, r), -100, dtype=torch.long)
         for i, (g, enc) in enumerate(zip(seqs, encoded)):
             for j, (rounds, (ids, tg, pos)) in enumerate(zip(g, enc)):
                 self.text[i, j, :len(ids)] = torch.tensor(ids)
@@ -141,6 +162,9 @@ class SceneQADataset(Dataset):
                     self.family[i, j, k] = families.index(item["family"])
                     self.distance[i, j, k] = item["distance"]
                     self.answer[i, j, k] = encoder.vocab[item["answer"]]
+                    if mode == "dialogue":   # Sort-of-CLEVR learns from its answers alone
+                        slot = objs[i]["slot_of"].get(item["mention"], -100) if "mention" in item else SLOTS
+                        self.mention[i, j, k] = slot
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -148,7 +172,8 @@ class SceneQADataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = {"image": self.pixels[i].float(), "text": self.text[i], "geometry": self.geometry[i],
                 "object_mask": self.object_mask[i], "targets": self.targets[i], "answer_mask": self.answer_mask[i],
-                "family": self.family[i], "distance": self.distance[i], "answer": self.answer[i]}
+                "family": self.family[i], "distance": self.distance[i], "answer": self.answer[i],
+                "mention": self.mention[i], "slot_attributes": self.slot_attributes[i]}
         if self.with_raw:
             item["raw"] = self.raw[i]
         return item

@@ -51,15 +51,21 @@ def _vlm_inputs(batch, blind: bool = False) -> dict:
                 image_index=torch.arange(b, device=text.device).repeat_interleave(q))
 
 
-def answer_logits(model, batch, input_ids: torch.Tensor | None = None, blind: bool = False) -> torch.Tensor:
-    """``[M, V]`` logits of every answer in the batch, in (image, sequence, round) order."""
+def answer_logits(model, batch, input_ids: torch.Tensor | None = None, blind: bool = False,
+                  mention_slots: torch.Tensor | None = None, with_mentions: bool = False):
+    """``[M, V]`` logits of every answer in the batch, in (image, sequence, round) order.
+
+    Models with a mention memory resolve each round's focus themselves unless ``mention_slots`` is
+    given; ``with_mentions`` also returns the focus they used (``[N, R]``, or None).
+    """
     if not isinstance(model, SceneVLMForConditionalGeneration):
-        return model(batch)
+        return (model(batch), None) if with_mentions else model(batch)
     inputs = _vlm_inputs(batch, blind)
     if input_ids is not None:
         inputs["input_ids"] = input_ids
-    logits = model(**inputs).logits
-    return logits[batch.fields["answer_mask"].flatten(0, 1)]
+    out = model(**inputs, mention_slots=mention_slots)
+    logits = out.logits[batch.fields["answer_mask"].flatten(0, 1)]
+    return (logits, out.mentions) if with_mentions else logits
 
 
 def _own_history_logits(model, batch, blind: bool) -> torch.Tensor:
@@ -67,9 +73,11 @@ def _own_history_logits(model, batch, blind: bool) -> torch.Tensor:
     ids = _vlm_inputs(batch, blind)["input_ids"].clone()
     rows, cols = mask.nonzero(as_tuple=True)
     rnd = (mask.cumsum(1) - 1)[rows, cols]
-    out = None
+    out, mentions = None, None
     for r in range(int(rnd.max()) + 1 if len(rnd) else 0):
-        logits = answer_logits(model, batch, input_ids=ids, blind=blind)
+        # the focus memory does not read answers: resolve it once, then reuse it for every round
+        logits, mentions = answer_logits(model, batch, input_ids=ids, blind=blind, mention_slots=mentions,
+                                         with_mentions=True)
         if out is None:
             out = torch.zeros(len(rows), logits.shape[-1], device=ids.device)
         this = rnd == r
@@ -135,3 +143,18 @@ def summary_line(report: dict) -> str:
         if group in report:
             parts.append(group + ":" + json.dumps(report[group]))
     return " ".join(parts)
+
+
+def breakdown_table(reports: dict[str, dict]) -> str:
+    """Accuracy (and count) by family, round and coreference distance, one column per protocol."""
+    names = list(reports)
+    lines = [f"{'group':<10} {'key':<22} " + " ".join(f"{n + ' history':>14}" for n in names) + f" {'n':>6}"]
+    first = reports[names[0]]
+    for group in ("kind", "family", "round", "distance"):
+        keys = first.get(group, {})
+        for key in sorted(keys, key=lambda k: (len(k), k) if group in ("round", "distance") else k):
+            accs = " ".join(f"{reports[n].get(group, {}).get(key, float('nan')) * 100:>13.1f}%" for n in names)
+            lines.append(f"{group:<10} {key:<22} {accs} {first['counts'][group][key]:>6}")
+    accs = " ".join(f"{reports[n]['accuracy'] * 100:>13.1f}%" for n in names)
+    lines.append(f"{'overall':<10} {'all':<22} {accs} {first['n']:>6}")
+    return "\n".join(lines)

@@ -25,6 +25,7 @@ imported (it registers the config and the model).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -43,7 +44,8 @@ class SceneVLMConfig(PretrainedConfig):
 
     def __init__(self, text_config: dict | LlamaConfig | None = None, num_image_tokens: int = 8, patch_size: int = 12,
                  vision_hidden: int = 96, fourier_bands: int = 6, image_token_id: int | None = None,
-                 image_layout: str = "per_turn", object_identity: bool = False, colour_gain: float = 5.0, **kwargs) -> None:
+                 image_layout: str = "per_turn", object_identity: bool = False, colour_gain: float = 5.0,
+                 reasoner_layers: int = 0, attribute_words: bool = False, max_distance: int = 12, **kwargs) -> None:
         vocab = vocabulary()
         if text_config is None:
             text_config = {}
@@ -64,6 +66,12 @@ class SceneVLMConfig(PretrainedConfig):
         # a question word to a token and positions reach the transformer unmixed (off = old checkpoints)
         self.object_identity = object_identity
         self.colour_gain = colour_gain
+        # reasoner_layers > 0: a question-aware object reasoner with a mention memory (reasoner.py)
+        # replaces the FiLM conditioning; attribute_words: object tokens also carry the (predicted)
+        # shape and size words, trained from the scene graph. Both off for older checkpoints.
+        self.reasoner_layers = reasoner_layers
+        self.attribute_words = attribute_words
+        self.max_distance = max_distance
         self.image_token_id = vocab.index(IMAGE) if image_token_id is None else image_token_id
         kwargs.setdefault("pad_token_id", text_config.pad_token_id)
         kwargs.setdefault("eos_token_id", text_config.eos_token_id)
@@ -102,6 +110,22 @@ class ObjectEncoder(nn.Module):
         return self.mix(torch.cat([feats, geometry, fourier(xy, self.bands), quad], dim=-1))
 
 
+@dataclass
+class SceneVLMOutput(CausalLMOutputWithPast):
+    """The language model's output plus what the object side computed (``None`` when unused).
+
+    ``pointer_logits`` ``[G, K+1]`` per image group (round), focus over objects then "none";
+    ``group_row`` / ``group_round`` ``[G]`` which row and round each group belongs to;
+    ``mentions`` ``[N, R]`` the focus slots used for the mention memory (-1 none);
+    ``attribute_logits`` ``[B, K, len(SHAPES) + len(SIZES)]`` per object slot.
+    """
+    pointer_logits: torch.Tensor | None = None
+    group_row: torch.Tensor | None = None
+    group_round: torch.Tensor | None = None
+    mentions: torch.Tensor | None = None
+    attribute_logits: torch.Tensor | None = None
+
+
 class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
     config_class = SceneVLMConfig
     base_model_prefix = "scene_vlm"
@@ -130,6 +154,20 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             # plain lists, not buffers: from_pretrained builds on the meta device and would leave them empty
             self._palette_rgb = [[c / 255.0 for c in rgb] for rgb in PALETTE.values()]
             self._palette_ids = [vocab.index(c) for c in PALETTE]
+        if config.attribute_words:
+            from .scenes import SHAPES, SIZES
+
+            vocab = vocabulary()
+            self.attribute_head = nn.Linear(config.vision_hidden, len(SHAPES) + len(SIZES))
+            self.attribute_gain = nn.Parameter(torch.tensor(float(config.colour_gain)))
+            self._attribute_ids = [vocab.index(w) for w in (*SHAPES, *SIZES)]
+            self._n_shapes = len(SHAPES)
+        if config.reasoner_layers:
+            from .reasoner import ObjectReasoner
+
+            self.reasoner = ObjectReasoner(d, config.reasoner_layers, config.text_config.num_attention_heads,
+                                           config.max_distance)
+        self._aux: dict = {}
         self.post_init()
 
     def identity_features(self, geometry: torch.Tensor) -> torch.Tensor:
@@ -146,6 +184,19 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         geo = torch.cat([geometry, fourier(geometry[..., :2], self.config.fourier_bands)], dim=-1)
         return self.colour_gain * colour + self.geometry_skip(geo)
 
+    def attribute_features(self, vision: torch.Tensor) -> torch.Tensor:
+        """``[B, K, V] -> [B, K, D]``: expected shape-word + size-word embeddings of each object.
+
+        The head is trained from the scene graph (``attribute_logits``); its soft choice of words
+        lets the question's "circle" / "large" match an object token directly.
+        """
+        logits = self.attribute_head(vision)
+        self._aux["attribute_logits"] = logits
+        words = self.get_input_embeddings()(torch.tensor(self._attribute_ids, device=vision.device))
+        s = self._n_shapes
+        probs = torch.cat([logits[..., :s].softmax(-1), logits[..., s:].softmax(-1)], dim=-1)
+        return self.attribute_gain * probs @ words
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
@@ -158,13 +209,17 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def image_features(self, object_pixels: torch.Tensor, object_geometry: torch.Tensor,
                        object_mask: torch.Tensor) -> torch.Tensor:
         """``[B, K, D]`` image tokens; empty slots get the learned ``empty_slot`` vector."""
-        tokens = self.multi_modal_projector(self.vision_tower(object_pixels, object_geometry))
+        vision = self.vision_tower(object_pixels, object_geometry)
+        tokens = self.multi_modal_projector(vision)
+        if self.config.attribute_words:
+            tokens = tokens + self.attribute_features(vision).to(tokens.dtype)
         if self.config.object_identity:
             tokens = tokens + self.identity_features(object_geometry).to(tokens.dtype)
         return torch.where(object_mask[..., None], tokens, self.empty_slot.to(tokens.dtype))
 
     def embed(self, input_ids: torch.Tensor, object_pixels=None, object_geometry=None, object_mask=None,
-              image_index=None) -> torch.Tensor:
+              image_index=None, mention_slots=None) -> torch.Tensor:
+        self._aux = {}
         embeds = self.get_input_embeddings()(input_ids)
         is_image = input_ids == self.config.image_token_id
         if object_pixels is None or not bool(is_image.any()):
@@ -177,32 +232,54 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if image_index is None:
             image_index = torch.arange(input_ids.shape[0], device=input_ids.device)
         groups = (counts // k).to(image_index.device)
-        feats = feats[image_index.repeat_interleave(groups)].reshape(-1, feats.shape[-1]).to(embeds.dtype)
-        if self.config.object_identity:
-            feats = feats + self._question_film(input_ids, embeds, is_image, feats)
+        if self.config.reasoner_layers:
+            from .reasoner import reason
+
+            tokens, added = reason(self, input_ids, embeds, is_image, feats, object_mask, image_index, groups,
+                                   mention_slots)
+            feats = tokens.reshape(-1, feats.shape[-1]).to(embeds.dtype)
+            embeds = embeds + added
+        else:
+            feats = feats[image_index.repeat_interleave(groups)].reshape(-1, feats.shape[-1]).to(embeds.dtype)
+            if self.config.object_identity:
+                feats = feats + self._question_film(input_ids, embeds, is_image, feats)
         embeds = embeds.clone()
         embeds[is_image] = feats
         return embeds
 
     def _question_film(self, input_ids, embeds, is_image, feats) -> torch.Tensor:
         """Condition each image token on the mean word embedding of the question it follows."""
-        from .tokenizer import USER
+        from .tokenizer import ASSISTANT, USER
 
-        user = vocabulary().index(USER)
+        vocab = vocabulary()
+        user = vocab.index(USER)
         segment = (input_ids == user).long().cumsum(1)                       # [N, T] round index (1-based)
-        words = (~is_image) & (input_ids != self.config.pad_token_id) & (input_ids != user)
+        # the question only: tokens after USER: and before that round's ASSISTANT:. Reading the whole
+        # segment would let the image tokens see the (teacher-forced) answer word, a leak that scores
+        # 100% in a teacher-forced pass and the answer prior when the answer is generated
+        asked = (input_ids == vocab.index(ASSISTANT)).long().cumsum(1) == segment - 1
+        words = (~is_image) & (input_ids != self.config.pad_token_id) & (input_ids != user) & asked
         onehot = F.one_hot(segment, int(segment.max()) + 1).to(embeds.dtype) * words[..., None]   # [N, T, S]
         q = torch.einsum("nts,ntd->nsd", onehot, embeds) / onehot.sum(1)[..., None].clamp(min=1)
         q_at = q.gather(1, segment[..., None].expand(-1, -1, q.shape[-1]))[is_image]              # [M, D]
         return self.film_out(self.film_obj(feats) * self.film_q(q_at))
 
     def forward(self, input_ids=None, object_pixels=None, object_geometry=None, object_mask=None, image_index=None,
-                attention_mask=None, position_ids=None, inputs_embeds=None, **kwargs) -> CausalLMOutputWithPast:
-        """Everything else (attention_mask, labels, the KV cache, logits_to_keep) goes to the Llama."""
+                attention_mask=None, position_ids=None, inputs_embeds=None, mention_slots=None,
+                **kwargs) -> SceneVLMOutput:
+        """Everything else (attention_mask, labels, the KV cache, logits_to_keep) goes to the Llama.
+
+        ``mention_slots`` ``[N, R]`` (-1 none) teacher-forces the mention memory; without it the
+        model resolves each round's focus itself, round by round, as a bot must.
+        """
+        self._aux = {}
         if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids, object_pixels, object_geometry, object_mask, image_index)
-        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                   position_ids=position_ids, **kwargs)
+            inputs_embeds = self.embed(input_ids, object_pixels, object_geometry, object_mask, image_index,
+                                       mention_slots)
+        out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                  position_ids=position_ids, **kwargs)
+        aux, self._aux = self._aux, {}
+        return SceneVLMOutput(**out, **aux)
 
     def prepare_inputs_for_generation(self, input_ids, object_pixels=None, object_geometry=None, object_mask=None,
                                       **kwargs):

@@ -18,7 +18,9 @@ relational     count      how many other objects have the same shape as ... ?  0
 
 Dialogues (CLEVR-Dialog's families plus spatial relations) carry per round a ``family``, the
 coreference ``distance`` (rounds back to the referent's last mention; 0 when the question has
-no coreference) and the answer.
+no coreference), the answer, and for questions about one object the ``mention`` (the id of the
+object the round leaves in focus: the one asked about, or for "the object closest to X" that
+closest object) which later "it" / "that one" / "the earlier <shape>" refer to.
 """
 from __future__ import annotations
 
@@ -147,7 +149,8 @@ def make_dialogue(scene: dict, rng: random.Random, rounds: int = 10) -> list[dic
             got = _about(target, ref, rng, objs)
             if got is not None:
                 q, a, fam, new = got
-                item = {"question": q, "answer": a, "family": f"coref-{fam}", "distance": r - rr, "referent": target["id"]}
+                item = {"question": q, "answer": a, "family": f"coref-{fam}", "distance": r - rr, "referent": target["id"],
+                        "mention": new["id"]}
                 mentions.append((r, new))
         elif roll < 0.58:
             target = rng.choice(objs)
@@ -156,7 +159,8 @@ def make_dialogue(scene: dict, rng: random.Random, rounds: int = 10) -> list[dic
                 got = _about(target, ref, rng, objs)
                 if got is not None:
                     q, a, fam, new = got
-                    item = {"question": q, "answer": a, "family": fam, "distance": 0, "referent": target["id"]}
+                    item = {"question": q, "answer": a, "family": fam, "distance": 0, "referent": target["id"],
+                            "mention": new["id"]}
                     mentions.append((r, new))
         elif roll < 0.8:
             combos = {(o["colour"], o["shape"]) for o in objs}

@@ -79,8 +79,17 @@ class EmbeddedBackend:
     def stream(self, image: Image.Image | None, history: list[tuple[str, str]], question: str) -> Iterator[str]:
         if image is None:
             raise BadInput("this model answers questions about an image: send one first")
-        yield from _generate_streaming(self.model, self.tokenizer, self._inputs(image, history, question),
-                                       self.max_new_tokens, self.lock)
+        inputs = self._inputs(image, history, question)
+        yield from _generate_streaming(self.model, self.tokenizer, inputs, self.max_new_tokens, self.lock,
+                                       prefix_allowed_tokens_fn=self._answers_then_eos(inputs["input_ids"].shape[1]))
+
+    def _answers_then_eos(self, prompt_len: int):
+        """The embedded model answers in one word of its answer vocabulary, then ``</s>`` (never a
+        special token such as ``<image>``, which would also break the next prompt)."""
+        from .evaluate import answer_ids
+
+        answers, eos = answer_ids().tolist(), [self.tokenizer.eos_token_id]
+        return lambda _batch, ids: answers if ids.shape[-1] <= prompt_len else eos
 
 
 class HFBackend:
@@ -113,7 +122,8 @@ class HFBackend:
         yield from _generate_streaming(self.model, self.tokenizer, dict(inputs), self.max_new_tokens, self.lock)
 
 
-def _generate_streaming(model, tokenizer, inputs: dict, max_new_tokens: int, lock: threading.Lock) -> Iterator[str]:
+def _generate_streaming(model, tokenizer, inputs: dict, max_new_tokens: int, lock: threading.Lock,
+                        **generate_kwargs) -> Iterator[str]:
     import torch
     from transformers import TextIteratorStreamer
 
@@ -124,7 +134,8 @@ def _generate_streaming(model, tokenizer, inputs: dict, max_new_tokens: int, loc
         try:
             with lock, torch.inference_mode():
                 model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
-                               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                               **generate_kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
             errors.append(exc)
             streamer.end()

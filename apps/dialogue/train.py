@@ -26,23 +26,62 @@ from .tokenizer import vocabulary
 MODELS = ("vlm", "blind", "nohistory", "cnn_mlp", "rn")
 
 
-def vlm_step(mix_own: float = 0.0, blind: bool = False):
+def vlm_step(mix_own: float = 0.0, blind: bool = False, aux_weight: float = 1.0):
+    """Answer-token loss, plus (models with a reasoner / attribute words) the focus-pointer and
+    object-attribute losses from the scene graph, weighted by ``aux_weight``."""
     def step(model, batch) -> StepOutput:
         inputs = _vlm_inputs(batch, blind)
         targets = batch.fields["targets"].flatten(0, 1)
         amask = batch.fields["answer_mask"].flatten(0, 1)
+        slots = model.config.num_image_tokens
+        mention = batch.fields.get("mention")
+        true_focus = None
+        if mention is not None and model.config.reasoner_layers:
+            mention = mention.flatten(0, 1)                                       # [N, R]
+            true_focus = torch.where((mention >= 0) & (mention < slots), mention, torch.full_like(mention, -1))
+            inputs["mention_slots"] = true_focus
         if mix_own > 0 and model.training:
             with torch.no_grad():
-                own = own_answers(model(**inputs).logits[amask])
+                own_out = model(**{**inputs, "mention_slots": None})
+                own = own_answers(own_out.logits[amask])
             rows, cols = amask.nonzero(as_tuple=True)
             swap = torch.rand(len(rows), device=own.device) < mix_own
             ids = inputs["input_ids"].clone()
             ids[rows[swap], cols[swap] + 1] = own[swap]
             inputs["input_ids"] = ids
-        logits = model(**inputs).logits
+            if true_focus is not None:   # the memory also follows the model's own focus at times
+                own_focus = own_out.mentions[:, : true_focus.shape[1]]
+                pick = torch.rand(true_focus.shape, device=own_focus.device) < mix_own
+                inputs["mention_slots"] = torch.where(pick, own_focus, true_focus)
+        out = model(**inputs)
+        logits = out.logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        loss = loss + aux_weight * auxiliary_loss(out, batch, mention, slots)
         return StepOutput(loss, logits[amask].detach().float(), targets[amask])
     return step
+
+
+def auxiliary_loss(out, batch, mention, slots: int) -> torch.Tensor:
+    """Focus pointer (which object the round is about, or none) + attributes of each object slot."""
+    loss = out.logits.new_zeros(())
+    if out.pointer_logits is not None and mention is not None:
+        rnd = out.group_round.clamp(min=0, max=mention.shape[1] - 1)
+        label = mention[out.group_row, rnd]
+        label = torch.where(out.group_round >= 0, label, torch.full_like(label, -100))
+        # a focus on a slot the model cannot see (blind baseline, a missed region) is not asked for
+        masked = out.pointer_logits.gather(1, label.clamp(min=0)[:, None]).squeeze(1) <= -1e30
+        label = torch.where(masked, torch.full_like(label, -100), label)
+        if bool((label != -100).any()):
+            loss = loss + F.cross_entropy(out.pointer_logits.float(), label, ignore_index=-100)
+    if out.attribute_logits is not None and "slot_attributes" in batch.fields:
+        from .scenes import SHAPES
+
+        attrs, logits = batch.fields["slot_attributes"], out.attribute_logits.float()
+        s = len(SHAPES)
+        if bool((attrs[..., 0] != -100).any()):
+            loss = loss + F.cross_entropy(logits[..., :s].flatten(0, 1), attrs[..., 0].flatten(), ignore_index=-100)
+            loss = loss + F.cross_entropy(logits[..., s:].flatten(0, 1), attrs[..., 1].flatten(), ignore_index=-100)
+    return loss
 
 
 def baseline_step(model, batch) -> StepOutput:
@@ -54,7 +93,10 @@ def baseline_step(model, batch) -> StepOutput:
 def build_model(kind: str, model_config: dict | None = None):
     if kind in ("vlm", "blind", "nohistory"):
         # object_identity on unless asked off (configs saved before it existed load with it off)
-        return SceneVLMForConditionalGeneration(SceneVLMConfig(**{"object_identity": True, **(model_config or {})}))
+        # new models: the question-aware reasoner with mention memory + attribute words (configs saved
+        # before these existed load with them off)
+        defaults = {"object_identity": True, "reasoner_layers": 3, "attribute_words": True}
+        return SceneVLMForConditionalGeneration(SceneVLMConfig(**{**defaults, **(model_config or {})}))
     from .baselines import CNNMLP, RelationNetwork
 
     return CNNMLP() if kind == "cnn_mlp" else RelationNetwork()

@@ -1,4 +1,11 @@
-"""A short CPU training run learns from the image: it beats the blind (question-only) baseline."""
+"""A short CPU training run learns from the image: it beats the blind (question-only) baseline.
+
+"how many objects are there ?" cannot be answered without the image (3-8 objects), so a blind
+model can do no better than the commonest count, while SceneVLM learns it in ~100 steps
+(measured: 1.00 held-out accuracy after 100 steps of this tiny model, 0.53 after 50).
+"""
+from collections import Counter
+
 import torch
 
 from apps.dialogue import data as D
@@ -9,7 +16,15 @@ TINY = {"text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_
                         "num_key_value_heads": 4}, "vision_hidden": 32}
 
 
-def _fit(train, blind: bool, steps: int = 120) -> torch.nn.Module:
+def _counting(split: str, n: int) -> D.SceneQADataset:
+    samples = D.generate_samples("dialogue", split, n)
+    for s in samples:
+        s.rounds = [{"question": "how many objects are there ?", "answer": str(len(s.scene["objects"])),
+                     "family": "count", "distance": 0, "round": 0}]
+    return D.SceneQADataset(samples, "dialogue")
+
+
+def _fit(train, blind: bool, steps: int = 100) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model("vlm", TINY)
     step = vlm_step(blind=blind)
@@ -27,11 +42,10 @@ def _fit(train, blind: bool, steps: int = 120) -> torch.nn.Module:
 
 def test_short_training_beats_the_blind_baseline():
     torch.set_num_threads(1)  # bit-reproducible: the margins below were measured so
-    train = D.build("dialogue", "train", 200, history=False)
-    val = D.build("dialogue", "val", 40, history=False)
-    seeing = evaluate(_fit(train, blind=False), val)
-    blind = evaluate(_fit(train, blind=True), val, blind=True)
-    count_all = "count"  # "how many objects are there ?" lives in the count family
-    # measured: 0.41 vs 0.378 overall; 0.48 vs 0.34 on counting (blind can only guess the prior)
-    assert seeing["accuracy"] > blind["accuracy"], (seeing["accuracy"], blind["accuracy"])
-    assert seeing["family"][count_all] > blind["family"][count_all] + 0.05, (seeing["family"], blind["family"])
+    train, val = _counting("train", 300), _counting("val", 100)
+    prior = max(Counter(s.rounds[0]["answer"] for s in train.samples).values()) / len(train)
+    seeing = evaluate(_fit(train, blind=False), val)["accuracy"]
+    blind = evaluate(_fit(train, blind=True), val, blind=True)["accuracy"]
+    assert seeing >= 0.8, seeing
+    assert blind <= prior + 0.1, (blind, prior)           # the blind model learns the answer prior at best
+    assert seeing > blind + 0.3, (seeing, blind)

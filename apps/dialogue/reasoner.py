@@ -1,0 +1,172 @@
+"""Question-aware object reasoner: the object tokens of one round, re-encoded with its question.
+
+An instruction-aware visual encoder (as InstructBLIP's Q-Former reads the instruction): a small
+bidirectional transformer over ``[none] + objects + question words`` so that every object token
+can compare itself with the question ("red", "circle") and with the other objects ("closest to",
+"left of") before the causal language model reads it.  Coreference goes through a *mention
+memory*: each object carries an embedding of how many rounds ago the dialogue last put it in focus
+(0 = never), so "it" (1 round ago) and "the earlier circle" (the most recent circle, at any
+distance) are one attention step away, whatever the distance.  The ``pointer`` scores which object
+this round puts in focus (or ``none``); its argmax becomes the next rounds' mention memory.
+
+==================  ==============  ==================================================
+tensor              shape           meaning
+==================  ==============  ==================================================
+``objects``         ``[G, K, D]``   object tokens of G image groups (one per round)
+``object_mask``     ``[G, K]``      real objects (empty slots are never attended to)
+``words``           ``[G, L, D]``   embeddings of the question each group follows
+``word_mask``       ``[G, L]``      real words
+``recency``         ``[G, K]``      rounds since each object was last in focus (0 never)
+-> ``tokens``       ``[G, K, D]``   objects + reasoner output
+-> ``pointer``      ``[G, K + 1]``  focus logits over objects, last column = none
+-> ``summary``      ``[G, D]``      the round's answer evidence, added to its ``ASSISTANT:``
+==================  ==============  ==================================================
+
+``summary = W_n h_none + sum_k softmax(pointer)_k W_f h_k + W_c sum_k mask_k h_k / K``: the
+reasoner's own read-out (none token), the object in focus, and a sum-pooled view that counts
+(softmax attention averages, so it cannot count on its own).  Put on the token that predicts the
+answer, it gives the language model the evidence one step away, as a Q-Former's query outputs do.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+USER_TOKEN = "USER:"
+
+
+class ObjectReasoner(nn.Module):
+    def __init__(self, dim: int, layers: int = 3, heads: int = 4, max_distance: int = 12) -> None:
+        super().__init__()
+        self.max_distance = max_distance
+        self.kind = nn.Embedding(3, dim)                       # none / object / word
+        self.recency = nn.Embedding(max_distance + 1, dim)     # 0 = never in focus
+        # a scalar view of recency too, so "the most recent circle" is a monotone comparison
+        self.recency_scalar = nn.Linear(1, dim, bias=False)
+        self.none = nn.Parameter(torch.zeros(dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, dim)
+        self.pointer = nn.Linear(dim, 1)
+        self.read_none, self.read_focus, self.read_count = (nn.Linear(dim, dim) for _ in range(3))
+
+    def forward(self, objects: torch.Tensor, object_mask: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
+                recency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g, k, _ = objects.shape
+        rec = recency.clamp(0, self.max_distance)
+        seen = (rec > 0).to(objects.dtype)[..., None]
+        obj = (objects + self.kind.weight[1] + self.recency(rec)
+               + seen * self.recency_scalar(rec[..., None].to(objects.dtype) / self.max_distance))
+        none = (self.none + self.kind.weight[0]).expand(g, 1, -1)
+        x = torch.cat([none, obj, words + self.kind.weight[2]], dim=1)
+        valid = torch.cat([torch.ones(g, 1, dtype=torch.bool, device=objects.device), object_mask, word_mask], dim=1)
+        h = self.norm(self.encoder(x, src_key_padding_mask=~valid))
+        pointer = self.pointer(h[:, : k + 1]).squeeze(-1)                               # [G, K+1]
+        pointer = torch.cat([pointer[:, 1:], pointer[:, :1]], dim=1)                     # none last
+        pointer = pointer.masked_fill(~torch.cat([object_mask, valid[:, :1]], dim=1), torch.finfo(pointer.dtype).min)
+        h_obj = h[:, 1: k + 1]
+        focus = pointer[:, :k].float().softmax(-1).to(h.dtype).nan_to_num(0.0)
+        count = (h_obj * object_mask[..., None].to(h.dtype)).sum(1) / k
+        summary = (self.read_none(h[:, 0]) + self.read_focus(torch.einsum("gk,gkd->gd", focus, h_obj))
+                   + self.read_count(count))
+        return objects + self.out(h_obj), pointer, summary
+
+
+def recency_from_mentions(mentions: torch.Tensor, group_row: torch.Tensor, group_round: torch.Tensor,
+                          slots: int) -> torch.Tensor:
+    """``[G, K]`` rounds since each slot was last in focus before its group's round (0 = never).
+
+    ``mentions[n, r]`` is the slot round ``r`` of row ``n`` put in focus (-1 = none).
+    """
+    rec = torch.zeros(len(group_row), slots, dtype=torch.long, device=mentions.device)
+    for r in range(mentions.shape[1]):                      # ascending: the latest mention wins
+        m = mentions[group_row, r]
+        ok = (m >= 0) & (m < slots) & (group_round > r)
+        rec[ok.nonzero(as_tuple=True)[0], m[ok]] = (group_round - r)[ok]
+    return rec
+
+
+def question_words(input_ids: torch.Tensor, embeds: torch.Tensor, is_image: torch.Tensor, slots: int,
+                   vocab: list[str], pad_id: int):
+    """Per image group: its row, its round and the embeddings of the question it follows.
+
+    Rounds are counted by ``USER:`` tokens; a question is the tokens after ``USER:`` and before that
+    round's ``ASSISTANT:`` (never the answer). An image group before any question (layout "first")
+    has round -1 and no words.  Returns ``group_row [G]``, ``group_round [G]``, ``words [G, L, D]``,
+    ``word_mask [G, L]``.
+    """
+    from .tokenizer import ASSISTANT, USER
+
+    n = input_ids.shape[0]
+    user = input_ids == vocab.index(USER)
+    segment = user.long().cumsum(1)
+    asked = (input_ids == vocab.index(ASSISTANT)).long().cumsum(1) == segment - 1
+    is_word = asked & ~is_image & ~user & (input_ids != pad_id)
+    rows = torch.arange(n, device=input_ids.device)[:, None].expand_as(segment)
+    group_row = rows[is_image].view(-1, slots)[:, 0]
+    group_segment = segment[is_image].view(-1, slots)[:, 0]
+    g = len(group_row)
+    table = torch.full((n, int(segment.max()) + 1), -1, dtype=torch.long, device=input_ids.device)
+    table[group_row, group_segment] = torch.arange(g, device=input_ids.device)
+    owner = table[rows[is_word], segment[is_word]]                 # group of each question word, in order
+    keep = owner >= 0
+    owner, vectors = owner[keep], embeds[is_word][keep]
+    d = embeds.shape[-1]
+    if len(owner) == 0:
+        return (group_row, group_segment - 1, embeds.new_zeros(g, 1, d),
+                torch.zeros(g, 1, dtype=torch.bool, device=embeds.device), table)
+    _, counts = torch.unique_consecutive(owner, return_counts=True)
+    starts = (counts.cumsum(0) - counts).repeat_interleave(counts)
+    rank = torch.arange(len(owner), device=owner.device) - starts
+    words = embeds.new_zeros(g, int(counts.max()), d)
+    word_mask = torch.zeros(g, int(counts.max()), dtype=torch.bool, device=embeds.device)
+    words[owner, rank] = vectors
+    word_mask[owner, rank] = True
+    return group_row, group_segment - 1, words, word_mask, table
+
+
+def reason(model, input_ids, embeds, is_image, feats, object_mask, image_index, groups, mention_slots=None):
+    """The image tokens of every group ``[G, K, D]`` and ``[N, T, D]`` additions to the input embeddings
+    (each round's summary on its ``ASSISTANT:``); fills ``model._aux`` with pointer logits and mentions.
+
+    Without ``mention_slots`` the focus of round r is the reasoner's own pointer argmax at round r,
+    computed round by round (each round's memory only needs the rounds before it).
+    """
+    from .tokenizer import vocabulary
+
+    k = model.config.num_image_tokens
+    group_row, group_round, words, word_mask, table = question_words(input_ids, embeds, is_image, k, vocabulary(),
+                                                              model.config.pad_token_id)
+    group_img = image_index.repeat_interleave(groups)
+    objects, mask = feats[group_img].to(embeds.dtype), object_mask[group_img]
+    rounds = max(1, int(group_round.max()) + 1)
+    if mention_slots is None:
+        mentions = torch.full((input_ids.shape[0], rounds), -1, dtype=torch.long, device=input_ids.device)
+        for r in range(rounds):
+            rec = recency_from_mentions(mentions, group_row, group_round, k)
+            tokens, pointer, summary = model.reasoner(objects, mask, words, word_mask, rec)
+            now = group_round == r
+            pick = pointer[now].argmax(-1)
+            mentions[group_row[now], r] = torch.where(pick == k, torch.full_like(pick, -1), pick)
+    else:
+        mentions = mention_slots.long()
+        if mentions.shape[1] < rounds:
+            mentions = torch.cat([mentions, mentions.new_full((mentions.shape[0], rounds - mentions.shape[1]), -1)], 1)
+        rec = recency_from_mentions(mentions, group_row, group_round, k)
+        tokens, pointer, summary = model.reasoner(objects, mask, words, word_mask, rec)
+    tokens = torch.where(mask[..., None], tokens, model.empty_slot.to(tokens.dtype))
+    model._aux.update(pointer_logits=pointer, group_row=group_row, group_round=group_round, mentions=mentions)
+    from .tokenizer import ASSISTANT
+
+    # ASSISTANT: of segment s closes the question whose image group sits in segment s
+    is_asst = input_ids == vocabulary().index(ASSISTANT)
+    segment = (input_ids == vocabulary().index(USER_TOKEN)).long().cumsum(1)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(segment)
+    owner = table[rows[is_asst], segment[is_asst]]
+    added = torch.zeros_like(embeds)
+    hit = is_asst.clone()
+    hit[is_asst] = owner >= 0
+    added[hit] = summary[owner[owner >= 0]].to(embeds.dtype)
+    return tokens, added
