@@ -59,6 +59,7 @@ def train_one(store: SocialTensors, task: str, name: str, flags: dict, out_dir: 
     classes = store.post_classes if task == "post" else store.user_classes
     dims = {"text_dim": store.text.shape[1], "image_dim": store.image_feat.shape[1] if store.image_feat is not None else 0}
     cfg = ModelConfig(task=task, n_classes=len(classes), **{**dims, **flags})
+    torch.manual_seed(base.seed)  # the initial weights depend on the seed alone, not on what ran before
     model = SocialModel(cfg, list(store.graph.edge_index))
     collate = SubgraphCollator(store, task, fanouts if cfg.use_graph else [], use_pixels=cfg.image_dim == 0)
     run_dir = out_dir / f"{task}-{name.replace('+', '_')}"
