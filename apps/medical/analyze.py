@@ -151,5 +151,5 @@ def load_model(bundle: Path | str | None = None, device: str = "cpu"):
     bundle = Path(bundle) if bundle else DEFAULT_BUNDLE
     if not (bundle / "models" / "model.safetensors").exists():
         raise FileNotFoundError(f"no model bundle at {bundle} (expected models/model.safetensors); train one with "
-                                "`mm medical train --data DIR --generate 96,24,40 --export data/medical/model`")
+                                "`mm medical train --data DIR --generate 96,32,48 --export data/medical/model`")
     return load_bundle(bundle, device)

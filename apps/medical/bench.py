@@ -5,7 +5,8 @@ Side by side in one run on the same studies (timings on a shared CPU drift; comp
 * data time per epoch: a plain ``monai.data.Dataset`` running the whole deterministic pipeline
   (load, orient, register, resample, normalise, crop) every epoch vs ``CacheDataset`` +
   ``ThreadDataLoader`` (pipeline once, random flips per epoch);
-* training step time (batch 4, forward + backward + AdamW) of the fusion network;
+* training step time (batch 4 whole volumes, forward + backward + AdamW) of the fusion network,
+  of its previous layout (voxel-wise GMU also at level 1) and of a MONAI ``UNet`` of the same widths;
 * whole-study analyze time (ours: intake + MI registration + model + inversion + all writers) vs
   the plain MONAI tutorial recipe (``LoadImaged`` -> ``Orientationd`` -> ``Spacingd`` ->
   ``ResampleToMatchd`` on headers -> model -> ``Invertd``), with the CT->MR TRE of each.
@@ -107,20 +108,32 @@ def main(argv=None) -> int:
     results["data_speedup"] = results["data_seconds_per_epoch"]["plain_monai_dataset"] / max(
         results["data_seconds_per_epoch"]["cache_dataset_thread_loader"], 1e-9)
 
-    # 2. training step time
-    model = FusionSegDiagNet()
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    step = make_step(0.35)
+    # 2. training step time (batch 4 whole volumes): ours, the previous layout (voxel-wise GMU also at
+    #    level 1) and a MONAI UNet of the same widths on the stacked channels (the usual recipe)
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+
     batch = collate_studies([cached[i % len(cached)] for i in range(4)])
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        out = step(model.train(), batch)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad()
-        times.append(time.perf_counter() - t0)
-    results["train_step_seconds_batch4"] = statistics.median(times[1:] or times)
+
+    def time_steps(model, step) -> float:
+        opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        times = []
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            step(model.train(), batch).backward()
+            opt.step()
+            opt.zero_grad()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times[1:] or times)
+
+    fusion_step = make_step(0.35)
+    unet_loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    stacked = torch.cat([batch["mr"], batch["ct"]], 1)
+    results["train_step_seconds_batch4"] = time_steps(FusionSegDiagNet(), lambda m, b: fusion_step(m, b).loss)
+    results["train_step_seconds_batch4_gmu_levels_1_2"] = time_steps(FusionSegDiagNet(gmu_levels=(1, 2)),
+                                                                     lambda m, b: fusion_step(m, b).loss)
+    results["train_step_seconds_batch4_monai_unet"] = time_steps(
+        UNet(3, 2, 2, channels=(8, 16, 32), strides=(2, 2)), lambda m, b: unet_loss(m(stacked), b.fields["seg"]))
 
     # 3. whole-study analyze: ours vs the tutorial recipe, same study
     shipped = load_model(args.bundle)
@@ -145,7 +158,9 @@ def main(argv=None) -> int:
         "| measure | plain MONAI | ours |", "| --- | --- | --- |",
         f"| data time per epoch (s) | {d['data_seconds_per_epoch']['plain_monai_dataset']:.2f} | "
         f"{d['data_seconds_per_epoch']['cache_dataset_thread_loader']:.4f} ({d['data_speedup']:.0f}x) |",
-        f"| training step, batch 4 (s) | - | {d['train_step_seconds_batch4']:.2f} |",
+        f"| training step, batch 4 whole volumes (s) | {d['train_step_seconds_batch4_monai_unet']:.2f} (MONAI UNet 8-16-32, "
+        f"stacked channels, segmentation only) | {d['train_step_seconds_batch4']:.2f} (GMU at the bottleneck; "
+        f"{d['train_step_seconds_batch4_gmu_levels_1_2']:.2f} with the GMU also at level 1) |",
         f"| whole-study analyze (s) | {d['analyze_seconds']['monai_tutorial_recipe']:.2f} (no registration, mask only) | "
         f"{d['analyze_seconds']['ours_all_outputs']:.2f} (registration + NIfTI + JSON + report) |",
         f"| CT->MR TRE (mm) | {d['ct_to_mr_tre_mm']['monai_tutorial_recipe']:.2f} | {d['ct_to_mr_tre_mm']['ours']:.2f} |", ""])

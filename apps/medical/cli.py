@@ -1,4 +1,4 @@
-"""`mm medical ...`: analyze, train, eval, generate, demo. Heavy imports stay inside functions."""
+"""`mm medical ...`: analyze, train, eval, calibrate, generate, demo. Heavy imports stay inside functions."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .analyze import DEFAULT_BUNDLE
+    from .train import calibrate
+
+    _threads(args.threads)
+    report = calibrate(Path(args.bundle) if args.bundle else DEFAULT_BUNDLE, [Path(d) for d in args.data], args.split,
+                       Path(args.cache) if args.cache else None)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .demo_data import generate
 
@@ -95,6 +106,14 @@ def register(subparsers) -> None:
     e.add_argument("--no-register", action="store_true")
     e.add_argument("--threads", type=int, default=1)
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("calibrate", help="refit the bundle's temperature on held-out studies (rewrites the bundle)")
+    c.add_argument("--data", required=True, action="append", help="folder with datalist.json (repeatable)")
+    c.add_argument("--split", default="validation")
+    c.add_argument("--bundle", default=None, help="bundle to recalibrate (default: the shipped data/medical/model)")
+    c.add_argument("--cache", default=None, help="preprocessed-case cache (default DATA/cache)")
+    c.add_argument("--threads", type=int, default=1)
+    c.set_defaults(func=cmd_calibrate)
 
     g = sub.add_parser("generate", help="write demo studies from nilearn's MNI152 template")
     g.add_argument("--out", required=True)

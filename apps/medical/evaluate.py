@@ -34,7 +34,8 @@ def seg_metrics(pred: np.ndarray, truth: np.ndarray, spacing) -> dict:
     p = torch.as_tensor(pred[None, None].astype(np.float32))
     t = torch.as_tensor(truth[None, None].astype(np.float32))
     dice = float(compute_dice(p, t, include_background=True)[0, 0])
-    hd = float(compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=list(spacing))[0, 0]) \
+    hd = float(compute_hausdorff_distance(p, t, include_background=True, percentile=95,
+                                          spacing=[float(s) for s in spacing])[0, 0]) \
         if pred.any() else float("inf")
     return {"dice": dice, "hd95_mm": hd}
 

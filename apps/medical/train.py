@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .model import FusionSegDiagNet, keep_largest_lesion, lesion_descriptor
+from .model import N_CLASSES, FusionSegDiagNet, keep_largest_lesion, lesion_descriptor
 from .phantom import CLASS_NAMES
 from .train_args import add_arguments  # noqa: F401  (re-exported)
 
@@ -210,6 +210,42 @@ def load_bundle(path: Path | str, device: str = "cpu") -> FusionSegDiagNet:
                              gmu_levels=tuple(m.get("gmu_levels", (1, 2))))
     load_weights(model, path / "models" / "model.safetensors", device=device)
     return model.to(device).eval()
+
+
+def calibrate(bundle: Path, data: list[Path], split: str = "validation", cache: Path | None = None) -> dict:
+    """Refit the bundle's temperature on ``split`` of one or more data sets and rewrite the bundle.
+
+    Why a separate step: the temperature must come from studies like the ones the model will see.
+    The demo's validation studies use coarser native grids than the test studies (to keep training
+    quick); the model is more accurate on the finer ones, so a temperature fitted on the coarse
+    split left it underconfident there."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    from .datasets import cached_dataset, prepare_cases, read_datalist
+
+    model = load_bundle(bundle)
+    items = []
+    for d in data:
+        entries = read_datalist(Path(d) / "datalist.json").get(split, [])
+        items += prepare_cases(entries, Path(cache) if cache else Path(d) / "cache")
+    if not items:
+        raise SystemExit(f"no '{split}' studies in {', '.join(map(str, data))}")
+    logits, labels = collect_logits(model, cached_dataset(items, augment=False))
+    before = float(model.temperature)
+    after = fit_temperature(logits, labels)
+
+    def scores(t: float) -> dict:
+        probs = (logits / t).softmax(-1)
+        return {"nll": float(F.cross_entropy(logits / t, labels)),
+                "ece": float(multiclass_calibration_error(probs, labels, N_CLASSES, n_bins=15))}
+
+    report = {"studies": len(items), "split": split, "data": [str(d) for d in data],
+              "temperature_before": before, "temperature_after": after, "before": scores(before), "after": scores(after)}
+    model.temperature.fill_(after)
+    meta_path = Path(bundle) / "configs" / "metadata.json"
+    metrics = json.loads(meta_path.read_text()).get("metrics", {}) if meta_path.exists() else {}
+    export_bundle(model, Path(bundle), {**metrics, "temperature": after, "calibration": report})
+    return report
 
 
 def init_weights(model: FusionSegDiagNet, path: Path) -> list[str]:

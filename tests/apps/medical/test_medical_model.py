@@ -180,3 +180,33 @@ def test_each_modality_carries_one_bit_of_the_class():
     mr_groups = {c: {k for k in range(4) if MR_CUE[k] == MR_CUE[c]} for c in range(4)}
     assert all(len(g) == 2 for g in (*ct_groups.values(), *mr_groups.values()))
     assert all(ct_groups[c] & mr_groups[c] == {c} for c in range(4))
+
+
+def test_calibrate_refits_temperature_and_rewrites_the_bundle(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from apps.medical.train import calibrate, export_bundle, load_bundle
+
+    torch.manual_seed(0)
+    model = FusionSegDiagNet().eval()
+    model.temperature.fill_(5.0)
+    export_bundle(model, tmp_path / "b", {"val_auroc": 0.5})
+    cache, entries = tmp_path / "data" / "cache", []
+    cache.mkdir(parents=True)
+    for i in range(8):                       # already-preprocessed cases: calibrate reads the cache
+        g = torch.Generator().manual_seed(i)
+        mask = torch.zeros(1, *ROI, dtype=torch.uint8)
+        mask[0, 5:10, 5:10, 5:10] = 1
+        save_file({"image": torch.rand(2, *ROI, generator=g), "mask": mask,
+                   "present": torch.ones(2, dtype=torch.uint8)}, str(cache / f"c{i}.safetensors"))
+        (cache / f"c{i}.json").write_text("{}")
+        entries.append({"id": f"c{i}", "study": "unused", "label": i % 4})
+    (tmp_path / "data" / "datalist.json").write_text(json.dumps({"training": [], "validation": entries}))
+    report = calibrate(tmp_path / "b", [tmp_path / "data"])
+    assert report["studies"] == 8 and report["after"]["nll"] <= report["before"]["nll"] + 1e-6
+    again = load_bundle(tmp_path / "b")
+    assert abs(float(again.temperature) - report["temperature_after"]) < 1e-5
+    meta = json.loads((tmp_path / "b" / "configs" / "metadata.json").read_text())
+    assert meta["metrics"]["val_auroc"] == 0.5 and meta["metrics"]["calibration"]["studies"] == 8

@@ -116,3 +116,17 @@ def test_dicom_seg_read_back_with_source_geometry(tmp_path):
     key = lambda pts: sorted(map(tuple, np.round(pts, 2)))
     assert key(seg_world) == key(src_world)
     np.testing.assert_allclose(sorted(np.linalg.norm(vol_seg.affine[:3, :3], axis=0)), [1.5, 1.5, 2.5], atol=1e-4)
+
+
+def test_seg_metrics_dice_and_hd95_in_mm_with_numpy_spacing():
+    # nibabel zooms are numpy float32: MONAI's HD95 refuses those unless converted
+    from apps.medical.evaluate import seg_metrics
+
+    idx = np.indices((20, 20, 20))
+    truth = ((idx - 10) ** 2).sum(0) <= 16
+    moved = ((idx - np.array([12, 10, 10])[:, None, None, None]) ** 2).sum(0) <= 16
+    spacing = np.array([1.5, 1.5, 1.5], dtype=np.float32)
+    same = seg_metrics(truth, truth, spacing)
+    assert same["dice"] == 1.0 and same["hd95_mm"] == 0.0
+    off = seg_metrics(moved, truth, spacing)
+    assert 0.3 < off["dice"] < 0.9 and 1.5 < off["hd95_mm"] <= 3.0 + 1e-6    # a shift of 2 voxels of 1.5 mm
