@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .intake import IntakeError, StudyInput, list_studies, read_study
+from .intake import IntakeError, StudyInput, intake_cause, list_studies, read_study
 from .model import keep_largest_lesion
 from .phantom import CLASS_NAMES
 from .transforms import MODALITIES, ROI
@@ -117,8 +117,12 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
     except IntakeError as exc:
         findings.update(status="refused", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one broken study must not stop the batch
-        findings.update(status="error", error=f"{type(exc).__name__}: {exc}",
-                        traceback_tail=traceback.format_exc().strip().splitlines()[-3:])
+        cause = intake_cause(exc)
+        if cause is not None:       # raised inside a MONAI transform (wrapped in a RuntimeError)
+            findings.update(status="refused", error=str(cause))
+        else:
+            findings.update(status="error", error=f"{type(exc).__name__}: {exc}",
+                            traceback_tail=traceback.format_exc().strip().splitlines()[-3:])
     findings["seconds"] = round(time.perf_counter() - t0, 3)
     if write:
         atomic_write_json(out / "findings.json", findings)

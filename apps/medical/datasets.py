@@ -23,7 +23,7 @@ def prepare_cases(entries: list[dict], cache_dir: Path, *, register: bool = True
 
     from mmcore.train import atomic_write_json
 
-    from .intake import IntakeError, read_study
+    from .intake import intake_cause, read_study
     from .transforms import preprocess
 
     cache_dir = Path(cache_dir)
@@ -36,8 +36,11 @@ def prepare_cases(entries: list[dict], cache_dir: Path, *, register: bool = True
             try:
                 study = read_study(entry["study"])
                 d = pipe({**{m: study.sources.get(m) for m in MODALITIES}, "mask": entry.get("mask")})
-            except IntakeError as exc:
-                print(f"[medical] skipped {entry['id']}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a bad study is reported and skipped, the rest go on
+                cause = intake_cause(exc)
+                if cause is None:
+                    raise
+                print(f"[medical] skipped {entry['id']}: {cause}")
                 continue
             save_file({"image": d["image"].as_tensor().contiguous(), "mask": d["mask"].as_tensor().to(torch.uint8).contiguous(),
                        "present": d["present"].to(torch.uint8)}, str(tensors) + ".tmp")

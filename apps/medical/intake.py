@@ -39,6 +39,17 @@ class IntakeError(ValueError):
     """The study cannot be analysed; the message names the file or series and why."""
 
 
+def intake_cause(exc: BaseException | None) -> IntakeError | None:
+    """The :class:`IntakeError` behind ``exc``, if any: MONAI's ``Compose`` wraps an exception raised
+    inside a transform in ``RuntimeError("applying transform ...")``, which hides our clear message."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, IntakeError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 @dataclass
 class Series:
     uid: str

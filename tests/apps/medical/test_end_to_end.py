@@ -92,3 +92,14 @@ def test_public_real_files_answer_or_refuse(model, tmp_path):
     assert anat["status"] == "ok" and anat["modalities_missing"] == ["ct"] and anat["flag"]
     for r in results.values():
         assert (tmp_path / "out" / r["study"].split("/")[-1] / "findings.json").exists()
+
+
+def test_truncated_nifti_study_is_refused_with_the_file_named(model, tmp_path):
+    # the loader's clear message must survive MONAI's Compose, which wraps errors in RuntimeError
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "mr.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    (bad / "ct.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    f = analyze_study(bad, tmp_path / "out", model)
+    assert f["status"] == "refused" and "mr.nii.gz" in f["error"] and "cannot be read" in f["error"]
+    assert json.loads((tmp_path / "out" / "findings.json").read_text())["status"] == "refused"
