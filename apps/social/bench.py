@@ -78,7 +78,7 @@ def _write_throughput(rows: list[dict], encoder: dict, out: Path, threads: int) 
     print(table, flush=True)
 
 
-def acceptance(n_posts: int, work: Path, epochs: int = 12) -> dict:
+def acceptance(n_posts: int, work: Path, epochs: int = 12, threads: int = 1) -> dict:
     import torch
 
     from .dataset import build_tensors, load_tables
@@ -86,7 +86,7 @@ def acceptance(n_posts: int, work: Path, epochs: int = 12) -> dict:
     from .synthetic_io import write_canonical
     from .train import default_train_config, train_all
 
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    torch.set_num_threads(threads)
     t = _timer()
     data = generate(n_posts=n_posts, seed=0)
     write_canonical(data, work / "data")
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         args.throughput = True
     meta = {"machine": platform.platform(), "python": platform.python_version()}
     if args.acceptance:
-        res = acceptance(args.posts, Path(args.work) / f"acceptance-{args.posts}", args.epochs)
+        res = acceptance(args.posts, Path(args.work) / f"acceptance-{args.posts}", args.epochs, args.threads)
         (out / f"acceptance_{args.posts}.json").write_text(json.dumps({**meta, **res}, indent=1))
         print(json.dumps(res["checks"], indent=1))
     if args.throughput:
