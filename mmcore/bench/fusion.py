@@ -2,7 +2,7 @@
 
     mm bench fusion                      train all methods (fixed seeds), robustness table + plots
     mm bench fusion --attention-only     cross-modal attention vs nn.MultiheadAttention timing only
-    mm bench fusion --methods early,late,tensor --epochs 4   a subset, shorter
+    mm bench fusion --methods early,late,tensor --max-steps 600   a subset, shorter
 
 Writes ``benchmarks/results/fusion/``: ``results.json``, ``results.md`` (the table),
 ``noise_curves.png``, ``missing_subsets.png``, ``attention_timing.json``.  Each model trains with
@@ -15,6 +15,7 @@ harness removes them.  Accuracy is reported overall and per part (shared / uniqu
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,13 @@ from ..eval.robustness import (
 )
 from ..models import EncoderConfig, FusionConfig, HeadConfig, ModelConfig, MultimodalModel
 from ..train import TrainConfig, Trainer, atomic_write_json, atomic_write_text
+from ._fusion_attention import MHACrossModalBaseline, time_attention  # noqa: F401  (re-exported)
 
 MODALITIES = ("a", "b", "c")
-INTERACTION_CAPABLE = ("tensor", "low_rank", "transformer_early", "cross_modal")
+# methods whose fused vector can hold products of modalities (checked against late fusion on the
+# XOR part); late, late_weighted and attention_weighted average per-modality outputs, so cannot
+INTERACTION_CAPABLE = ("tensor", "low_rank", "transformer_early", "transformer_bottleneck", "transformer_late",
+                       "cross_modal")
 
 
 @dataclass
@@ -46,14 +51,18 @@ class Method:
     encoder_options: dict = field(default_factory=dict)
     width: int = 32
     modalities: tuple[str, ...] = MODALITIES
-    epochs_scale: float = 1.0                 # attention models get more passes
+    steps_scale: float = 1.0                  # x --max-steps and x --min-steps (slow learners get more)
     lr: float | None = None                   # None: --lr
-    schedule: str = "cosine"
     batch_size: int | None = None             # None: --batch-size
 
 
 def methods() -> list[Method]:
     tok = {"num_tokens": 1}
+    # The transformers pool the mean of all tokens and normalise after pooling (pool_norm="after",
+    # the module default): a direct path from every modality to the head.  Pooling CLS tokens
+    # only, or normalising each token before averaging, left the XOR part at chance for
+    # thousands of steps (docs/fusion.md, "Why the transformers were stuck").
+    mean = {"heads": 2, "pool": "mean"}
     out = [Method(f"unimodal_{m}", "early", modalities=(m,)) for m in MODALITIES]
     out += [
         Method("early", "early"),
@@ -62,34 +71,58 @@ def methods() -> list[Method]:
         Method("tensor", "tensor", width=8),
         Method("low_rank", "low_rank", {"rank": 8}),
         Method("gmu", "gmu"),
-        Method("nl_gate", "nl_gate"),
+        Method("nl_gate", "nl_gate", steps_scale=3.0),        # leaves its plateau after ~900 steps
         Method("attention_weighted", "attention_weighted"),
         Method("mfb", "mfb"),
-        # attention models sit on a plateau (interaction part at chance) before they find the XOR;
-        # these settings leave it within the budget (see docs/fusion.md)
-        Method("transformer_early", "transformer", {"mode": "early", "depth": 2, "heads": 2, "pool": "mean"},
-               "tokens", tok, epochs_scale=3.0, lr=1e-3),
-        Method("transformer_bottleneck", "transformer", {"mode": "bottleneck", "depth": 2, "heads": 2, "n_bottleneck": 2},
-               "tokens", tok, epochs_scale=3.0, lr=1e-3),
-        Method("transformer_late", "transformer", {"mode": "late", "depth": 1, "heads": 2}, "tokens", tok),
-        Method("cross_modal", "cross_modal", {"depth": 1, "heads": 2}, "tokens", tok, epochs_scale=3.0),
-        Method("modality_graph", "modality_graph", {"conv": "gcn"}),
+        # lr 1e-3: at 3e-3 the blocks grow the additive (shared/unique) features so fast that, after
+        # the pooled LayerNorm, the XOR part stays at chance (docs/fusion.md)
+        Method("transformer_early", "transformer", {"mode": "early", "depth": 2, **mean}, "tokens", tok,
+               steps_scale=3.0, lr=1e-3),
+        Method("transformer_bottleneck", "transformer", {"mode": "bottleneck", "depth": 2, "n_bottleneck": 2, **mean},
+               "tokens", tok, steps_scale=3.0, lr=1e-3),
+        Method("transformer_late", "transformer", {"mode": "late", "depth": 1, **mean}, "tokens", tok,
+               steps_scale=3.0, lr=1e-3),
+        Method("cross_modal", "cross_modal", {"depth": 1, "heads": 2}, "tokens", tok, steps_scale=3.0),
+        Method("modality_graph", "modality_graph", {"conv": "gcn"}, steps_scale=3.0),
         Method("sample_graph", "sample_graph", {"conv": "gcn", "k": 8}),
     ]
     return out
 
 
 class _Rows(Dataset):
-    """Row indices into a pooled batch; ``repeats`` passes per trainer epoch (fewer checkpoints)."""
+    """``length`` row indices cycling over ``rows``: one trainer "epoch" is ``length / batch`` steps,
+    so validation (and the plateau check) runs every ``--eval-every`` steps."""
 
-    def __init__(self, rows: torch.Tensor, repeats: int = 1) -> None:
-        self.rows, self.repeats = rows, repeats
+    def __init__(self, rows: torch.Tensor, length: int | None = None) -> None:
+        self.rows = rows.tolist()                # plain ints: indexing a tensor per sample is slow
+        self.length = len(self.rows) if length is None else length
 
     def __len__(self) -> int:
-        return len(self.rows) * self.repeats
+        return self.length
 
     def __getitem__(self, i: int) -> int:
-        return int(self.rows[i % len(self.rows)])
+        return self.rows[i % len(self.rows)]
+
+
+class StopOnPlateau:
+    """Trainer callback: stop once validation accuracy has not risen by ``min_delta`` for
+    ``patience`` evaluations, but never before ``min_steps`` (attention models sit on a plateau
+    with the interaction part at chance before they find it)."""
+
+    def __init__(self, min_steps: int, patience: int, min_delta: float = 0.002) -> None:
+        self.min_steps, self.patience, self.min_delta = min_steps, patience, min_delta
+        self.best, self.stale = -1.0, 0
+
+    def on_epoch_end(self, trainer) -> None:
+        acc = trainer.last_metrics.get("val_accuracy")
+        if acc is None:
+            return
+        if acc > self.best + self.min_delta:
+            self.best, self.stale = acc, 0
+        else:
+            self.stale += 1
+        if trainer.step >= self.min_steps and self.stale >= self.patience:
+            trainer.stopped_early = True
 
 
 class _Select:
@@ -111,7 +144,9 @@ def model_config(method: Method, dim: int) -> ModelConfig:
     )
 
 
-def train_one(method: Method, data: dict, args: argparse.Namespace) -> tuple[MultimodalModel, float]:
+def train_one(method: Method, data: dict, args: argparse.Namespace) -> tuple[MultimodalModel, dict]:
+    """Train ``method`` with the shared Trainer (constant LR, validation every ``--eval-every``
+    steps, stop on a validation plateau after ``--min-steps``), then restore its best weights."""
     train_set: SyntheticFactorDataset = data["train"]
     pool = data["pool"]
     n_train = len(train_set)
@@ -126,17 +161,28 @@ def train_one(method: Method, data: dict, args: argparse.Namespace) -> tuple[Mul
     model = MultimodalModel.from_config(config)
     from torchmetrics.classification import MulticlassAccuracy
 
-    passes = max(1, round(args.epochs * method.epochs_scale))
-    chunks = 4 if passes % 4 == 0 else (2 if passes % 2 == 0 else 1)
-    cfg = TrainConfig(out_dir=str(Path(args.runs) / method.name), epochs=passes // chunks,
-                      batch_size=method.batch_size or args.batch_size,
-                      lr=method.lr or args.lr, schedule=method.schedule, seed=args.seed, device="cpu", progress=False, monitor="val_accuracy",
-                      monitor_mode="max", log_every=50, keep_checkpoints=1, grad_clip=1.0)
-    trainer = Trainer(model, cfg, _Rows(train_rows, chunks), _Rows(val_rows), collate_fn=_Select(pool),
-                      metrics=MulticlassAccuracy(2), extra_config={"model": config.to_dict()})
-    t0 = time.perf_counter()
-    trainer.fit()
-    return model.eval(), time.perf_counter() - t0
+    from ..train import load_weights
+
+    batch = method.batch_size or args.batch_size
+    max_steps = round(args.max_steps * method.steps_scale)
+    stop = StopOnPlateau(round(args.min_steps * method.steps_scale), args.patience, args.min_delta)
+    cfg = TrainConfig(out_dir=str(Path(args.runs) / method.name), epochs=-(-max_steps // args.eval_every),
+                      max_steps=max_steps, batch_size=batch, lr=method.lr or args.lr, schedule="constant",
+                      seed=args.seed, device="cpu", progress=False, monitor="val_accuracy", monitor_mode="max",
+                      log_every=50, keep_checkpoints=1, grad_clip=1.0, eval_batch_size=1024)
+    # foreach AdamW: one fused update over all tensors (the per-tensor loop dominates tiny models)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    trainer = Trainer(model, cfg, _Rows(train_rows, args.eval_every * batch), _Rows(val_rows),
+                      collate_fn=_Select(pool), metrics=MulticlassAccuracy(2), callbacks=[stop],
+                      optimizer=optimizer, extra_config={"model": config.to_dict()})
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    result = trainer.fit()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    best = Path(result.run_dir) / "best" / "model.safetensors"
+    if best.exists():
+        load_weights(model, best)
+    return model.eval(), {"train_seconds": seconds, "train_cpu_seconds": cpu, "steps": result.step, "best_step": result.best_step,
+                          "best_val_accuracy": result.best_metric, "stopped_early": result.stopped_early}
 
 
 def _concat(a: MultimodalBatch, b: MultimodalBatch) -> MultimodalBatch:
@@ -165,15 +211,15 @@ def run_training(args: argparse.Namespace) -> dict:
         raise SystemExit(f"no method matches --methods {args.methods}; known: {[m.name for m in methods()]}")
     rows = {}
     for method in wanted:
-        model, seconds = train_one(method, data, args)
+        model, fit = train_one(method, data, args)
         report = evaluate_robustness(model, test_batch, seed=args.seed, modalities=list(MODALITIES))
         rows[method.name] = {
             "kind": "unimodal" if method.name.startswith("unimodal") else "fusion",
-            "fusion": method.fusion, "options": method.options, "train_seconds": seconds,
+            "fusion": method.fusion, "options": method.options, **fit,
             "parts": part_accuracies(model, test_batch, test), **report.to_dict(),
         }
         print(f"[fusion] {method.name:<22} clean {report.clean:.3f}  interaction {rows[method.name]['parts']['interaction']:.3f}"
-              f"  RR {report.relative:.3f}  ({seconds:.1f}s)", flush=True)
+              f"  RR {report.relative:.3f}  ({fit['train_seconds']:.1f}s, {fit['steps']} steps)", flush=True)
     if "late" in rows:
         for name, row in rows.items():
             row["effective"] = effective_robustness(row["curve"], rows["late"]["curve"])
@@ -201,13 +247,15 @@ def checks(rows: dict) -> list[tuple[str, bool, str]]:
 
 def table(rows: dict) -> str:
     subsets = list(next(iter(rows.values()))["subsets"])
-    head = ["method", "clean", "shared", "unique", "interact."] + [f"only {s}" for s in subsets[1:]] + ["RR", "ER", "train s"]
+    head = ["method", "clean", "shared", "unique", "interact."] + [f"only {s}" for s in subsets[1:]]
+    head += ["RR", "ER", "steps", "train s", "CPU s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         cells = [name, f"{r['clean']:.3f}", *(f"{r['parts'][p]:.3f}" for p in ("shared", "unique", "interaction"))]
         cells += [f"{r['subsets'][s]:.3f}" for s in subsets[1:]]
         cells += [f"{r['relative']:.3f}", "" if r.get("effective") is None else f"{r['effective']:+.3f}",
-                  f"{r['train_seconds']:.0f}"]
+                  str(r.get("steps", "")), f"{r['train_seconds']:.1f}",
+                  f"{r['train_cpu_seconds']:.1f}" if "train_cpu_seconds" in r else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -217,7 +265,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--attention-only", action="store_true", help="only time cross-modal attention vs nn.MultiheadAttention")
     p.add_argument("--skip-attention", action="store_true", help="skip the attention timing")
     p.add_argument("--methods", default="", help="comma-separated subset of methods")
-    p.add_argument("--epochs", type=int, default=12, help="passes over the training set (x2 for attention models)")
+    p.add_argument("--max-steps", type=int, default=1200,
+                   help="most optimizer steps per method (x its steps_scale: 3 to 4 for the attention models)")
+    p.add_argument("--min-steps", type=int, default=300, help="no plateau stop before this many steps (x steps_scale)")
+    p.add_argument("--patience", type=int, default=3, help="validations without a --min-delta gain before stopping")
+    p.add_argument("--min-delta", type=float, default=0.005, help="validation accuracy gain that resets the patience")
+    p.add_argument("--eval-every", type=int, default=100, help="optimizer steps between validations")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="shortcut: cap every method at this many passes over the training set (sets --max-steps)")
     p.add_argument("--n-train", type=int, default=6000)
     p.add_argument("--n-val", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=2000)
@@ -235,15 +290,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timing-tokens", type=int, default=128)
     p.add_argument("--timing-width", type=int, default=256)
     p.add_argument("--strict", action="store_true", help="exit 1 when an acceptance check fails")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.epochs is not None:
+        args.max_steps = max(1, round(args.epochs * args.n_train / args.batch_size))
+        args.min_steps = min(args.min_steps, args.max_steps)
+    args.eval_every = max(1, min(args.eval_every, args.max_steps))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = Path(args.out)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    load_start = _load_average()
     failed = False
     default_threads = torch.get_num_threads()
+    timing_seconds = 0.0
     if not args.skip_attention:
         torch.set_num_threads(args.timing_threads or default_threads)
         try:
@@ -251,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                                     repeats=args.timing_repeats, seed=args.seed)
         finally:
             torch.set_num_threads(default_threads)
+        timing["load_average"] = {"start": load_start, "end": _load_average()}
         atomic_write_json(out / "attention_timing.json", timing)
+        timing_seconds = time.perf_counter() - t0
         if args.attention_only:
             return 0
     if args.threads:
@@ -260,8 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_training(args)
     finally:
         torch.set_num_threads(default_threads)
-    results = {"rows": rows, "checks": [], "seconds": time.perf_counter() - t0, "threads": args.threads or default_threads,
-               "args": vars(args)}
+    load_end = _load_average()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    results = {"rows": rows, "checks": [], "seconds": wall, "cpu_seconds": cpu, "attention_timing_seconds": timing_seconds,
+               "training_seconds": sum(r["train_seconds"] for r in rows.values()),
+               "load_average": {"start": load_start, "end": load_end}, "cpu_count": os.cpu_count(),
+               "threads": args.threads or default_threads, "args": vars(args)}
     print("\n" + table(rows))
     print("\nrelative robustness RR = trapezoid area under accuracy vs noise (11 levels, dx 0.1); "
           "effective robustness ER = sum over levels of the gap to late fusion shifted to the same clean accuracy")
@@ -269,109 +337,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{'PASS' if ok else 'FAIL'}] {text}: {detail}")
         results["checks"].append({"check": text, "pass": ok, "detail": detail})
         failed |= not ok
+    footer = (f"total wall time {wall:.0f} s (attention timing {timing_seconds:.0f} s, training "
+              f"{results['training_seconds']:.0f} s), process CPU time {cpu:.0f} s, "
+              f"{results['threads']} training thread(s); load average "
+              f"(1/5/15 min) {_fmt_load(load_start)} at start, {_fmt_load(load_end)} at end, {os.cpu_count()} CPUs")
     atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", "# mm bench fusion\n\n" + table(rows) + "\n")
+    atomic_write_text(out / "results.md", "# mm bench fusion\n\n" + table(rows) + "\n\n"
+                      + "\n".join(f"- {'PASS' if c['pass'] else 'FAIL'}: {c['check']}: {c['detail']}" for c in results["checks"])
+                      + f"\n\n{footer}\n")
     plot_noise_curves({k: v["curve"] for k, v in rows.items()}, out / "noise_curves.png")
     plot_subset_accuracies({k: v["subsets"] for k, v in rows.items()}, out / "missing_subsets.png")
-    print(f"\nwrote {out}/results.json, results.md, noise_curves.png, missing_subsets.png in "
-          f"{time.perf_counter() - t0:.0f}s")
+    print(f"\n{footer}\nwrote {out}/results.json, results.md, noise_curves.png, missing_subsets.png")
     return 1 if (failed and args.strict) else 0
 
 
-# --------------------------------------------------------------------------- attention timing
-class MHACrossModalBaseline(torch.nn.Module):
-    """The MulT layout on ``nn.MultiheadAttention``: one module per ordered (target, source) pair,
-    called with ``need_weights=True`` (the slow path that materialises head-averaged weights);
-    streams averaged per target, as in :class:`~mmcore.fusion.cross_modal.CrossModalLayer`."""
-
-    def __init__(self, modalities, dim: int, heads: int) -> None:
-        super().__init__()
-        self.pairs = [(t, s) for t in modalities for s in modalities if s != t]
-        self.norm_q = torch.nn.ModuleDict({f"{t}<{s}": torch.nn.LayerNorm(dim) for t, s in self.pairs})
-        self.norm_kv = torch.nn.ModuleDict({f"{t}<{s}": torch.nn.LayerNorm(dim) for t, s in self.pairs})
-        self.attn = torch.nn.ModuleDict({f"{t}<{s}": torch.nn.MultiheadAttention(dim, heads, batch_first=True)
-                                         for t, s in self.pairs})
-
-    def forward(self, h: dict) -> dict:
-        streams: dict = {t: [] for t in h}
-        for t, s in self.pairs:
-            key = f"{t}<{s}"
-            q, kv = self.norm_q[key](h[t]), self.norm_kv[key](h[s])
-            out, _weights = self.attn[key](q, kv, kv, need_weights=True)
-            streams[t].append(out)
-        return {t: h[t] + torch.stack(v).mean(0) for t, v in streams.items()}
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):          # not on every platform
+        return None
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()                                                    # warm-up (allocations, kernels)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
-def time_attention(batch: int = 32, tokens: int = 128, width: int = 256, heads: int = 8, n_modalities: int = 3,
-                   repeats: int = 5, seed: int = 0) -> dict:
-    """Forward+backward time of our cross-modal attention layer vs the MulT layout on
-    ``nn.MultiheadAttention(need_weights=True)``, identical shapes, timed alternately (medians)."""
-    from ..fusion.cross_modal import CrossModalLayer
-
-    torch.manual_seed(seed)
-    names = [f"m{i}" for i in range(n_modalities)]
-    ours = CrossModalLayer(names, width, heads, mlp_ratio=0)
-    base = MHACrossModalBaseline(names, width, heads)
-    h = {m: torch.randn(batch, tokens, width, requires_grad=True) for m in names}
-    present = {m: torch.ones(batch, dtype=torch.bool) for m in names}
-    valid = {m: None for m in names}
-
-    def run_ours():
-        out = ours(h, present, valid)
-        sum(v.sum() for v in out.values()).backward()
-
-    def run_base():
-        out = base(h)
-        sum(v.sum() for v in out.values()).backward()
-
-    # the same comparison for a single pair with identical projections: SDPA vs the slow path alone
-    from ..fusion._blocks import Attention
-
-    one_ours, one_base = Attention(width, heads), torch.nn.MultiheadAttention(width, heads, batch_first=True)
-    q, kv = h[names[0]], h[names[1]]
-
-    def pair_ours():
-        one_ours(q, kv).sum().backward()
-
-    def pair_base():
-        one_base(q, kv, kv, need_weights=True)[0].sum().backward()
-
-    t_ours, t_base, p_ours, p_base = [], [], [], []
-    for _ in range(max(1, repeats)):                       # alternate so load drifts hit both alike
-        t_ours.append(_median_time(run_ours, 1))
-        t_base.append(_median_time(run_base, 1))
-        p_ours.append(_median_time(pair_ours, 1))
-        p_base.append(_median_time(pair_base, 1))
-    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    result = {
-        "shape": {"batch": batch, "modalities": n_modalities, "tokens": tokens, "width": width, "heads": heads},
-        "threads": torch.get_num_threads(), "repeats": repeats,
-        "ours_fwd_bwd_s": med(t_ours), "mha_need_weights_fwd_bwd_s": med(t_base),
-        "speedup": med(t_base) / med(t_ours),
-        "pair_sdpa_fwd_bwd_s": med(p_ours), "pair_mha_need_weights_fwd_bwd_s": med(p_base),
-        "pair_speedup": med(p_base) / med(p_ours),
-        "ours_params": sum(p.numel() for p in ours.parameters()),
-        "mha_params": sum(p.numel() for p in base.parameters()),
-    }
-    print(f"[attention] B={batch} M={n_modalities} T={tokens} D={width} H={heads}, threads={result['threads']}: "
-          f"ours {result['ours_fwd_bwd_s'] * 1e3:.0f} ms, nn.MultiheadAttention(need_weights=True) "
-          f"{result['mha_need_weights_fwd_bwd_s'] * 1e3:.0f} ms fwd+bwd (median of {repeats}) -> "
-          f"{result['speedup']:.2f}x faster", flush=True)
-    print(f"[attention] one pair, identical projections: SDPA {result['pair_sdpa_fwd_bwd_s'] * 1e3:.0f} ms vs "
-          f"need_weights=True {result['pair_mha_need_weights_fwd_bwd_s'] * 1e3:.0f} ms -> "
-          f"{result['pair_speedup']:.2f}x (the kernel alone; the layer also projects each source's K/V once, not per pair)",
-          flush=True)
-    return result
+def _fmt_load(load: list[float] | None) -> str:
+    return "n/a" if load is None else " / ".join(f"{v:.2f}" for v in load)
 
 
 if __name__ == "__main__":

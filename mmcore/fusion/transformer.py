@@ -7,15 +7,25 @@ from every attention through the key-padding mask built from ``present`` and ``t
 Three variants (``mode``):
 
 ``early``       one sequence ``[CLS; tokens_1; ...; tokens_M]`` through ``depth`` blocks;
-                ``z = LN(CLS)`` (``pool="cls"``) or the mean of ``LN(x)`` over CLS and every
-                present token (``pool="mean"``).
+                ``z = LN(CLS)`` (``pool="cls"``) or ``z = LN(mean x)``, the mean over CLS and
+                every present token (``pool="mean"``).
 ``bottleneck``  attention bottlenecks (Nagrani et al. 2021): ``fusion_layer`` unimodal blocks per
                 modality over ``[CLS_m; tokens_m]``, then ``depth - fusion_layer`` blocks where
                 each modality attends over ``[CLS_m; tokens_m; B]`` with ``n_bottleneck`` shared
                 tokens ``B``; after each layer ``B`` = mean over the *present* modalities of
-                their updated copies.  ``z`` = mean over present ``m`` of ``LN(CLS_m)``.
+                their updated copies.  ``z = LN(mean over present m of CLS_m)``, or with
+                ``pool="mean"`` of each modality's mean over ``[CLS_m; tokens_m]``.
 ``late``        a separate ``depth``-block transformer per modality over ``[CLS_m; tokens_m]``;
-                ``z`` = mean over present ``m`` of ``LN(CLS_m)``.
+                ``z = LN(mean over present m of CLS_m)`` (or of token means, as above).
+
+Where the final LayerNorm sits (``pool_norm``).  ``"after"`` (default) normalises the pooled
+vector once, as timm's ``fc_norm`` does for average pooling.  ``"before"`` normalises every token
+(or every ``CLS_m``) and then averages them, which is how this module worked before.  Averaging
+``n`` unit-scale vectors shrinks each modality's share of ``z`` by ``1/n``, so the head sees the
+product of two modalities' signals ``n^2`` times weaker.  On the synthetic XOR part, whose label
+is a product of two modalities' bits, that kept the transformers on a plateau at chance for
+thousands of steps.  With ``"after"`` they learn it about as fast as concatenation does.
+Checkpoints saved with the old layout load with ``pool_norm="before"``.
 
 Maths of one block (pre-norm): ``x <- x + Attn(LN x)``, ``x <- x + MLP(LN x)``, with
 ``Attn = softmax(Q K^T / sqrt(D/H) + mask) V`` and ``mask = -inf`` on absent keys.  Because
@@ -52,7 +62,7 @@ class MultimodalTransformer(nn.Module):
 
     def __init__(self, in_dims: Mapping[str, int], out_dim: int = 64, mode: str = "early", depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0, n_bottleneck: int = 4,
-                 fusion_layer: int = 1, max_tokens: int = 512, pool: str = "cls") -> None:
+                 fusion_layer: int = 1, max_tokens: int = 512, pool: str = "cls", pool_norm: str = "after") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
@@ -60,7 +70,10 @@ class MultimodalTransformer(nn.Module):
             raise ValueError(f"bottleneck mode needs 0 <= fusion_layer < depth, got {fusion_layer} and {depth}")
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got '{pool}'")
+        if pool_norm not in ("after", "before"):
+            raise ValueError(f"pool_norm must be 'after' or 'before', got '{pool_norm}'")
         self.pool = pool
+        self.pool_norm = pool_norm
         self.in_dims = dict(in_dims)
         self.modalities = list(self.in_dims)
         self.out_dim = out_dim
@@ -80,7 +93,10 @@ class MultimodalTransformer(nn.Module):
         else:
             self.cls_m = nn.ParameterDict({m: nn.Parameter(torch.randn(d) * 0.02) for m in self.modalities})
             self.stacks = nn.ModuleDict({m: nn.ModuleList(block() for _ in range(depth)) for m in self.modalities})
-            self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.modalities})
+            if pool_norm == "before":
+                self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m in self.modalities})
+            else:
+                self.norm = nn.LayerNorm(d)
             if mode == "bottleneck":
                 self.bottleneck = nn.Parameter(torch.randn(n_bottleneck, d) * 0.02)
 
@@ -110,8 +126,9 @@ class MultimodalTransformer(nn.Module):
                 x = blk(x, key_valid)
             if self.pool == "cls":
                 return self.norm(x[:, 0])
-            w = key_valid.to(x.dtype).unsqueeze(-1)
-            return (self.norm(x) * w).sum(1) / w.sum(1)
+            if self.pool_norm == "before":
+                return _token_mean(self.norm(x), key_valid)
+            return self.norm(_token_mean(x, key_valid))
 
         seqs = {m: torch.cat([self.cls_m[m].expand(b, 1, -1), tokens[m]], 1) for m in tokens}
         keys = {m: torch.cat([ones(1, tokens[m]), valid[m]], 1) for m in tokens}
@@ -133,5 +150,18 @@ class MultimodalTransformer(nn.Module):
                 mean = masked_mean(updated, [present[m] for m in names])
                 anyone = torch.stack([present[m] for m in names], 0).any(0).view(-1, 1, 1)
                 bottleneck = torch.where(anyone, mean, bottleneck)
-        cls = [self.norms[m](seqs[m][:, 0]) for m in seqs]
-        return masked_mean(cls, [present[m] for m in seqs])
+        masks = [present[m] for m in seqs]
+        if self.pool == "cls" or self.pool_norm == "before":     # "before": exactly the old layout
+            summary = {m: seqs[m][:, 0] for m in seqs}
+        else:                                   # mean over CLS_m and modality m's valid tokens
+            summary = {m: _token_mean(seqs[m], keys[m]) for m in seqs}
+        if self.pool_norm == "before":
+            return masked_mean([self.norms[m](summary[m]) for m in seqs], masks)
+        anyone = torch.stack(masks, 0).any(0).unsqueeze(-1)        # a row with no modality gets zeros
+        return self.norm(masked_mean(list(summary.values()), masks)) * anyone
+
+
+def _token_mean(x: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``x`` [B, T, D] over the tokens where ``valid`` [B, T] is True."""
+    w = valid.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(1) / w.sum(1).clamp(min=1)

@@ -11,6 +11,8 @@ DIMS = {"a": 6, "b": 5, "c": 4}
 B = 10
 VARIANTS = [(name, {}) for name in available_fusions() if name not in ("transformer", "late")]
 VARIANTS += [("transformer", {"mode": m}) for m in ("early", "bottleneck", "late")]
+VARIANTS += [("transformer", {"mode": m, "pool": "mean"}) for m in ("early", "bottleneck", "late")]
+VARIANTS += [("transformer", {"mode": m, "pool_norm": "before"}) for m in ("early", "bottleneck")]
 VARIANTS += [("late", {"mode": m}) for m in ("mean", "weighted")]
 VARIANTS += [("modality_graph", {"conv": "gat"}), ("sample_graph", {"conv": "gat", "k": 3}), ("mfb", {"mlb": True})]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" if kw else n for n, kw in VARIANTS]
