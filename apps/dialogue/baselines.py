@@ -29,11 +29,13 @@ def _conv_stem() -> nn.Sequential:
 
 
 def question_bow(text: torch.Tensor) -> torch.Tensor:
-    """``[B, Q, T]`` token ids -> ``[B*Q, V]`` word counts of the question (specials excluded)."""
+    """``[B, Q, T]`` token ids -> ``[B*Q, V]`` word counts of the question (specials and answer excluded)."""
     vocab = vocabulary()
     ids = text.flatten(0, 1)
     bow = torch.zeros(ids.shape[0], len(vocab), device=ids.device)
-    bow.scatter_add_(1, ids, torch.ones_like(ids, dtype=bow.dtype))
+    # the question only: the teacher-forced answer after ASSISTANT: would hand the model its target
+    asked = (ids == vocab.index(ASSISTANT)).long().cumsum(1) == 0
+    bow.scatter_add_(1, ids, asked.to(bow.dtype))
     special = [vocab.index(t) for t in (PAD, IMAGE, USER, ASSISTANT, EOS)]
     bow[:, special] = 0
     return bow
