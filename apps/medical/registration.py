@@ -68,7 +68,8 @@ def register_rigid(mr: np.ndarray, mr_affine: np.ndarray, ct: np.ndarray, ct_aff
         r = sitk.ImageRegistrationMethod()
         r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
         r.SetMetricSamplingStrategy(r.RANDOM)
-        r.SetMetricSamplingPercentage(sampling, seed)
+        # SimpleITK reads seed 0 as "wall clock" (sitkWallClock): shift by one so every seed is reproducible
+        r.SetMetricSamplingPercentage(sampling, int(seed) + 1)
         r.SetInterpolator(sitk.sitkLinear)
         r.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=120,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
