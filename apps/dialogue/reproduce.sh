@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Trains the shipped checkpoints and the baselines; these are the exact commands behind
-# data/dialogue/ and benchmarks/results/dialogue/.  On one GPU the five jobs run side by side
-# (each under a wall-clock budget: --time-limit shortens the cosine schedule to fit it).
+# A GPU-scale recipe for every dialogue model and baseline.  The shipped checkpoints in
+# data/dialogue/ were made on a CPU with the smaller commands in data/dialogue/README.md; this
+# script has not yet been run since the answer leak was fixed (see that README).  On one GPU the
+# five jobs run side by side (each under a wall-clock budget: --time-limit shortens the cosine
+# schedule to fit it).
 #   bash apps/dialogue/reproduce.sh [OUT_DIR]        (S=0.02 for a CPU smoke run)
 set -u
 OUT=${1:-runs/dialogue-repro}
