@@ -18,6 +18,19 @@ from .phantom import CLASS_NAMES
 from .train_args import add_arguments  # noqa: F401  (re-exported)
 
 
+def lose_one_modality(rate: float):
+    """mmcore's :class:`~mmcore.missing.ModalityDropout` set so that a study with both MR and CT loses
+    exactly one of them with probability ``rate``, each equally likely, and never both.
+
+    Each modality drops independently with ``r = 1 - sqrt(1 - rate)``; when both drop, ``keep_one``
+    gives one back at random, so P(a study loses one) = 1 - (1 - r)^2 = ``rate``."""
+    import math
+
+    from mmcore.missing import ModalityDropout
+
+    return ModalityDropout(1.0 - math.sqrt(1.0 - rate), keep_one=True)
+
+
 def make_step(modality_dropout: float = 0.35, seed: int = 0, lesion_weight: float = 5.0, anneal_steps: int = 0):
     """The Trainer's step: during training drop MR or CT from a row with probability ``modality_dropout``.
 
@@ -38,6 +51,7 @@ def make_step(modality_dropout: float = 0.35, seed: int = 0, lesion_weight: floa
 
     dice_loss = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     gen = torch.Generator().manual_seed(seed)
+    dropout = lose_one_modality(modality_dropout)
     calls = {"train": 0}
 
     def current_weight() -> float:
@@ -49,11 +63,8 @@ def make_step(modality_dropout: float = 0.35, seed: int = 0, lesion_weight: floa
     def step(model, batch) -> StepOutput:
         if model.training:
             calls["train"] += 1
-        if model.training and modality_dropout > 0 and len(getattr(model, "modalities", ())) > 1:
-            both = batch.mask("mr") & batch.mask("ct")
-            drop = (torch.rand(both.shape[0], generator=gen) < modality_dropout).to(both.device) & both
-            which_ct = (torch.rand(both.shape[0], generator=gen) < 0.5).to(both.device)
-            batch = batch.drop_modality("ct", drop & which_ct).drop_modality("mr", drop & ~which_ct)
+        if model.training and len(getattr(model, "modalities", ())) > 1:
+            batch = dropout(batch, generator=gen)
         target = batch.fields["seg"]
         # teacher forcing: pool the diagnosis features inside the true lesion while training
         out = model(batch, lesion_weight=target if model.training else None)
@@ -135,13 +146,11 @@ def fit_diagnosis_head(model: FusionSegDiagNet, train_ds, val_ds, out_dir: Path,
     train_rows, val_rows = lesion_descriptors(model, train_ds), lesion_descriptors(model, val_ds)
     head = DiagnosisHead(model)
     gen = torch.Generator().manual_seed(seed)
+    dropout = lose_one_modality(modality_dropout)
 
     def step(m, batch):
-        if m.training and modality_dropout > 0 and len(names) > 1:
-            both = batch.mask(names[0]) & batch.mask(names[1])
-            drop = (torch.rand(both.shape[0], generator=gen) < modality_dropout) & both
-            first = torch.rand(both.shape[0], generator=gen) < 0.5
-            batch = batch.drop_modality(names[0], drop & first).drop_modality(names[1], drop & ~first)
+        if m.training and len(names) > 1:
+            batch = dropout(batch, generator=gen)
         logits = m(batch)
         return StepOutput(F.cross_entropy(logits, batch.fields["label"]), logits.detach(), batch.fields["label"])
 
