@@ -210,3 +210,22 @@ def test_calibrate_refits_temperature_and_rewrites_the_bundle(tmp_path):
     assert abs(float(again.temperature) - report["temperature_after"]) < 1e-5
     meta = json.loads((tmp_path / "b" / "configs" / "metadata.json").read_text())
     assert meta["metrics"]["val_auroc"] == 0.5 and meta["metrics"]["calibration"]["studies"] == 8
+
+
+def test_ece_uncertainty_floor_shrinks_with_the_test_set_and_flags_miscalibration():
+    """The binned ECE of a *perfectly calibrated* model is not 0 on a small set: the floor says how
+    much of a measured ECE is sampling noise (42 studies: ~0.12, more than the 0.10 target)."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    from apps.medical.evaluate import ece_uncertainty
+
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(3 * torch.randn(2000, 4, generator=g), -1)
+    labels = torch.multinomial(probs, 1, generator=g).squeeze(1)        # calibrated by construction
+    small, large = ece_uncertainty(probs[:40], labels[:40], draws=200), ece_uncertainty(probs, labels, draws=200)
+    assert small["floor_mean"] > 2 * large["floor_mean"]
+    assert large["ci95"][0] <= large["floor_p95"]                       # calibrated: measured ECE near the floor
+    overconfident = torch.softmax(3 * torch.log(probs), -1)             # same ranking, too sharp
+    ece = float(multiclass_calibration_error(overconfident, labels, 4, n_bins=15))
+    assert ece > ece_uncertainty(overconfident, labels, draws=200)["floor_p95"]
