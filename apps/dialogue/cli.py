@@ -41,6 +41,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_config = {"text_config": {"hidden_size": args.hidden, "intermediate_size": 3 * args.hidden,
                                     "num_hidden_layers": args.layers, "num_attention_heads": args.heads,
                                     "num_key_value_heads": args.heads}, "image_layout": args.image_layout}
+    for flag in ("word_match", "relate"):
+        if getattr(args, flag) is not None:
+            model_config[flag] = getattr(args, flag)
     report = run_training(args.model, args.mode, cfg, args.train_images, args.val_images, args.test_images,
                           mix_own=args.mix_own, eval_every=args.eval_every, target=args.target, workers=args.workers,
                           model_config=model_config, resume=args.resume, export=args.export,
@@ -206,6 +209,10 @@ def register(subparsers) -> None:
     t.add_argument("--hidden", type=int, default=128)
     t.add_argument("--layers", type=int, default=4)
     t.add_argument("--heads", type=int, default=4)
+    t.add_argument("--word-match", action=argparse.BooleanOptionalAction, default=None,
+                   help="tell the reasoner which objects the question names by colour/shape/size (default on)")
+    t.add_argument("--relate", action=argparse.BooleanOptionalAction, default=None,
+                   help="read the other objects relative to the one in focus: closest, furthest, left of it (default on)")
     t.add_argument("--image-layout", choices=["per_turn", "first"], default="per_turn",
                    help="image tokens after every question (default) or once before the first (LLaVA)")
     t.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")

@@ -153,6 +153,7 @@ class SceneQADataset(Dataset):
         self.distance = torch.zeros((n, q, r), dtype=torch.long)
         self.answer = torch.full((n, q, r), -100, dtype=torch.long)
         self.mention = torch.full((n, q, r), -100, dtype=torch.long)
+        self.referent = torch.full((n, q, r), -100, dtype=torch.long)
         for i, (g, enc) in enumerate(zip(seqs, encoded)):
             for j, (rounds, (ids, tg, pos)) in enumerate(zip(g, enc)):
                 self.text[i, j, :len(ids)] = torch.tensor(ids)
@@ -162,9 +163,12 @@ class SceneQADataset(Dataset):
                     self.family[i, j, k] = families.index(item["family"])
                     self.distance[i, j, k] = item["distance"]
                     self.answer[i, j, k] = encoder.vocab[item["answer"]]
-                    if mode == "dialogue":   # Sort-of-CLEVR learns from its answers alone
-                        slot = objs[i]["slot_of"].get(item["mention"], -100) if "mention" in item else SLOTS
-                        self.mention[i, j, k] = slot
+                    # the object the question names (Sort-of-CLEVR: its colour), else "none" (SLOTS)
+                    slot = objs[i]["slot_of"].get(item["mention"], -100) if "mention" in item else SLOTS
+                    self.mention[i, j, k] = slot
+                    # the object the question names, which a relation is measured from (else "none")
+                    self.referent[i, j, k] = (objs[i]["slot_of"].get(item["referent"], -100) if "referent" in item
+                                              else SLOTS)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -173,7 +177,7 @@ class SceneQADataset(Dataset):
         item = {"image": self.pixels[i].float(), "text": self.text[i], "geometry": self.geometry[i],
                 "object_mask": self.object_mask[i], "targets": self.targets[i], "answer_mask": self.answer_mask[i],
                 "family": self.family[i], "distance": self.distance[i], "answer": self.answer[i],
-                "mention": self.mention[i], "slot_attributes": self.slot_attributes[i]}
+                "mention": self.mention[i], "referent": self.referent[i], "slot_attributes": self.slot_attributes[i]}
         if self.with_raw:
             item["raw"] = self.raw[i]
         return item

@@ -45,7 +45,8 @@ class SceneVLMConfig(PretrainedConfig):
     def __init__(self, text_config: dict | LlamaConfig | None = None, num_image_tokens: int = 8, patch_size: int = 12,
                  vision_hidden: int = 96, fourier_bands: int = 6, image_token_id: int | None = None,
                  image_layout: str = "per_turn", object_identity: bool = False, colour_gain: float = 5.0,
-                 reasoner_layers: int = 0, attribute_words: bool = False, max_distance: int = 12, **kwargs) -> None:
+                 reasoner_layers: int = 0, attribute_words: bool = False, max_distance: int = 12,
+                 word_match: bool = False, relate: bool = False, **kwargs) -> None:
         vocab = vocabulary()
         if text_config is None:
             text_config = {}
@@ -72,6 +73,11 @@ class SceneVLMConfig(PretrainedConfig):
         self.reasoner_layers = reasoner_layers
         self.attribute_words = attribute_words
         self.max_distance = max_distance
+        # word_match (needs object_identity + attribute_words): the reasoner is told, per object, whether
+        # the question names its colour / shape / size; relate: a read-out of the other objects relative
+        # to the one in focus (closest, furthest, left of it). Both off for older checkpoints.
+        self.word_match = word_match
+        self.relate = relate
         self.image_token_id = vocab.index(IMAGE) if image_token_id is None else image_token_id
         kwargs.setdefault("pad_token_id", text_config.pad_token_id)
         kwargs.setdefault("eos_token_id", text_config.eos_token_id)
@@ -117,12 +123,14 @@ class SceneVLMOutput(CausalLMOutputWithPast):
     ``pointer_logits`` ``[G, K+1]`` per image group (round), focus over objects then "none";
     ``group_row`` / ``group_round`` ``[G]`` which row and round each group belongs to;
     ``mentions`` ``[N, R]`` the focus slots used for the mention memory (-1 none);
+    ``anchor_logits`` ``[G, K+1]`` per group, the question's referent over objects then "none";
     ``attribute_logits`` ``[B, K, len(SHAPES) + len(SIZES)]`` per object slot.
     """
     pointer_logits: torch.Tensor | None = None
     group_row: torch.Tensor | None = None
     group_round: torch.Tensor | None = None
     mentions: torch.Tensor | None = None
+    anchor_logits: torch.Tensor | None = None
     attribute_logits: torch.Tensor | None = None
 
 
@@ -162,13 +170,21 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             self.attribute_gain = nn.Parameter(torch.tensor(float(config.colour_gain)))
             self._attribute_ids = [vocab.index(w) for w in (*SHAPES, *SIZES)]
             self._n_shapes = len(SHAPES)
+        if config.word_match and not (config.reasoner_layers and config.object_identity and config.attribute_words):
+            raise ValueError("word_match needs reasoner_layers > 0, object_identity and attribute_words")
+        if config.relate and not config.reasoner_layers:
+            raise ValueError("relate needs reasoner_layers > 0")
         if config.reasoner_layers:
             from .reasoner import ObjectReasoner
 
             self.reasoner = ObjectReasoner(d, config.reasoner_layers, config.text_config.num_attention_heads,
-                                           config.max_distance)
+                                           config.max_distance, grounding=config.word_match,
+                                           relate=config.relate)
         self._aux: dict = {}
+        self._slots: dict = {}   # per-slot word distributions and centres for the reasoner (image_features)
         self.post_init()
+        if config.reasoner_layers:
+            self.reasoner.zero_extras()
 
     def identity_features(self, geometry: torch.Tensor) -> torch.Tensor:
         """``[B, K, 9] -> [B, K, D]``: colour-word embedding of the nearest palette colour + linear geometry.
@@ -180,7 +196,10 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         rgb = geometry[..., 6:9].float()
         palette = torch.tensor(self._palette_rgb, device=rgb.device)
         nearest = torch.cdist(rgb.flatten(0, 1), palette).argmin(-1).view(rgb.shape[:2])
-        colour = self.get_input_embeddings()(torch.tensor(self._palette_ids, device=rgb.device)[nearest])
+        colour_ids = torch.tensor(self._palette_ids, device=rgb.device)[nearest]
+        colour = self.get_input_embeddings()(colour_ids)
+        if self.config.word_match:
+            self._slots["colour"] = F.one_hot(colour_ids, self.config.text_config.vocab_size).float()
         geo = torch.cat([geometry, fourier(geometry[..., :2], self.config.fourier_bands)], dim=-1)
         return self.colour_gain * colour + self.geometry_skip(geo)
 
@@ -195,6 +214,12 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         words = self.get_input_embeddings()(torch.tensor(self._attribute_ids, device=vision.device))
         s = self._n_shapes
         probs = torch.cat([logits[..., :s].softmax(-1), logits[..., s:].softmax(-1)], dim=-1)
+        if self.config.word_match:
+            ids = torch.tensor(self._attribute_ids, device=vision.device)
+            table = vision.new_zeros(*probs.shape[:2], 2, self.config.text_config.vocab_size)
+            table[..., 0, ids[:s]] = probs[..., :s].float()
+            table[..., 1, ids[s:]] = probs[..., s:].float()
+            self._slots["shape_size"] = table
         return self.attribute_gain * probs @ words
 
     def get_input_embeddings(self) -> nn.Module:
@@ -209,12 +234,18 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def image_features(self, object_pixels: torch.Tensor, object_geometry: torch.Tensor,
                        object_mask: torch.Tensor) -> torch.Tensor:
         """``[B, K, D]`` image tokens; empty slots get the learned ``empty_slot`` vector."""
+        self._slots = {}
         vision = self.vision_tower(object_pixels, object_geometry)
         tokens = self.multi_modal_projector(vision)
         if self.config.attribute_words:
             tokens = tokens + self.attribute_features(vision).to(tokens.dtype)
         if self.config.object_identity:
             tokens = tokens + self.identity_features(object_geometry).to(tokens.dtype)
+        if self.config.word_match:
+            self._slots["words"] = torch.cat([self._slots.pop("colour")[..., None, :],
+                                              self._slots.pop("shape_size")], dim=2)       # [B, K, 3, V]
+        if self.config.relate:
+            self._slots["xy"] = object_geometry[..., :2]
         return torch.where(object_mask[..., None], tokens, self.empty_slot.to(tokens.dtype))
 
     def embed(self, input_ids: torch.Tensor, object_pixels=None, object_geometry=None, object_mask=None,

@@ -66,7 +66,8 @@ def sort_of_clevr_questions(scene: dict, rng: random.Random, per_kind: int = 10)
                 else:
                     n = sum(p["shape"] == o["shape"] for p in others)
                     q, a, name = f"how many other objects have the same shape as the {c} object ?", str(n), "count"
-            out.append({"question": q, "answer": a, "family": f"{kind}-{name}", "kind": kind, "distance": 0})
+            out.append({"question": q, "answer": a, "family": f"{kind}-{name}", "kind": kind, "distance": 0,
+                        "mention": o["id"], "referent": o["id"]})
     return out
 
 

@@ -36,9 +36,24 @@ USER_TOKEN = "USER:"
 
 
 class ObjectReasoner(nn.Module):
-    def __init__(self, dim: int, layers: int = 3, heads: int = 4, max_distance: int = 12) -> None:
+    def __init__(self, dim: int, layers: int = 3, heads: int = 4, max_distance: int = 12,
+                 grounding: bool = False, relate: bool = False) -> None:
         super().__init__()
-        self.max_distance = max_distance
+        self.max_distance, self.heads = max_distance, heads
+        # grounding: per object, does the question say its colour / shape / size word (see word_match)
+        self.match = nn.Linear(3, dim, bias=False) if grounding else None
+        # relate: a read-out of the other objects relative to the question's referent (see _relate)
+        self.relate = (nn.Sequential(nn.Linear(dim + 5, dim), nn.GELU(), nn.Linear(dim, dim))
+                       if relate else None)
+        if relate:
+            self.anchor = nn.Linear(dim, 1)                        # referent pointer, trained like `pointer`
+            self.relate_score = nn.Linear(dim, 1)
+            # from the question (the none token's state): weights of (dx, dy, |d|, |d|^2) in the
+            # selection score and in the "does this object satisfy the relation" gate
+            self.select_geometry, self.gate_geometry = nn.Linear(dim, 4), nn.Linear(dim, 5)
+            self.geometry_gain = nn.Parameter(torch.tensor(10.0))
+            self.read_related, self.read_tally = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.read_relcount = nn.Linear(COUNT_BINS, dim)
         self.kind = nn.Embedding(3, dim)                       # none / object / word
         self.recency = nn.Embedding(max_distance + 1, dim)     # 0 = never in focus
         # a scalar view of recency too, so "the most recent circle" is a monotone comparison
@@ -51,27 +66,113 @@ class ObjectReasoner(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.pointer = nn.Linear(dim, 1)
         self.read_none, self.read_focus, self.read_count = (nn.Linear(dim, dim) for _ in range(3))
+        self.zero_extras()
+
+    def zero_extras(self) -> None:
+        """Start grounding and the relate read-out at zero: a new model begins as the plain reasoner and
+        learns how much to use them (the owning PreTrainedModel calls this again after ``post_init``)."""
+        extras = (self.read_related, self.read_tally, self.read_relcount) if self.relate is not None else ()
+        for layer in (self.match, *extras):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, objects: torch.Tensor, object_mask: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
-                recency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                recency: torch.Tensor, match: torch.Tensor | None = None,
+                xy: torch.Tensor | None = None):
+        """-> ``tokens [G, K, D]``, ``pointer [G, K+1]``, ``summary [G, D]``, ``anchor [G, K+1]`` (None
+        without relate): see the module table."""
         g, k, _ = objects.shape
         rec = recency.clamp(0, self.max_distance)
         seen = (rec > 0).to(objects.dtype)[..., None]
         obj = (objects + self.kind.weight[1] + self.recency(rec)
                + seen * self.recency_scalar(rec[..., None].to(objects.dtype) / self.max_distance))
+        if self.match is not None and match is not None:
+            obj = obj + self.match(match.to(obj.dtype))
         none = (self.none + self.kind.weight[0]).expand(g, 1, -1)
         x = torch.cat([none, obj, words + self.kind.weight[2]], dim=1)
         valid = torch.cat([torch.ones(g, 1, dtype=torch.bool, device=objects.device), object_mask, word_mask], dim=1)
         h = self.norm(self.encoder(x, src_key_padding_mask=~valid))
-        pointer = self.pointer(h[:, : k + 1]).squeeze(-1)                               # [G, K+1]
-        pointer = torch.cat([pointer[:, 1:], pointer[:, :1]], dim=1)                     # none last
-        pointer = pointer.masked_fill(~torch.cat([object_mask, valid[:, :1]], dim=1), torch.finfo(pointer.dtype).min)
+        pointer = self._point(self.pointer, h, object_mask)
         h_obj = h[:, 1: k + 1]
         focus = pointer[:, :k].float().softmax(-1).to(h.dtype).nan_to_num(0.0)
         count = (h_obj * object_mask[..., None].to(h.dtype)).sum(1) / k
         summary = (self.read_none(h[:, 0]) + self.read_focus(torch.einsum("gk,gkd->gd", focus, h_obj))
                    + self.read_count(count))
-        return objects + self.out(h_obj), pointer, summary
+        anchor = None
+        if self.relate is not None and xy is not None:
+            anchor = self._point(self.anchor, h, object_mask)
+            referent = anchor[:, :k].float().softmax(-1).to(h.dtype).nan_to_num(0.0)
+            summary = summary + self._relate(h[:, 0], h_obj, object_mask, referent, xy.to(h.dtype))
+        return objects + self.out(h_obj), pointer, summary, anchor
+
+    @staticmethod
+    def _point(head: nn.Linear, h: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
+        """``[G, K+1]`` logits over the objects then "none" (empty slots masked)."""
+        k = object_mask.shape[1]
+        logits = head(h[:, : k + 1]).squeeze(-1)
+        logits = torch.cat([logits[:, 1:], logits[:, :1]], dim=1)
+        keep = torch.cat([object_mask, torch.ones_like(object_mask[:, :1])], dim=1)
+        return logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
+
+    def _relate(self, question: torch.Tensor, h_obj: torch.Tensor, object_mask: torch.Tensor,
+                referent: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        """``[G, D]``: what the other objects say relative to the question's referent.
+
+        ``referent`` ``[G, K]`` is the anchor pointer's distribution (trained on the object the
+        question names: "the red object" in "closest to the red object"). Each object's offset to
+        it, ``g_k = (dx, dy, |d|, |d|^2)``, enters three ways: ``r_k = MLP([h_k, g_k, referent_k])``;
+        a selection ``softmax_k(gain * a(q) . g_k + score(r_k))`` whose weights ``a(q)`` come from
+        the question ("closest": -|d|, "furthest": +|d|, an argmin that attention over absolute
+        coordinates learns slowly); and a gate ``sigmoid(gain * b(q) . [g_k, 1])`` ("left of it":
+        -dx) summed into a count, embedded by soft bins. The referent itself is left out of both.
+        """
+        centre = torch.einsum("gk,gkc->gc", referent, xy)
+        delta = xy - centre[:, None]
+        geo = torch.cat([delta, delta.norm(dim=-1, keepdim=True), (delta ** 2).sum(-1, keepdim=True)], dim=-1)
+        r = self.relate(torch.cat([h_obj, geo, referent[..., None]], dim=-1))
+        pick, gate = self.relation_weights(question, geo, referent, object_mask, self.relate_score(r).squeeze(-1))
+        related = torch.einsum("gk,gkd->gd", pick.to(r.dtype), r)
+        count = (gate * object_mask.to(gate.dtype) * (1 - referent)).sum(1)
+        tally = (r * object_mask[..., None].to(r.dtype)).sum(1) / r.shape[1]
+        return self.read_related(related) + self.read_tally(tally) + self.read_relcount(count_bins(count))
+
+    def relation_weights(self, question: torch.Tensor, geo: torch.Tensor, referent: torch.Tensor,
+                         object_mask: torch.Tensor, content: torch.Tensor | float = 0.0):
+        """``pick [G, K]`` (softmax selection, the referent and empty slots excluded) and
+        ``gate [G, K]`` (does each object satisfy the relation) from the question and the offsets."""
+        gain = self.geometry_gain
+        score = (gain * torch.einsum("gc,gkc->gk", self.select_geometry(question), geo) + content
+                 - 30.0 * referent).float()
+        pick = score.masked_fill(~object_mask, torch.finfo(torch.float32).min).softmax(-1).nan_to_num(0.0)
+        gate_w = self.gate_geometry(question)
+        gate = torch.sigmoid(gain * (torch.einsum("gc,gkc->gk", gate_w[:, :4], geo) + gate_w[:, 4:]))
+        return pick, gate
+
+
+COUNT_BINS = 9   # 0..8 objects
+
+
+def count_bins(count: torch.Tensor) -> torch.Tensor:
+    """``[G] -> [G, COUNT_BINS]`` triangular soft one-hot of a (soft) count, so 2.0 and 3.0 are
+    different directions rather than two lengths of one vector (which a LayerNorm would erase)."""
+    centres = torch.arange(COUNT_BINS, device=count.device, dtype=count.dtype)
+    return (1 - (count[:, None] - centres).abs()).clamp(min=0)
+
+
+def word_match(slot_words: torch.Tensor, word_ids: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+    """``[G, K, 3]``: for each object, the (expected) number of times the question names its colour,
+    its shape and its size.
+
+    ``slot_words`` ``[G, K, 3, V]`` holds, per object and attribute, a distribution over the vocabulary
+    (the palette colour one-hot; the attribute head's shape and size probabilities); ``word_ids``
+    ``[G, L]`` the question's words. Grounding "the large red circle" is then a lookup instead of a
+    learned match between two embeddings.
+    """
+    bag = torch.zeros(word_ids.shape[0], slot_words.shape[-1], dtype=slot_words.dtype, device=word_ids.device)
+    bag.scatter_add_(1, word_ids, word_mask.to(slot_words.dtype))
+    return torch.einsum("gkav,gv->gka", slot_words, bag)
 
 
 def recency_from_mentions(mentions: torch.Tensor, group_row: torch.Tensor, group_round: torch.Tensor,
@@ -95,7 +196,7 @@ def question_words(input_ids: torch.Tensor, embeds: torch.Tensor, is_image: torc
     Rounds are counted by ``USER:`` tokens; a question is the tokens after ``USER:`` and before that
     round's ``ASSISTANT:`` (never the answer). An image group before any question (layout "first")
     has round -1 and no words.  Returns ``group_row [G]``, ``group_round [G]``, ``words [G, L, D]``,
-    ``word_mask [G, L]``.
+    ``word_mask [G, L]``, the ``[N, S]`` (row, segment) -> group table and ``word_ids [G, L]``.
     """
     from .tokenizer import ASSISTANT, USER
 
@@ -112,11 +213,12 @@ def question_words(input_ids: torch.Tensor, embeds: torch.Tensor, is_image: torc
     table[group_row, group_segment] = torch.arange(g, device=input_ids.device)
     owner = table[rows[is_word], segment[is_word]]                 # group of each question word, in order
     keep = owner >= 0
-    owner, vectors = owner[keep], embeds[is_word][keep]
+    owner, vectors, ids = owner[keep], embeds[is_word][keep], input_ids[is_word][keep]
     d = embeds.shape[-1]
     if len(owner) == 0:
         return (group_row, group_segment - 1, embeds.new_zeros(g, 1, d),
-                torch.zeros(g, 1, dtype=torch.bool, device=embeds.device), table)
+                torch.zeros(g, 1, dtype=torch.bool, device=embeds.device), table,
+                torch.full((g, 1), pad_id, dtype=torch.long, device=embeds.device))
     _, counts = torch.unique_consecutive(owner, return_counts=True)
     starts = (counts.cumsum(0) - counts).repeat_interleave(counts)
     rank = torch.arange(len(owner), device=owner.device) - starts
@@ -124,7 +226,9 @@ def question_words(input_ids: torch.Tensor, embeds: torch.Tensor, is_image: torc
     word_mask = torch.zeros(g, int(counts.max()), dtype=torch.bool, device=embeds.device)
     words[owner, rank] = vectors
     word_mask[owner, rank] = True
-    return group_row, group_segment - 1, words, word_mask, table
+    word_ids = torch.full((g, int(counts.max())), pad_id, dtype=torch.long, device=input_ids.device)
+    word_ids[owner, rank] = ids
+    return group_row, group_segment - 1, words, word_mask, table, word_ids
 
 
 def reason(model, input_ids, embeds, is_image, feats, object_mask, image_index, groups, mention_slots=None):
@@ -137,16 +241,22 @@ def reason(model, input_ids, embeds, is_image, feats, object_mask, image_index, 
     from .tokenizer import vocabulary
 
     k = model.config.num_image_tokens
-    group_row, group_round, words, word_mask, table = question_words(input_ids, embeds, is_image, k, vocabulary(),
-                                                              model.config.pad_token_id)
+    group_row, group_round, words, word_mask, table, word_ids = question_words(
+        input_ids, embeds, is_image, k, vocabulary(), model.config.pad_token_id)
     group_img = image_index.repeat_interleave(groups)
     objects, mask = feats[group_img].to(embeds.dtype), object_mask[group_img]
+    extra = {}
+    slot_words, xy = model._slots.get("words"), model._slots.get("xy")
+    if slot_words is not None:
+        extra["match"] = word_match(slot_words[group_img], word_ids, word_mask)
+    if xy is not None:
+        extra["xy"] = xy[group_img].to(embeds.dtype)
     rounds = max(1, int(group_round.max()) + 1)
     if mention_slots is None:
         mentions = torch.full((input_ids.shape[0], rounds), -1, dtype=torch.long, device=input_ids.device)
         for r in range(rounds):
             rec = recency_from_mentions(mentions, group_row, group_round, k)
-            tokens, pointer, summary = model.reasoner(objects, mask, words, word_mask, rec)
+            tokens, pointer, summary, anchor = model.reasoner(objects, mask, words, word_mask, rec, **extra)
             now = group_round == r
             pick = pointer[now].argmax(-1)
             mentions[group_row[now], r] = torch.where(pick == k, torch.full_like(pick, -1), pick)
@@ -155,9 +265,10 @@ def reason(model, input_ids, embeds, is_image, feats, object_mask, image_index, 
         if mentions.shape[1] < rounds:
             mentions = torch.cat([mentions, mentions.new_full((mentions.shape[0], rounds - mentions.shape[1]), -1)], 1)
         rec = recency_from_mentions(mentions, group_row, group_round, k)
-        tokens, pointer, summary = model.reasoner(objects, mask, words, word_mask, rec)
+        tokens, pointer, summary, anchor = model.reasoner(objects, mask, words, word_mask, rec, **extra)
     tokens = torch.where(mask[..., None], tokens, model.empty_slot.to(tokens.dtype))
-    model._aux.update(pointer_logits=pointer, group_row=group_row, group_round=group_round, mentions=mentions)
+    model._aux.update(pointer_logits=pointer, group_row=group_row, group_round=group_round, mentions=mentions,
+                      anchor_logits=anchor)
     from .tokenizer import ASSISTANT
 
     # ASSISTANT: of segment s closes the question whose image group sits in segment s

@@ -62,17 +62,22 @@ def vlm_step(mix_own: float = 0.0, blind: bool = False, aux_weight: float = 1.0)
 
 
 def auxiliary_loss(out, batch, mention, slots: int) -> torch.Tensor:
-    """Focus pointer (which object the round is about, or none) + attributes of each object slot."""
+    """Focus pointer (which object the round puts in focus, or none), referent pointer (which object the
+    question names, the anchor of a relation) + attributes of each object slot."""
     loss = out.logits.new_zeros(())
-    if out.pointer_logits is not None and mention is not None:
-        rnd = out.group_round.clamp(min=0, max=mention.shape[1] - 1)
-        label = mention[out.group_row, rnd]
+    referent = batch.fields.get("referent")
+    for logits, labels in ((out.pointer_logits, mention), (out.anchor_logits, referent)):
+        if logits is None or labels is None:
+            continue
+        labels = labels.flatten(0, 1) if labels.dim() == 3 else labels
+        rnd = out.group_round.clamp(min=0, max=labels.shape[1] - 1)
+        label = labels[out.group_row, rnd]
         label = torch.where(out.group_round >= 0, label, torch.full_like(label, -100))
-        # a focus on a slot the model cannot see (blind baseline, a missed region) is not asked for
-        masked = out.pointer_logits.gather(1, label.clamp(min=0)[:, None]).squeeze(1) <= -1e30
+        # a slot the model cannot see (blind baseline, a missed region) is not asked for
+        masked = logits.gather(1, label.clamp(min=0)[:, None]).squeeze(1) <= -1e30
         label = torch.where(masked, torch.full_like(label, -100), label)
         if bool((label != -100).any()):
-            loss = loss + F.cross_entropy(out.pointer_logits.float(), label, ignore_index=-100)
+            loss = loss + F.cross_entropy(logits.float(), label, ignore_index=-100)
     if out.attribute_logits is not None and "slot_attributes" in batch.fields:
         from .scenes import SHAPES
 
@@ -95,8 +100,17 @@ def build_model(kind: str, model_config: dict | None = None):
         # object_identity on unless asked off (configs saved before it existed load with it off)
         # new models: the question-aware reasoner with mention memory + attribute words (configs saved
         # before these existed load with them off)
-        defaults = {"object_identity": True, "reasoner_layers": 3, "attribute_words": True}
-        return SceneVLMForConditionalGeneration(SceneVLMConfig(**{**defaults, **(model_config or {})}))
+        defaults = {"object_identity": True, "reasoner_layers": 3, "attribute_words": True, "word_match": True,
+                    "relate": True}
+        cfg = {**defaults, **(model_config or {})}
+        # the reasoner's extras need the reasoner (and grounding the words it matches): a config that
+        # turns those off gets them off too unless it asks for them explicitly
+        asked = model_config or {}
+        if not cfg["reasoner_layers"]:
+            cfg["relate"] = asked.get("relate", False)
+        if not (cfg["reasoner_layers"] and cfg["object_identity"] and cfg["attribute_words"]):
+            cfg["word_match"] = asked.get("word_match", False)
+        return SceneVLMForConditionalGeneration(SceneVLMConfig(**cfg))
     from .baselines import CNNMLP, RelationNetwork
 
     return CNNMLP() if kind == "cnn_mlp" else RelationNetwork()

@@ -58,3 +58,74 @@ def test_mention_memory_counts_rounds_since_each_object_was_in_focus():
     assert rec[0].tolist() == [0] * 8                              # nothing before round 0
     assert rec[3, 2] == 3 and rec[3, 5] == 1 and rec[2, 2] == 2    # "it" = 1 round ago
     assert rec[4, 2] == 1 and rec[4, 5] == 2                       # the latest mention wins
+
+
+def test_word_match_counts_the_question_words_that_name_each_object():
+    from apps.dialogue.reasoner import word_match
+
+    vocab = vocabulary()
+    v = len(vocab)
+    slot_words = torch.zeros(1, 2, 3, v)
+    slot_words[0, 0, 0, vocab.index("red")] = 1.0                  # object 0: red, 0.8 circle, small
+    slot_words[0, 0, 1, vocab.index("circle")], slot_words[0, 0, 1, vocab.index("square")] = 0.8, 0.2
+    slot_words[0, 0, 2, vocab.index("small")] = 1.0
+    slot_words[0, 1, 0, vocab.index("blue")] = 1.0                 # object 1: blue square, large
+    slot_words[0, 1, 1, vocab.index("square")] = 1.0
+    slot_words[0, 1, 2, vocab.index("large")] = 1.0
+    words = ["what", "size", "is", "the", "red", "square", "?", "<pad>"]
+    ids = torch.tensor([[vocab.index(w) for w in words]])
+    got = word_match(slot_words, ids, ids != vocab.index("<pad>"))
+    torch.testing.assert_close(got, torch.tensor([[[1.0, 0.2, 0.0], [0.0, 1.0, 0.0]]]))
+
+
+def test_relate_reads_offsets_to_the_referent_only_and_ignores_empty_slots():
+    from apps.dialogue.reasoner import ObjectReasoner
+
+    torch.manual_seed(0)
+    r = ObjectReasoner(16, layers=1, heads=2, relate=True)
+    for layer in (r.read_related, r.read_tally, r.read_relcount):    # zero at start: give them something to say
+        torch.nn.init.normal_(layer.weight)
+    q, h = torch.randn(1, 16), torch.randn(1, 3, 16)
+    referent = torch.tensor([[0.0, 1.0, 0.0]])
+    xy = torch.rand(1, 3, 2)
+    mask = torch.tensor([[True, True, True]])
+    a = r._relate(q, h, mask, referent, xy)
+    torch.testing.assert_close(a, r._relate(q, h, mask, referent, xy + 0.3))      # the whole scene shifted
+    assert not torch.allclose(a, r._relate(q, h, mask, referent, xy * 0.5))        # distances matter
+    # an empty slot is the same as no slot (the tally divides by the slot count, so leave it out)
+    torch.nn.init.zeros_(r.read_tally.weight)
+    pad_h, pad_xy = torch.cat([h, torch.randn(1, 1, 16)], 1), torch.cat([xy, torch.rand(1, 1, 2)], 1)
+    padded = r._relate(q, pad_h, torch.tensor([[True, True, True, False]]), torch.tensor([[0.0, 1.0, 0.0, 0.0]]),
+                       pad_xy)
+    torch.testing.assert_close(padded, r._relate(q, h, mask, referent, xy))
+
+
+def test_relate_selection_can_pick_the_closest_and_count_objects_left_of_the_referent():
+    """With question weights "-|d|" (select) and "-dx" (gate) the read-outs are the closest other
+    object and the objects left of the referent: the relation is one linear map away."""
+    from apps.dialogue.reasoner import ObjectReasoner, count_bins
+
+    r = ObjectReasoner(8, layers=1, heads=2, relate=True)
+    with torch.no_grad():
+        for lin in (r.select_geometry, r.gate_geometry):
+            lin.weight.zero_()
+            lin.bias.zero_()
+        r.select_geometry.bias[2] = -5.0                                # score = gain * -5 * |d|
+        r.gate_geometry.bias[0] = -5.0                                  # gate = sigmoid(gain * -5 * dx)
+    xy = torch.tensor([[[0.5, 0.5], [0.9, 0.5], [0.6, 0.55], [0.1, 0.2], [0.2, 0.9], [0.0, 0.0]]])
+    referent = torch.tensor([[1.0, 0, 0, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, True, True, False]])       # the last slot is empty
+    delta = xy - xy[:, :1]
+    geo = torch.cat([delta, delta.norm(dim=-1, keepdim=True), (delta ** 2).sum(-1, keepdim=True)], -1)
+    with torch.no_grad():
+        pick, gate = r.relation_weights(torch.zeros(1, 8), geo, referent, mask)
+    assert int(pick.argmax()) == 2 and float(pick[0, 2]) > 0.9        # (0.6, 0.55): the closest other object
+    assert float(pick[0, 0]) < 1e-6 and float(pick[0, 5]) == 0.0      # never the referent or an empty slot
+    left = gate * mask * (1 - referent)
+    assert abs(float(left.sum()) - 2.0) < 0.01                        # (0.1, 0.2) and (0.2, 0.9)
+    with torch.no_grad():
+        r.select_geometry.bias[2] = 5.0                                 # "furthest"
+        pick, _ = r.relation_weights(torch.zeros(1, 8), geo, referent, mask)
+    assert int(pick.argmax()) == 3
+    torch.testing.assert_close(count_bins(torch.tensor([2.0, 2.5])),
+                               torch.tensor([[0, 0, 1.0, 0, 0, 0, 0, 0, 0], [0, 0, 0.5, 0.5, 0, 0, 0, 0, 0]]))
