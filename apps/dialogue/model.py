@@ -46,7 +46,7 @@ class SceneVLMConfig(PretrainedConfig):
                  vision_hidden: int = 96, fourier_bands: int = 6, image_token_id: int | None = None,
                  image_layout: str = "per_turn", object_identity: bool = False, colour_gain: float = 5.0,
                  reasoner_layers: int = 0, attribute_words: bool = False, max_distance: int = 12,
-                 word_match: bool = False, relate: bool = False, **kwargs) -> None:
+                 word_match: bool = False, relate: bool = False, relate_gate: bool = False, **kwargs) -> None:
         vocab = vocabulary()
         if text_config is None:
             text_config = {}
@@ -78,6 +78,7 @@ class SceneVLMConfig(PretrainedConfig):
         # to the one in focus (closest, furthest, left of it). Both off for older checkpoints.
         self.word_match = word_match
         self.relate = relate
+        self.relate_gate = relate_gate   # a question gate on the relate read-out (off: the first relate models)
         self.image_token_id = vocab.index(IMAGE) if image_token_id is None else image_token_id
         kwargs.setdefault("pad_token_id", text_config.pad_token_id)
         kwargs.setdefault("eos_token_id", text_config.eos_token_id)
@@ -179,7 +180,7 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
 
             self.reasoner = ObjectReasoner(d, config.reasoner_layers, config.text_config.num_attention_heads,
                                            config.max_distance, grounding=config.word_match,
-                                           relate=config.relate)
+                                           relate=config.relate, relate_gate=config.relate_gate)
         self._aux: dict = {}
         self._slots: dict = {}   # per-slot word distributions and centres for the reasoner (image_features)
         self.post_init()

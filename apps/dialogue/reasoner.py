@@ -37,7 +37,7 @@ USER_TOKEN = "USER:"
 
 class ObjectReasoner(nn.Module):
     def __init__(self, dim: int, layers: int = 3, heads: int = 4, max_distance: int = 12,
-                 grounding: bool = False, relate: bool = False) -> None:
+                 grounding: bool = False, relate: bool = False, relate_gate: bool = False) -> None:
         super().__init__()
         self.max_distance, self.heads = max_distance, heads
         # grounding: per object, does the question say its colour / shape / size word (see word_match)
@@ -54,6 +54,9 @@ class ObjectReasoner(nn.Module):
             self.geometry_gain = nn.Parameter(torch.tensor(10.0))
             self.read_related, self.read_tally = nn.Linear(dim, dim), nn.Linear(dim, dim)
             self.read_relcount = nn.Linear(COUNT_BINS, dim)
+            # relate_gate: the question decides how much of the read-out reaches the answer; without it
+            # "what colour is the red circle ?" also hears the colour of the object closest to it
+            self.relate_gate = nn.Linear(dim, 1) if relate_gate else None
         self.kind = nn.Embedding(3, dim)                       # none / object / word
         self.recency = nn.Embedding(max_distance + 1, dim)     # 0 = never in focus
         # a scalar view of recency too, so "the most recent circle" is a monotone comparison
@@ -104,7 +107,10 @@ class ObjectReasoner(nn.Module):
         if self.relate is not None and xy is not None:
             anchor = self._point(self.anchor, h, object_mask)
             referent = anchor[:, :k].float().softmax(-1).to(h.dtype).nan_to_num(0.0)
-            summary = summary + self._relate(h[:, 0], h_obj, object_mask, referent, xy.to(h.dtype))
+            related = self._relate(h[:, 0], h_obj, object_mask, referent, xy.to(h.dtype))
+            if self.relate_gate is not None:
+                related = torch.sigmoid(self.relate_gate(h[:, 0])) * related
+            summary = summary + related
         return objects + self.out(h_obj), pointer, summary, anchor
 
     @staticmethod

@@ -101,13 +101,15 @@ def build_model(kind: str, model_config: dict | None = None):
         # new models: the question-aware reasoner with mention memory + attribute words (configs saved
         # before these existed load with them off)
         defaults = {"object_identity": True, "reasoner_layers": 3, "attribute_words": True, "word_match": True,
-                    "relate": True}
+                    "relate": True, "relate_gate": True}
         cfg = {**defaults, **(model_config or {})}
         # the reasoner's extras need the reasoner (and grounding the words it matches): a config that
         # turns those off gets them off too unless it asks for them explicitly
         asked = model_config or {}
         if not cfg["reasoner_layers"]:
             cfg["relate"] = asked.get("relate", False)
+        if not cfg["relate"]:
+            cfg["relate_gate"] = False
         if not (cfg["reasoner_layers"] and cfg["object_identity"] and cfg["attribute_words"]):
             cfg["word_match"] = asked.get("word_match", False)
         return SceneVLMForConditionalGeneration(SceneVLMConfig(**cfg))
