@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A GPU-scale recipe for every dialogue model and baseline.  The shipped checkpoints in
-# data/dialogue/ were made on a CPU with the smaller commands in data/dialogue/README.md; this
-# script has not yet been run since the answer leak was fixed (see that README).  On one GPU the
+# data/dialogue/ were made on a CPU with the smaller commands in data/dialogue/README.md (batch 4,
+# lr 2e-3 / 1.5e-3); this script has not been run with the current architecture (grounding,
+# referent pointer, relate read-out: no GPU was lent since they were added), so its batch sizes and
+# learning rates are a starting point, not a measured recipe.  On one GPU the
 # five jobs run side by side (each under a wall-clock budget: --time-limit shortens the cosine
 # schedule to fit it).
 #   bash apps/dialogue/reproduce.sh [OUT_DIR]        (S=0.02 for a CPU smoke run)
