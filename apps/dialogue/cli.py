@@ -212,7 +212,7 @@ def register(subparsers) -> None:
     t.add_argument("--word-match", action=argparse.BooleanOptionalAction, default=None,
                    help="tell the reasoner which objects the question names by colour/shape/size (default on)")
     t.add_argument("--relate", action=argparse.BooleanOptionalAction, default=None,
-                   help="read the other objects relative to the one in focus: closest, furthest, left of it (default on)")
+                   help="read the other objects relative to the one the question names: closest, furthest, left of it (default on)")
     t.add_argument("--image-layout", choices=["per_turn", "first"], default="per_turn",
                    help="image tokens after every question (default) or once before the first (LLaVA)")
     t.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")

@@ -163,7 +163,8 @@ class SceneQADataset(Dataset):
                     self.family[i, j, k] = families.index(item["family"])
                     self.distance[i, j, k] = item["distance"]
                     self.answer[i, j, k] = encoder.vocab[item["answer"]]
-                    # the object the question names (Sort-of-CLEVR: its colour), else "none" (SLOTS)
+                    # the object the round puts in focus, what "it" means next (Sort-of-CLEVR: the one
+                    # named by its colour), else "none" (SLOTS)
                     slot = objs[i]["slot_of"].get(item["mention"], -100) if "mention" in item else SLOTS
                     self.mention[i, j, k] = slot
                     # the object the question names, which a relation is measured from (else "none")

@@ -75,7 +75,7 @@ class SceneVLMConfig(PretrainedConfig):
         self.max_distance = max_distance
         # word_match (needs object_identity + attribute_words): the reasoner is told, per object, whether
         # the question names its colour / shape / size; relate: a read-out of the other objects relative
-        # to the one in focus (closest, furthest, left of it). Both off for older checkpoints.
+        # to the object the question names (closest, furthest, left of it). Off for older checkpoints.
         self.word_match = word_match
         self.relate = relate
         self.relate_gate = relate_gate   # a question gate on the relate read-out (off: the first relate models)
@@ -308,6 +308,7 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         if inputs_embeds is None:
             inputs_embeds = self.embed(input_ids, object_pixels, object_geometry, object_mask, image_index,
                                        mention_slots)
+        self._slots = {}    # consumed by the reasoner; do not keep the image's graph alive
         out = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                   position_ids=position_ids, **kwargs)
         aux, self._aux = self._aux, {}

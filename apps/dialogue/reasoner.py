@@ -17,15 +17,22 @@ tensor              shape           meaning
 ``words``           ``[G, L, D]``   embeddings of the question each group follows
 ``word_mask``       ``[G, L]``      real words
 ``recency``         ``[G, K]``      rounds since each object was last in focus (0 never)
+``match``           ``[G, K, 3]``   optional: question words naming each object's colour /
+                                    shape / size (:func:`word_match`)
+``xy``              ``[G, K, 2]``   optional (relate): object centres
 -> ``tokens``       ``[G, K, D]``   objects + reasoner output
 -> ``pointer``      ``[G, K + 1]``  focus logits over objects, last column = none
 -> ``summary``      ``[G, D]``      the round's answer evidence, added to its ``ASSISTANT:``
+-> ``anchor``       ``[G, K + 1]``  relate only: referent logits (the object the question
+                                    names), last column = none
 ==================  ==============  ==================================================
 
 ``summary = W_n h_none + sum_k softmax(pointer)_k W_f h_k + W_c sum_k mask_k h_k / K``: the
 reasoner's own read-out (none token), the object in focus, and a sum-pooled view that counts
 (softmax attention averages, so it cannot count on its own).  Put on the token that predicts the
 answer, it gives the language model the evidence one step away, as a Q-Former's query outputs do.
+With ``relate`` the summary also gets a read-out of the other objects measured from the referent
+(:meth:`ObjectReasoner._relate`): the closest / furthest one and how many are left of it.
 """
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ class ObjectReasoner(nn.Module):
     def __init__(self, dim: int, layers: int = 3, heads: int = 4, max_distance: int = 12,
                  grounding: bool = False, relate: bool = False, relate_gate: bool = False) -> None:
         super().__init__()
-        self.max_distance, self.heads = max_distance, heads
+        self.max_distance = max_distance
         # grounding: per object, does the question say its colour / shape / size word (see word_match)
         self.match = nn.Linear(3, dim, bias=False) if grounding else None
         # relate: a read-out of the other objects relative to the question's referent (see _relate)
