@@ -212,11 +212,11 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
         """
         logits = self.attribute_head(vision)
         self._aux["attribute_logits"] = logits
-        words = self.get_input_embeddings()(torch.tensor(self._attribute_ids, device=vision.device))
+        ids = torch.tensor(self._attribute_ids, device=vision.device)
+        words = self.get_input_embeddings()(ids)
         s = self._n_shapes
         probs = torch.cat([logits[..., :s].softmax(-1), logits[..., s:].softmax(-1)], dim=-1)
         if self.config.word_match:
-            ids = torch.tensor(self._attribute_ids, device=vision.device)
             table = vision.new_zeros(*probs.shape[:2], 2, self.config.text_config.vocab_size)
             table[..., 0, ids[:s]] = probs[..., :s].float()
             table[..., 1, ids[s:]] = probs[..., s:].float()

@@ -56,20 +56,22 @@ def vlm_step(mix_own: float = 0.0, blind: bool = False, aux_weight: float = 1.0)
         out = model(**inputs)
         logits = out.logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-        loss = loss + aux_weight * auxiliary_loss(out, batch, mention, slots)
+        loss = loss + aux_weight * auxiliary_loss(out, batch, mention)
         return StepOutput(loss, logits[amask].detach().float(), targets[amask])
     return step
 
 
-def auxiliary_loss(out, batch, mention, slots: int) -> torch.Tensor:
+def auxiliary_loss(out, batch, mention: torch.Tensor | None) -> torch.Tensor:
     """Focus pointer (which object the round puts in focus, or none), referent pointer (which object the
-    question names, the anchor of a relation) + attributes of each object slot."""
+    question names, the anchor of a relation) + attributes of each object slot.
+
+    ``mention`` ``[N, R]`` is the batch's focus labels, flattened as the step's sequences are."""
     loss = out.logits.new_zeros(())
     referent = batch.fields.get("referent")
+    referent = referent.flatten(0, 1) if referent is not None else None
     for logits, labels in ((out.pointer_logits, mention), (out.anchor_logits, referent)):
         if logits is None or labels is None:
             continue
-        labels = labels.flatten(0, 1) if labels.dim() == 3 else labels
         rnd = out.group_round.clamp(min=0, max=labels.shape[1] - 1)
         label = labels[out.group_row, rnd]
         label = torch.where(out.group_round >= 0, label, torch.full_like(label, -100))

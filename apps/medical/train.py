@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .model import N_CLASSES, FusionSegDiagNet, keep_largest_lesion, lesion_descriptor
+from .model import FusionSegDiagNet, keep_largest_lesion, lesion_descriptor
 from .phantom import CLASS_NAMES
 from .train_args import add_arguments  # noqa: F401  (re-exported)
 
@@ -228,9 +228,8 @@ def calibrate(bundle: Path, data: list[Path], split: str = "validation", cache: 
     The demo's validation studies use coarser native grids than the test studies (to keep training
     quick); the model is more accurate on the finer ones, so a temperature fitted on the coarse
     split left it underconfident there."""
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
     from .datasets import cached_dataset, prepare_cases, read_datalist
+    from .evaluate import expected_calibration_error
 
     model = load_bundle(bundle)
     items = []
@@ -246,7 +245,7 @@ def calibrate(bundle: Path, data: list[Path], split: str = "validation", cache: 
     def scores(t: float) -> dict:
         probs = (logits / t).softmax(-1)
         return {"nll": float(F.cross_entropy(logits / t, labels)),
-                "ece": float(multiclass_calibration_error(probs, labels, N_CLASSES, n_bins=15))}
+                "ece": expected_calibration_error(probs, labels)}
 
     report = {"studies": len(items), "split": split, "data": [str(d) for d in data],
               "temperature_before": before, "temperature_after": after, "before": scores(before), "after": scores(after)}
