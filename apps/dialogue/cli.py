@@ -41,13 +41,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_config = {"text_config": {"hidden_size": args.hidden, "intermediate_size": 3 * args.hidden,
                                     "num_hidden_layers": args.layers, "num_attention_heads": args.heads,
                                     "num_key_value_heads": args.heads}, "image_layout": args.image_layout}
-    for flag in ("word_match", "relate"):
+    for flag in ("word_match", "relate", "handoff", "tally"):
         if getattr(args, flag) is not None:
             model_config[flag] = getattr(args, flag)
     report = run_training(args.model, args.mode, cfg, args.train_images, args.val_images, args.test_images,
                           mix_own=args.mix_own, eval_every=args.eval_every, target=args.target, workers=args.workers,
                           model_config=model_config, resume=args.resume, export=args.export,
-                          time_limit=args.time_limit)
+                          time_limit=args.time_limit, init_from=args.init_from)
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("test") and k != "heldout_combos"}, indent=1))
     return 0
 
@@ -213,6 +213,13 @@ def register(subparsers) -> None:
                    help="tell the reasoner which objects the question names by colour/shape/size (default on)")
     t.add_argument("--relate", action=argparse.BooleanOptionalAction, default=None,
                    help="read the other objects relative to the one the question names: closest, furthest, left of it (default on)")
+    t.add_argument("--handoff", action=argparse.BooleanOptionalAction, default=None,
+                   help="'the object closest to X' puts that object in focus for later 'it' (default on)")
+    t.add_argument("--tally", action=argparse.BooleanOptionalAction, default=None,
+                   help="count objects as a sum of per-object gates (default on)")
+    t.add_argument("--init-from", default=None,
+                   help="start from the weights of a saved model directory (e.g. data/dialogue/scenes); "
+                        "parts the new model adds start fresh")
     t.add_argument("--image-layout", choices=["per_turn", "first"], default="per_turn",
                    help="image tokens after every question (default) or once before the first (LLaVA)")
     t.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")

@@ -46,7 +46,8 @@ class SceneVLMConfig(PretrainedConfig):
                  vision_hidden: int = 96, fourier_bands: int = 6, image_token_id: int | None = None,
                  image_layout: str = "per_turn", object_identity: bool = False, colour_gain: float = 5.0,
                  reasoner_layers: int = 0, attribute_words: bool = False, max_distance: int = 12,
-                 word_match: bool = False, relate: bool = False, relate_gate: bool = False, **kwargs) -> None:
+                 word_match: bool = False, relate: bool = False, relate_gate: bool = False, handoff: bool = False,
+                 tally: bool = False, **kwargs) -> None:
         vocab = vocabulary()
         if text_config is None:
             text_config = {}
@@ -79,6 +80,10 @@ class SceneVLMConfig(PretrainedConfig):
         self.word_match = word_match
         self.relate = relate
         self.relate_gate = relate_gate   # a question gate on the relate read-out (off: the first relate models)
+        # handoff (needs relate): "the object closest to X" puts the closest object in focus through the
+        # relate selection; tally: counts as a sum of per-object gates. Off for older checkpoints.
+        self.handoff = handoff
+        self.tally = tally
         self.image_token_id = vocab.index(IMAGE) if image_token_id is None else image_token_id
         kwargs.setdefault("pad_token_id", text_config.pad_token_id)
         kwargs.setdefault("eos_token_id", text_config.eos_token_id)
@@ -125,6 +130,7 @@ class SceneVLMOutput(CausalLMOutputWithPast):
     ``group_row`` / ``group_round`` ``[G]`` which row and round each group belongs to;
     ``mentions`` ``[N, R]`` the focus slots used for the mention memory (-1 none);
     ``anchor_logits`` ``[G, K+1]`` per group, the question's referent over objects then "none";
+    ``relation_logits`` ``[G]`` per group, "the question asks about an object related to its referent";
     ``attribute_logits`` ``[B, K, len(SHAPES) + len(SIZES)]`` per object slot.
     """
     pointer_logits: torch.Tensor | None = None
@@ -132,6 +138,7 @@ class SceneVLMOutput(CausalLMOutputWithPast):
     group_round: torch.Tensor | None = None
     mentions: torch.Tensor | None = None
     anchor_logits: torch.Tensor | None = None
+    relation_logits: torch.Tensor | None = None
     attribute_logits: torch.Tensor | None = None
 
 
@@ -175,12 +182,17 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             raise ValueError("word_match needs reasoner_layers > 0, object_identity and attribute_words")
         if config.relate and not config.reasoner_layers:
             raise ValueError("relate needs reasoner_layers > 0")
+        if config.handoff and not config.relate:
+            raise ValueError("handoff needs relate")
+        if config.tally and not config.reasoner_layers:
+            raise ValueError("tally needs reasoner_layers > 0")
         if config.reasoner_layers:
             from .reasoner import ObjectReasoner
 
             self.reasoner = ObjectReasoner(d, config.reasoner_layers, config.text_config.num_attention_heads,
                                            config.max_distance, grounding=config.word_match,
-                                           relate=config.relate, relate_gate=config.relate_gate)
+                                           relate=config.relate, relate_gate=config.relate_gate,
+                                           handoff=config.handoff, tally=config.tally)
         self._aux: dict = {}
         self._slots: dict = {}   # per-slot word distributions and centres for the reasoner (image_features)
         self.post_init()

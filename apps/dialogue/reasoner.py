@@ -25,6 +25,8 @@ tensor              shape           meaning
 -> ``summary``      ``[G, D]``      the round's answer evidence, added to its ``ASSISTANT:``
 -> ``anchor``       ``[G, K + 1]``  relate only: referent logits (the object the question
                                     names), last column = none
+-> ``relation``     ``[G]``         handoff only: logit that the question asks about an
+                                    object related to the referent (see below)
 ==================  ==============  ==================================================
 
 ``summary = W_n h_none + sum_k softmax(pointer)_k W_f h_k + W_c sum_k mask_k h_k / K``: the
@@ -33,8 +35,19 @@ reasoner's own read-out (none token), the object in focus, and a sum-pooled view
 answer, it gives the language model the evidence one step away, as a Q-Former's query outputs do.
 With ``relate`` the summary also gets a read-out of the other objects measured from the referent
 (:meth:`ObjectReasoner._relate`): the closest / furthest one and how many are left of it.
+
+``handoff``: in "what colour is the object closest to the red circle ?" the round's focus (what
+"it" means next) is the closest object, two hops from the words. The pointer then stops being a
+single head: ``p_focus = (1 - lam) softmax(pointer) + lam [pick, 0]`` where ``pick`` is the relate
+selection measured from the referent and ``lam = sigmoid(relation)`` says from the question whether
+it asks about a related object (trained on "focus != referent"). ``pointer`` is returned as
+``log p_focus``, so the focus loss, the read-out and the mention memory all use the hand-off.
+``tally`` adds ``count_bins(sum_k sigmoid(t . h_k))``: "how many red objects" as a sum of per-object
+yes/no rather than a mean the language model has to scale back up.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -42,10 +55,21 @@ from torch import nn
 USER_TOKEN = "USER:"
 
 
+class ReasonerOutput(NamedTuple):
+    tokens: torch.Tensor                 # [G, K, D]
+    pointer: torch.Tensor                # [G, K+1] focus logits (log-probabilities with handoff)
+    summary: torch.Tensor                # [G, D]
+    anchor: torch.Tensor | None          # [G, K+1] referent logits (relate)
+    relation: torch.Tensor | None        # [G] "asks about a related object" logit (handoff)
+
+
 class ObjectReasoner(nn.Module):
     def __init__(self, dim: int, layers: int = 3, heads: int = 4, max_distance: int = 12,
-                 grounding: bool = False, relate: bool = False, relate_gate: bool = False) -> None:
+                 grounding: bool = False, relate: bool = False, relate_gate: bool = False,
+                 handoff: bool = False, tally: bool = False) -> None:
         super().__init__()
+        if handoff and not relate:
+            raise ValueError("handoff needs relate (it hands the focus to the relate selection)")
         self.max_distance = max_distance
         # grounding: per object, does the question say its colour / shape / size word (see word_match)
         self.match = nn.Linear(3, dim, bias=False) if grounding else None
@@ -64,6 +88,11 @@ class ObjectReasoner(nn.Module):
             # relate_gate: the question decides how much of the read-out reaches the answer; without it
             # "what colour is the red circle ?" also hears the colour of the object closest to it
             self.relate_gate = nn.Linear(dim, 1) if relate_gate else None
+        # handoff: is the question about an object related to the referent (focus = relate selection)?
+        self.handoff = nn.Linear(dim, 1) if handoff else None
+        # tally: per-object "does it count" gate, summed into soft count bins
+        self.tally = nn.Linear(dim, 1) if tally else None
+        self.read_objcount = nn.Linear(COUNT_BINS, dim) if tally else None
         self.kind = nn.Embedding(3, dim)                       # none / object / word
         self.recency = nn.Embedding(max_distance + 1, dim)     # 0 = never in focus
         # a scalar view of recency too, so "the most recent circle" is a monotone comparison
@@ -82,17 +111,19 @@ class ObjectReasoner(nn.Module):
         """Start grounding and the relate read-out at zero: a new model begins as the plain reasoner and
         learns how much to use them (the owning PreTrainedModel calls this again after ``post_init``)."""
         extras = (self.read_related, self.read_tally, self.read_relcount) if self.relate is not None else ()
-        for layer in (self.match, *extras):
+        for layer in (self.match, self.read_objcount, *extras):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
+        if self.handoff is not None:         # start as the plain pointer (lam ~ 0.05)
+            nn.init.zeros_(self.handoff.weight)
+            nn.init.constant_(self.handoff.bias, -3.0)
 
     def forward(self, objects: torch.Tensor, object_mask: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor,
                 recency: torch.Tensor, match: torch.Tensor | None = None,
-                xy: torch.Tensor | None = None):
-        """-> ``tokens [G, K, D]``, ``pointer [G, K+1]``, ``summary [G, D]``, ``anchor [G, K+1]`` (None
-        without relate): see the module table."""
+                xy: torch.Tensor | None = None) -> ReasonerOutput:
+        """See the module table."""
         g, k, _ = objects.shape
         rec = recency.clamp(0, self.max_distance)
         seen = (rec > 0).to(objects.dtype)[..., None]
@@ -106,19 +137,35 @@ class ObjectReasoner(nn.Module):
         h = self.norm(self.encoder(x, src_key_padding_mask=~valid))
         pointer = self._point(self.pointer, h, object_mask)
         h_obj = h[:, 1: k + 1]
-        focus = pointer[:, :k].float().softmax(-1).to(h.dtype).nan_to_num(0.0)
-        count = (h_obj * object_mask[..., None].to(h.dtype)).sum(1) / k
-        summary = (self.read_none(h[:, 0]) + self.read_focus(torch.einsum("gk,gkd->gd", focus, h_obj))
-                   + self.read_count(count))
-        anchor = None
+        real = object_mask[..., None].to(h.dtype)
+        anchor = relation = related = None
         if self.relate is not None and xy is not None:
             anchor = self._point(self.anchor, h, object_mask)
             referent = anchor[:, :k].float().softmax(-1).to(h.dtype).nan_to_num(0.0)
-            related = self._relate(h[:, 0], h_obj, object_mask, referent, xy.to(h.dtype))
+            related, pick = self._relate(h[:, 0], h_obj, object_mask, referent, xy.to(h.dtype))
             if self.relate_gate is not None:
                 related = torch.sigmoid(self.relate_gate(h[:, 0])) * related
+            if self.handoff is not None:
+                relation = self.handoff(h[:, 0]).squeeze(-1)
+                pointer = self._hand_off(pointer, pick, relation, object_mask)
+        focus = pointer[:, :k].float().softmax(-1).to(h.dtype).nan_to_num(0.0)
+        summary = (self.read_none(h[:, 0]) + self.read_focus(torch.einsum("gk,gkd->gd", focus, h_obj))
+                   + self.read_count((h_obj * real).sum(1) / k))
+        if related is not None:
             summary = summary + related
-        return objects + self.out(h_obj), pointer, summary, anchor
+        if self.tally is not None:
+            counted = (torch.sigmoid(self.tally(h_obj)) * real).sum((1, 2))
+            summary = summary + self.read_objcount(count_bins(counted))
+        return ReasonerOutput(objects + self.out(h_obj), pointer, summary, anchor, relation)
+
+    @staticmethod
+    def _hand_off(pointer: torch.Tensor, pick: torch.Tensor, relation: torch.Tensor,
+                  object_mask: torch.Tensor) -> torch.Tensor:
+        """``log((1 - lam) softmax(pointer) + lam [pick, 0])`` with ``lam = sigmoid(relation)``: ``[G, K+1]``."""
+        lam = torch.sigmoid(relation.float())[:, None]
+        mixed = (1 - lam) * pointer.float().softmax(-1) + lam * torch.cat([pick, pick.new_zeros(len(pick), 1)], 1)
+        keep = torch.cat([object_mask, torch.ones_like(object_mask[:, :1])], dim=1)
+        return mixed.clamp_min(1e-12).log().masked_fill(~keep, torch.finfo(torch.float32).min).to(pointer.dtype)
 
     @staticmethod
     def _point(head: nn.Linear, h: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
@@ -130,8 +177,9 @@ class ObjectReasoner(nn.Module):
         return logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
 
     def _relate(self, question: torch.Tensor, h_obj: torch.Tensor, object_mask: torch.Tensor,
-                referent: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-        """``[G, D]``: what the other objects say relative to the question's referent.
+                referent: torch.Tensor, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[G, D]``: what the other objects say relative to the question's referent, and the
+        selection ``pick [G, K]``.
 
         ``referent`` ``[G, K]`` is the anchor pointer's distribution (trained on the object the
         question names: "the red object" in "closest to the red object"). Each object's offset to
@@ -149,7 +197,7 @@ class ObjectReasoner(nn.Module):
         related = torch.einsum("gk,gkd->gd", pick.to(r.dtype), r)
         count = (gate * object_mask.to(gate.dtype) * (1 - referent)).sum(1)
         tally = (r * object_mask[..., None].to(r.dtype)).sum(1) / r.shape[1]
-        return self.read_related(related) + self.read_tally(tally) + self.read_relcount(count_bins(count))
+        return self.read_related(related) + self.read_tally(tally) + self.read_relcount(count_bins(count)), pick
 
     def relation_weights(self, question: torch.Tensor, geo: torch.Tensor, referent: torch.Tensor,
                          object_mask: torch.Tensor, content: torch.Tensor | float = 0.0):
@@ -269,19 +317,20 @@ def reason(model, input_ids, embeds, is_image, feats, object_mask, image_index, 
         mentions = torch.full((input_ids.shape[0], rounds), -1, dtype=torch.long, device=input_ids.device)
         for r in range(rounds):
             rec = recency_from_mentions(mentions, group_row, group_round, k)
-            tokens, pointer, summary, anchor = model.reasoner(objects, mask, words, word_mask, rec, **extra)
+            res = model.reasoner(objects, mask, words, word_mask, rec, **extra)
             now = group_round == r
-            pick = pointer[now].argmax(-1)
+            pick = res.pointer[now].argmax(-1)
             mentions[group_row[now], r] = torch.where(pick == k, torch.full_like(pick, -1), pick)
     else:
         mentions = mention_slots.long()
         if mentions.shape[1] < rounds:
             mentions = torch.cat([mentions, mentions.new_full((mentions.shape[0], rounds - mentions.shape[1]), -1)], 1)
         rec = recency_from_mentions(mentions, group_row, group_round, k)
-        tokens, pointer, summary, anchor = model.reasoner(objects, mask, words, word_mask, rec, **extra)
-    tokens = torch.where(mask[..., None], tokens, model.empty_slot.to(tokens.dtype))
-    model._aux.update(pointer_logits=pointer, group_row=group_row, group_round=group_round, mentions=mentions,
-                      anchor_logits=anchor)
+        res = model.reasoner(objects, mask, words, word_mask, rec, **extra)
+    tokens = torch.where(mask[..., None], res.tokens, model.empty_slot.to(res.tokens.dtype))
+    summary = res.summary
+    model._aux.update(pointer_logits=res.pointer, group_row=group_row, group_round=group_round, mentions=mentions,
+                      anchor_logits=res.anchor, relation_logits=res.relation)
     from .tokenizer import ASSISTANT
 
     # ASSISTANT: of segment s closes the question whose image group sits in segment s

@@ -80,6 +80,14 @@ def auxiliary_loss(out, batch, mention: torch.Tensor | None) -> torch.Tensor:
         label = torch.where(masked, torch.full_like(label, -100), label)
         if bool((label != -100).any()):
             loss = loss + F.cross_entropy(logits.float(), label, ignore_index=-100)
+    if out.relation_logits is not None and mention is not None and referent is not None:
+        # the round asks about an object related to the one it names when its focus is not its referent
+        rnd = out.group_round.clamp(min=0, max=mention.shape[1] - 1)
+        focus, named = mention[out.group_row, rnd], referent[out.group_row, rnd]
+        known = (out.group_round >= 0) & (focus >= 0) & (named >= 0)
+        if bool(known.any()):
+            loss = loss + F.binary_cross_entropy_with_logits(out.relation_logits[known].float(),
+                                                             (focus != named)[known].float())
     if out.attribute_logits is not None and "slot_attributes" in batch.fields:
         from .scenes import SHAPES
 
@@ -103,15 +111,16 @@ def build_model(kind: str, model_config: dict | None = None):
         # new models: the question-aware reasoner with mention memory + attribute words (configs saved
         # before these existed load with them off)
         defaults = {"object_identity": True, "reasoner_layers": 3, "attribute_words": True, "word_match": True,
-                    "relate": True, "relate_gate": True}
+                    "relate": True, "relate_gate": True, "handoff": True, "tally": True}
         cfg = {**defaults, **(model_config or {})}
         # the reasoner's extras need the reasoner (and grounding the words it matches): a config that
         # turns those off gets them off too unless it asks for them explicitly
         asked = model_config or {}
         if not cfg["reasoner_layers"]:
             cfg["relate"] = asked.get("relate", False)
+            cfg["tally"] = asked.get("tally", False)
         if not cfg["relate"]:
-            cfg["relate_gate"] = False
+            cfg["relate_gate"] = cfg["handoff"] = False
         if not (cfg["reasoner_layers"] and cfg["object_identity"] and cfg["attribute_words"]):
             cfg["word_match"] = asked.get("word_match", False)
         return SceneVLMForConditionalGeneration(SceneVLMConfig(**cfg))
@@ -182,7 +191,7 @@ class TimeToAccuracy:
 def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, val_images: int, test_images: int,
                  mix_own: float = 0.0, eval_every: int = 200, target: float = 0.94, workers: int = 0,
                  model_config: dict | None = None, resume: bool = False, export: str | Path | None = None,
-                 time_limit: float | None = None) -> dict:
+                 time_limit: float | None = None, init_from: str | Path | None = None) -> dict:
     """Generate data, fit, evaluate on the test split (and held-out split in dialogue mode)."""
     if kind not in MODELS:
         raise ValueError(f"unknown model '{kind}' (choose from {', '.join(MODELS)})")
@@ -195,6 +204,8 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
     data_s = time.perf_counter() - t_data
     print(f"[dialogue] generated {train_images}+{val_images} {mode} images in {data_s:.1f}s", flush=True)
     model = build_model(kind, model_config)
+    if init_from is not None:
+        warm_start(model, init_from)
     blind = kind == "blind"
     step = vlm_step(mix_own, blind) if kind in ("vlm", "blind", "nohistory") else baseline_step
     import torchmetrics
@@ -205,7 +216,8 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
     timer = TimeToAccuracy(val, eval_every, target, None, out / "time_to_accuracy.csv", blind=blind,
                            time_limit=time_limit)
     extra = {"model": {"kind": kind, "mode": mode, "config": model_config or {}, "mix_own": mix_own,
-                       "train_images": train_images, "val_images": val_images}}
+                       "train_images": train_images, "val_images": val_images,
+                       "init_from": str(init_from) if init_from else None}}
     trainer = Trainer(model, config, train, val, collate_fn=D.collator(), step_fn=step, metrics=metrics,
                       callbacks=[timer], extra_config=extra)
     timer.device = trainer.device
@@ -232,6 +244,32 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
     if export and kind in ("vlm", "nohistory", "blind"):
         export_pretrained(trainer.model, export, note=json.dumps({k: report[k] for k in ("kind", "mode", "steps")}))
     return report
+
+
+def warm_start(model: torch.nn.Module, source: str | Path) -> list[str]:
+    """Load the weights of a ``save_pretrained`` directory (or a ``.safetensors`` file) into ``model``.
+
+    Every tensor of the source must fit the new model (same name and shape); tensors the new model
+    adds (a newly switched-on part) keep their fresh initialisation and are returned by name.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(source)
+    file = path / "model.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"--init-from: no model.safetensors in {source}")
+    weights = load_file(str(file))
+    own = model.state_dict()
+    unknown = sorted(k for k in weights if k not in own)
+    wrong = sorted(k for k in weights if k in own and own[k].shape != weights[k].shape)
+    if unknown or wrong:
+        raise ValueError(f"--init-from {file}: does not fit this model (unknown tensors {unknown[:5]}, "
+                         f"shape mismatches {wrong[:5]}); use the same --hidden/--layers/--heads")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
+    fresh = sorted(k for k in own if k not in weights)
+    print(f"[dialogue] initialised from {file}; {len(fresh)} new tensors start fresh: "
+          f"{', '.join(fresh) if fresh else 'none'}", flush=True)
+    return fresh
 
 
 def export_pretrained(model: SceneVLMForConditionalGeneration, out_dir: str | Path, note: str = "",

@@ -89,3 +89,25 @@ def test_any_local_hf_vision_language_model_chats_through_the_bot(tmp_path):
     second = "".join(chat.stream("is it red ?"))
     assert isinstance(first, str) and isinstance(second, str)
     assert [q for q, _ in chat.history] == ["what is it ?", "is it red ?"]
+
+
+def test_init_from_a_saved_model_keeps_its_weights_and_starts_only_new_parts_fresh(tmp_path):
+    """``mm dialogue train --init-from DIR``: a model with parts switched on (hand-off, tally) starts
+    as the saved model it grows from; a model of another size is refused, naming the file."""
+    import pytest
+
+    from apps.dialogue.train import build_model, warm_start
+
+    torch.manual_seed(0)
+    old = build_model("vlm", {**TINY, "handoff": False, "tally": False}).eval()
+    export_pretrained(old, tmp_path / "old", half=False)
+    new = build_model("vlm", TINY).eval()
+    fresh = warm_start(new, tmp_path / "old")
+    assert {name.rsplit(".", 1)[0] for name in fresh} == {"reasoner.handoff", "reasoner.tally", "reasoner.read_objcount"}
+    with torch.no_grad():
+        new.reasoner.handoff.bias.fill_(-1e4)            # hand-off closed: the old pointer alone
+        inputs = _inputs(old)
+        torch.testing.assert_close(new(**inputs).logits, old(**inputs).logits)
+    wider = build_model("vlm", {**TINY, "text_config": {**TINY["text_config"], "hidden_size": 48}})
+    with pytest.raises(ValueError, match="model.safetensors"):
+        warm_start(wider, tmp_path / "old")

@@ -89,15 +89,15 @@ def test_relate_reads_offsets_to_the_referent_only_and_ignores_empty_slots():
     referent = torch.tensor([[0.0, 1.0, 0.0]])
     xy = torch.rand(1, 3, 2)
     mask = torch.tensor([[True, True, True]])
-    a = r._relate(q, h, mask, referent, xy)
-    torch.testing.assert_close(a, r._relate(q, h, mask, referent, xy + 0.3))      # the whole scene shifted
-    assert not torch.allclose(a, r._relate(q, h, mask, referent, xy * 0.5))        # distances matter
+    a = r._relate(q, h, mask, referent, xy)[0]
+    torch.testing.assert_close(a, r._relate(q, h, mask, referent, xy + 0.3)[0])      # the whole scene shifted
+    assert not torch.allclose(a, r._relate(q, h, mask, referent, xy * 0.5)[0])        # distances matter
     # an empty slot is the same as no slot (the tally divides by the slot count, so leave it out)
     torch.nn.init.zeros_(r.read_tally.weight)
     pad_h, pad_xy = torch.cat([h, torch.randn(1, 1, 16)], 1), torch.cat([xy, torch.rand(1, 1, 2)], 1)
     padded = r._relate(q, pad_h, torch.tensor([[True, True, True, False]]), torch.tensor([[0.0, 1.0, 0.0, 0.0]]),
-                       pad_xy)
-    torch.testing.assert_close(padded, r._relate(q, h, mask, referent, xy))
+                       pad_xy)[0]
+    torch.testing.assert_close(padded, r._relate(q, h, mask, referent, xy)[0])
 
 
 def test_relate_selection_can_pick_the_closest_and_count_objects_left_of_the_referent():
@@ -129,3 +129,38 @@ def test_relate_selection_can_pick_the_closest_and_count_objects_left_of_the_ref
     assert int(pick.argmax()) == 3
     torch.testing.assert_close(count_bins(torch.tensor([2.0, 2.5])),
                                torch.tensor([[0, 0, 1.0, 0, 0, 0, 0, 0, 0], [0, 0, 0.5, 0.5, 0, 0, 0, 0, 0]]))
+
+
+def test_handoff_moves_the_focus_to_the_relate_selection_only_when_the_question_is_relational():
+    """"what colour is the object closest to the red circle ?" leaves the closest object in focus: the
+    focus is the pointer's for plain questions and the relate selection's for relational ones."""
+    from apps.dialogue.reasoner import ObjectReasoner
+
+    pointer = torch.tensor([[3.0, 0.0, 0.0, -1e30, 0.0]])            # slots 0..3 (3 empty), then none
+    pick = torch.tensor([[0.0, 0.1, 0.9, 0.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    plain = ObjectReasoner._hand_off(pointer, pick, torch.tensor([-30.0]), mask)
+    torch.testing.assert_close(plain[:, :3], pointer.log_softmax(-1)[:, :3])
+    relational = ObjectReasoner._hand_off(pointer, pick, torch.tensor([30.0]), mask)
+    assert int(relational.argmax()) == 2
+    torch.testing.assert_close(relational.exp()[:, [0, 1, 2, 4]].sum(), torch.tensor(1.0))
+    assert float(relational[0, 3]) < -1e30 and float(plain[0, 3]) < -1e30   # an empty slot is never the focus
+    half = ObjectReasoner._hand_off(pointer, pick, torch.tensor([0.0]), mask).exp()
+    torch.testing.assert_close(half[0, 2], 0.5 * pointer.softmax(-1)[0, 2] + 0.45)
+
+
+def test_relation_label_is_focus_other_than_referent():
+    """The hand-off gate is trained on "the round's focus is not the object it names"."""
+    from types import SimpleNamespace
+
+    from apps.dialogue.train import auxiliary_loss
+
+    mention = torch.tensor([[2, 8, 1]])          # round 0: focus 2; round 1: none; round 2: focus 1
+    referent = torch.tensor([[2, 8, 3]])         # round 2 names 3 and asks about 1: relational
+    out = SimpleNamespace(logits=torch.zeros(1), pointer_logits=None, anchor_logits=None, attribute_logits=None,
+                          group_row=torch.tensor([0, 0, 0]), group_round=torch.tensor([0, 1, 2]),
+                          relation_logits=torch.tensor([-20.0, -20.0, 20.0]))
+    batch = SimpleNamespace(fields={"referent": referent[None]})
+    assert float(auxiliary_loss(out, batch, mention)) < 1e-6
+    out.relation_logits = torch.tensor([-20.0, -20.0, -20.0])
+    assert float(auxiliary_loss(out, batch, mention)) > 5.0
