@@ -47,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     report = run_training(args.model, args.mode, cfg, args.train_images, args.val_images, args.test_images,
                           mix_own=args.mix_own, eval_every=args.eval_every, target=args.target, workers=args.workers,
                           model_config=model_config, resume=args.resume, export=args.export,
-                          time_limit=args.time_limit, init_from=args.init_from)
+                          time_limit=args.time_limit, init_from=args.init_from,
+                          init_fresh=tuple(args.fresh or ()))
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("test") and k != "heldout_combos"}, indent=1))
     return 0
 
@@ -220,6 +221,8 @@ def register(subparsers) -> None:
     t.add_argument("--init-from", default=None,
                    help="start from the weights of a saved model directory (e.g. data/dialogue/scenes); "
                         "parts the new model adds start fresh")
+    t.add_argument("--fresh", action="append", metavar="PREFIX",
+                   help="with --init-from: leave tensors whose names start with PREFIX at their initialisation")
     t.add_argument("--image-layout", choices=["per_turn", "first"], default="per_turn",
                    help="image tokens after every question (default) or once before the first (LLaVA)")
     t.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")

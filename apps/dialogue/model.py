@@ -131,6 +131,7 @@ class SceneVLMOutput(CausalLMOutputWithPast):
     ``mentions`` ``[N, R]`` the focus slots used for the mention memory (-1 none);
     ``anchor_logits`` ``[G, K+1]`` per group, the question's referent over objects then "none";
     ``relation_logits`` ``[G]`` per group, "the question asks about an object related to its referent";
+    ``counts`` ``[G, 2]`` per group, the reasoner's soft counts (tally; relate gate), NaN where off;
     ``attribute_logits`` ``[B, K, len(SHAPES) + len(SIZES)]`` per object slot.
     """
     pointer_logits: torch.Tensor | None = None
@@ -139,6 +140,7 @@ class SceneVLMOutput(CausalLMOutputWithPast):
     mentions: torch.Tensor | None = None
     anchor_logits: torch.Tensor | None = None
     relation_logits: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
     attribute_logits: torch.Tensor | None = None
 
 

@@ -61,6 +61,7 @@ class ReasonerOutput(NamedTuple):
     summary: torch.Tensor                # [G, D]
     anchor: torch.Tensor | None          # [G, K+1] referent logits (relate)
     relation: torch.Tensor | None        # [G] "asks about a related object" logit (handoff)
+    counts: torch.Tensor | None = None   # [G, 2] soft counts: tally (objects), relate gate (related objects)
 
 
 class ObjectReasoner(nn.Module):
@@ -116,6 +117,10 @@ class ObjectReasoner(nn.Module):
                 nn.init.zeros_(layer.weight)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
+        if self.tally is not None and self.relate is not None:
+            # the counts are supervised (train.count_loss): a random gate starts saturated, with no gradient
+            nn.init.zeros_(self.gate_geometry.weight)
+            nn.init.zeros_(self.gate_geometry.bias)
         if self.handoff is not None:         # start as the plain pointer (lam ~ 0.05)
             nn.init.zeros_(self.handoff.weight)
             nn.init.constant_(self.handoff.bias, -3.0)
@@ -139,10 +144,12 @@ class ObjectReasoner(nn.Module):
         h_obj = h[:, 1: k + 1]
         real = object_mask[..., None].to(h.dtype)
         anchor = relation = related = None
+        nan = objects.new_full((g,), float("nan"))
+        object_count = relation_count = nan
         if self.relate is not None and xy is not None:
             anchor = self._point(self.anchor, h, object_mask)
             referent = anchor[:, :k].float().softmax(-1).to(h.dtype).nan_to_num(0.0)
-            related, pick = self._relate(h[:, 0], h_obj, object_mask, referent, xy.to(h.dtype))
+            related, pick, relation_count = self._relate(h[:, 0], h_obj, object_mask, referent, xy.to(h.dtype))
             if self.relate_gate is not None:
                 related = torch.sigmoid(self.relate_gate(h[:, 0])) * related
             if self.handoff is not None:
@@ -154,9 +161,10 @@ class ObjectReasoner(nn.Module):
         if related is not None:
             summary = summary + related
         if self.tally is not None:
-            counted = (torch.sigmoid(self.tally(h_obj)) * real).sum((1, 2))
-            summary = summary + self.read_objcount(count_bins(counted))
-        return ReasonerOutput(objects + self.out(h_obj), pointer, summary, anchor, relation)
+            object_count = (torch.sigmoid(self.tally(h_obj)) * real).sum((1, 2))
+            summary = summary + self.read_objcount(count_bins(object_count))
+        counts = torch.stack([object_count.to(nan.dtype), relation_count.to(nan.dtype)], dim=1)
+        return ReasonerOutput(objects + self.out(h_obj), pointer, summary, anchor, relation, counts)
 
     @staticmethod
     def _hand_off(pointer: torch.Tensor, pick: torch.Tensor, relation: torch.Tensor,
@@ -178,8 +186,8 @@ class ObjectReasoner(nn.Module):
 
     def _relate(self, question: torch.Tensor, h_obj: torch.Tensor, object_mask: torch.Tensor,
                 referent: torch.Tensor, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[G, D]``: what the other objects say relative to the question's referent, and the
-        selection ``pick [G, K]``.
+        """``[G, D]``: what the other objects say relative to the question's referent, the
+        selection ``pick [G, K]`` and the gate's count ``[G]``.
 
         ``referent`` ``[G, K]`` is the anchor pointer's distribution (trained on the object the
         question names: "the red object" in "closest to the red object"). Each object's offset to
@@ -197,7 +205,7 @@ class ObjectReasoner(nn.Module):
         related = torch.einsum("gk,gkd->gd", pick.to(r.dtype), r)
         count = (gate * object_mask.to(gate.dtype) * (1 - referent)).sum(1)
         tally = (r * object_mask[..., None].to(r.dtype)).sum(1) / r.shape[1]
-        return self.read_related(related) + self.read_tally(tally) + self.read_relcount(count_bins(count)), pick
+        return self.read_related(related) + self.read_tally(tally) + self.read_relcount(count_bins(count)), pick, count
 
     def relation_weights(self, question: torch.Tensor, geo: torch.Tensor, referent: torch.Tensor,
                          object_mask: torch.Tensor, content: torch.Tensor | float = 0.0):
@@ -330,7 +338,7 @@ def reason(model, input_ids, embeds, is_image, feats, object_mask, image_index, 
     tokens = torch.where(mask[..., None], res.tokens, model.empty_slot.to(res.tokens.dtype))
     summary = res.summary
     model._aux.update(pointer_logits=res.pointer, group_row=group_row, group_round=group_round, mentions=mentions,
-                      anchor_logits=res.anchor, relation_logits=res.relation)
+                      anchor_logits=res.anchor, relation_logits=res.relation, counts=res.counts)
     from .tokenizer import ASSISTANT
 
     # ASSISTANT: of segment s closes the question whose image group sits in segment s

@@ -26,9 +26,11 @@ from .tokenizer import vocabulary
 MODELS = ("vlm", "blind", "nohistory", "cnn_mlp", "rn")
 
 
-def vlm_step(mix_own: float = 0.0, blind: bool = False, aux_weight: float = 1.0):
+def vlm_step(mix_own: float = 0.0, blind: bool = False, aux_weight: float = 1.0,
+             count_families: dict[int, int] | None = None):
     """Answer-token loss, plus (models with a reasoner / attribute words) the focus-pointer and
-    object-attribute losses from the scene graph, weighted by ``aux_weight``."""
+    object-attribute losses from the scene graph, weighted by ``aux_weight``; ``count_families``
+    maps a family index to the reasoner count (0 tally, 1 relate gate) its numeric answer supervises."""
     def step(model, batch) -> StepOutput:
         inputs = _vlm_inputs(batch, blind)
         targets = batch.fields["targets"].flatten(0, 1)
@@ -56,14 +58,15 @@ def vlm_step(mix_own: float = 0.0, blind: bool = False, aux_weight: float = 1.0)
         out = model(**inputs)
         logits = out.logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-        loss = loss + aux_weight * auxiliary_loss(out, batch, mention)
+        loss = loss + aux_weight * auxiliary_loss(out, batch, mention, count_families)
         return StepOutput(loss, logits[amask].detach().float(), targets[amask])
     return step
 
 
-def auxiliary_loss(out, batch, mention: torch.Tensor | None) -> torch.Tensor:
+def auxiliary_loss(out, batch, mention: torch.Tensor | None, count_families: dict[int, int] | None = None
+                   ) -> torch.Tensor:
     """Focus pointer (which object the round puts in focus, or none), referent pointer (which object the
-    question names, the anchor of a relation) + attributes of each object slot.
+    question names, the anchor of a relation), the hand-off gate, the counts + attributes of each object slot.
 
     ``mention`` ``[N, R]`` is the batch's focus labels, flattened as the step's sequences are."""
     loss = out.logits.new_zeros(())
@@ -88,6 +91,9 @@ def auxiliary_loss(out, batch, mention: torch.Tensor | None) -> torch.Tensor:
         if bool(known.any()):
             loss = loss + F.binary_cross_entropy_with_logits(out.relation_logits[known].float(),
                                                              (focus != named)[known].float())
+    counts = getattr(out, "counts", None)
+    if counts is not None and count_families:
+        loss = loss + count_loss(out, batch, count_families)
     if out.attribute_logits is not None and "slot_attributes" in batch.fields:
         from .scenes import SHAPES
 
@@ -97,6 +103,43 @@ def auxiliary_loss(out, batch, mention: torch.Tensor | None) -> torch.Tensor:
             loss = loss + F.cross_entropy(logits[..., :s].flatten(0, 1), attrs[..., 0].flatten(), ignore_index=-100)
             loss = loss + F.cross_entropy(logits[..., s:].flatten(0, 1), attrs[..., 1].flatten(), ignore_index=-100)
     return loss
+
+
+DIALOGUE_COUNTS = {"count": 0, "count-spatial": 1, "coref-count-spatial": 1}
+
+
+def count_families_for(mode: str) -> dict[int, int]:
+    """Family index -> reasoner count its answer supervises (dialogues only: Sort-of-CLEVR's count is of
+    objects *of the same shape*, which neither count measures)."""
+    if mode != "dialogue":
+        return {}
+    return {D.DIALOGUE_FAMILIES.index(f): which for f, which in DIALOGUE_COUNTS.items()}
+
+
+def count_loss(out, batch, count_families: dict[int, int]) -> torch.Tensor:
+    """Huber loss between a counting round's numeric answer and the reasoner's soft count for it
+    (the tally for "how many red objects", the relate gate for "how many objects are left of it"):
+    the count heads learn from the number itself, not only through the language model."""
+    family, answer = batch.fields["family"].flatten(0, 1), batch.fields["answer"].flatten(0, 1)   # [N, R]
+    rnd = out.group_round.clamp(min=0, max=family.shape[1] - 1)
+    fam, ans = family[out.group_row, rnd], answer[out.group_row, rnd]
+    vocab = vocabulary()
+    number = torch.full((len(vocab),), -1.0, device=ans.device)
+    for i, word in enumerate(vocab):
+        if word.isdigit():
+            number[i] = float(word)
+    which = torch.full_like(fam, -1)
+    for f, w in count_families.items():
+        which[fam == f] = w
+    value = number[ans.clamp(min=0)]
+    keep = (out.group_round >= 0) & (which >= 0) & (ans >= 0) & (value >= 0)
+    if not bool(keep.any()):
+        return out.counts.new_zeros(())
+    got = out.counts[keep].float().gather(1, which[keep][:, None]).squeeze(1)
+    ok = ~got.isnan()
+    if not bool(ok.any()):
+        return out.counts.new_zeros(())
+    return F.smooth_l1_loss(got[ok], value[keep][ok])
 
 
 def baseline_step(model, batch) -> StepOutput:
@@ -191,7 +234,8 @@ class TimeToAccuracy:
 def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, val_images: int, test_images: int,
                  mix_own: float = 0.0, eval_every: int = 200, target: float = 0.94, workers: int = 0,
                  model_config: dict | None = None, resume: bool = False, export: str | Path | None = None,
-                 time_limit: float | None = None, init_from: str | Path | None = None) -> dict:
+                 time_limit: float | None = None, init_from: str | Path | None = None,
+                 init_fresh: tuple[str, ...] = ()) -> dict:
     """Generate data, fit, evaluate on the test split (and held-out split in dialogue mode)."""
     if kind not in MODELS:
         raise ValueError(f"unknown model '{kind}' (choose from {', '.join(MODELS)})")
@@ -205,9 +249,10 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
     print(f"[dialogue] generated {train_images}+{val_images} {mode} images in {data_s:.1f}s", flush=True)
     model = build_model(kind, model_config)
     if init_from is not None:
-        warm_start(model, init_from)
+        warm_start(model, init_from, init_fresh)
     blind = kind == "blind"
-    step = vlm_step(mix_own, blind) if kind in ("vlm", "blind", "nohistory") else baseline_step
+    step = (vlm_step(mix_own, blind, count_families=count_families_for(mode)) if kind in ("vlm", "blind", "nohistory")
+            else baseline_step)
     import torchmetrics
 
     metrics = torchmetrics.MetricCollection({"accuracy": torchmetrics.classification.MulticlassAccuracy(
@@ -217,7 +262,7 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
                            time_limit=time_limit)
     extra = {"model": {"kind": kind, "mode": mode, "config": model_config or {}, "mix_own": mix_own,
                        "train_images": train_images, "val_images": val_images,
-                       "init_from": str(init_from) if init_from else None}}
+                       "init_from": str(init_from) if init_from else None, "init_fresh": list(init_fresh)}}
     trainer = Trainer(model, config, train, val, collate_fn=D.collator(), step_fn=step, metrics=metrics,
                       callbacks=[timer], extra_config=extra)
     timer.device = trainer.device
@@ -246,11 +291,12 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
     return report
 
 
-def warm_start(model: torch.nn.Module, source: str | Path) -> list[str]:
+def warm_start(model: torch.nn.Module, source: str | Path, fresh: tuple[str, ...] = ()) -> list[str]:
     """Load the weights of a ``save_pretrained`` directory (or a ``.safetensors`` file) into ``model``.
 
     Every tensor of the source must fit the new model (same name and shape); tensors the new model
-    adds (a newly switched-on part) keep their fresh initialisation and are returned by name.
+    adds (a newly switched-on part), and those whose names start with one of ``fresh``, keep their
+    fresh initialisation and are returned by name.
     """
     from safetensors.torch import load_file
 
@@ -265,6 +311,7 @@ def warm_start(model: torch.nn.Module, source: str | Path) -> list[str]:
     if unknown or wrong:
         raise ValueError(f"--init-from {file}: does not fit this model (unknown tensors {unknown[:5]}, "
                          f"shape mismatches {wrong[:5]}); use the same --hidden/--layers/--heads")
+    weights = {k: v for k, v in weights.items() if not k.startswith(tuple(fresh))}
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
     fresh = sorted(k for k in own if k not in weights)
     print(f"[dialogue] initialised from {file}; {len(fresh)} new tensors start fresh: "

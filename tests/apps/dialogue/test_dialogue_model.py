@@ -108,6 +108,10 @@ def test_init_from_a_saved_model_keeps_its_weights_and_starts_only_new_parts_fre
         new.reasoner.handoff.bias.fill_(-1e4)            # hand-off closed: the old pointer alone
         inputs = _inputs(old)
         torch.testing.assert_close(new(**inputs).logits, old(**inputs).logits)
+    regrown = build_model("vlm", TINY)
+    fresh = warm_start(regrown, tmp_path / "old", fresh=("reasoner.gate_geometry",))   # --fresh PREFIX
+    assert "reasoner.gate_geometry.weight" in fresh
+    assert torch.equal(regrown.reasoner.gate_geometry.weight, torch.zeros_like(regrown.reasoner.gate_geometry.weight))
     wider = build_model("vlm", {**TINY, "text_config": {**TINY["text_config"], "hidden_size": 48}})
     with pytest.raises(ValueError, match="model.safetensors"):
         warm_start(wider, tmp_path / "old")

@@ -164,3 +164,29 @@ def test_relation_label_is_focus_other_than_referent():
     assert float(auxiliary_loss(out, batch, mention)) < 1e-6
     out.relation_logits = torch.tensor([-20.0, -20.0, -20.0])
     assert float(auxiliary_loss(out, batch, mention)) > 5.0
+
+
+def test_count_loss_supervises_each_counting_round_with_its_numeric_answer():
+    """"how many red objects" trains the tally, "how many objects are left of it" the relate gate's
+    count; other rounds and counts a model does not have (NaN) are left out."""
+    from types import SimpleNamespace
+
+    from apps.dialogue.data import DIALOGUE_FAMILIES
+    from apps.dialogue.tokenizer import vocabulary
+    from apps.dialogue.train import count_families_for, count_loss
+
+    vocab = vocabulary()
+    fams = ["count", "count-spatial", "exist"]
+    family = torch.tensor([[[DIALOGUE_FAMILIES.index(f) for f in fams]]])
+    answer = torch.tensor([[[vocab.index("3"), vocab.index("1"), vocab.index("yes")]]])
+    batch = SimpleNamespace(fields={"family": family, "answer": answer})
+    nan = float("nan")
+    out = SimpleNamespace(group_row=torch.tensor([0, 0, 0]), group_round=torch.tensor([0, 1, 2]),
+                          counts=torch.tensor([[3.0, 9.0], [9.0, 1.0], [9.0, 9.0]]))
+    families = count_families_for("dialogue")
+    assert float(count_loss(out, batch, families)) == 0.0
+    out.counts = torch.tensor([[5.0, 9.0], [9.0, 1.0], [9.0, 9.0]])       # tally off by 2: Huber 1.5, mean 0.75
+    assert abs(float(count_loss(out, batch, families)) - 0.75) < 1e-6
+    out.counts = torch.tensor([[nan, nan], [nan, 1.0], [9.0, 9.0]])         # no tally: only the gate count
+    assert float(count_loss(out, batch, families)) == 0.0
+    assert count_families_for("sort_of_clevr") == {}
