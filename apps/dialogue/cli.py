@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_config = {"text_config": {"hidden_size": args.hidden, "intermediate_size": 3 * args.hidden,
                                     "num_hidden_layers": args.layers, "num_attention_heads": args.heads,
                                     "num_key_value_heads": args.heads}, "image_layout": args.image_layout}
-    for flag in ("word_match", "relate", "handoff", "tally"):
+    for flag in ("word_match", "relate", "relate_gate", "handoff", "tally"):
         if getattr(args, flag) is not None:
             model_config[flag] = getattr(args, flag)
     report = run_training(args.model, args.mode, cfg, args.train_images, args.val_images, args.test_images,
@@ -214,6 +214,8 @@ def register(subparsers) -> None:
                    help="tell the reasoner which objects the question names by colour/shape/size (default on)")
     t.add_argument("--relate", action=argparse.BooleanOptionalAction, default=None,
                    help="read the other objects relative to the one the question names: closest, furthest, left of it (default on)")
+    t.add_argument("--relate-gate", action=argparse.BooleanOptionalAction, default=None,
+                   help="let the question decide how much of the relate read-out reaches the answer (default on)")
     t.add_argument("--handoff", action=argparse.BooleanOptionalAction, default=None,
                    help="'the object closest to X' puts that object in focus for later 'it' (default on)")
     t.add_argument("--tally", action=argparse.BooleanOptionalAction, default=None,

@@ -185,7 +185,7 @@ class ObjectReasoner(nn.Module):
         return logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
 
     def _relate(self, question: torch.Tensor, h_obj: torch.Tensor, object_mask: torch.Tensor,
-                referent: torch.Tensor, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                referent: torch.Tensor, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``[G, D]``: what the other objects say relative to the question's referent, the
         selection ``pick [G, K]`` and the gate's count ``[G]``.
 

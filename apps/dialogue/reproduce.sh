@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # A GPU-scale recipe for every dialogue model and baseline.  The shipped checkpoints in
-# data/dialogue/ were made on a CPU with the smaller commands in data/dialogue/README.md (batch 4,
-# lr 2e-3 / 1.5e-3); this script has not been run with the current architecture (grounding,
-# referent pointer, relate read-out: no GPU was lent since they were added), so its batch sizes and
-# learning rates are a starting point, not a measured recipe.  On one GPU the
-# five jobs run side by side (each under a wall-clock budget: --time-limit shortens the cosine
-# schedule to fit it).
+# data/dialogue/ were made on a CPU with the smaller, measured commands in data/dialogue/README.md
+# (batch 4, lr 2e-3 / 1.5e-3).  No GPU has been lent since the reasoner's grounding, referent
+# pointer, relate read-out, hand-off and tally were added, so this script's batch sizes and
+# learning rates are a starting point, not a measured recipe.  On one GPU the five jobs run side
+# by side (each under a wall-clock budget: --time-limit shortens the cosine schedule to fit it).
 #   bash apps/dialogue/reproduce.sh [OUT_DIR]        (S=0.02 for a CPU smoke run)
 set -u
 OUT=${1:-runs/dialogue-repro}

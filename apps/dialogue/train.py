@@ -251,8 +251,9 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
     if init_from is not None:
         warm_start(model, init_from, init_fresh)
     blind = kind == "blind"
-    step = (vlm_step(mix_own, blind, count_families=count_families_for(mode)) if kind in ("vlm", "blind", "nohistory")
-            else baseline_step)
+    # the numeric answers supervise the counts of models with the tally (configs from before it train as they did)
+    counted = count_families_for(mode) if getattr(model.config, "tally", False) else {}
+    step = vlm_step(mix_own, blind, count_families=counted) if kind in ("vlm", "blind", "nohistory") else baseline_step
     import torchmetrics
 
     metrics = torchmetrics.MetricCollection({"accuracy": torchmetrics.classification.MulticlassAccuracy(
