@@ -74,9 +74,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         reports[protocol] = rep
         print(f"[{protocol} history] {summary_line(rep)}")
     print(breakdown_table(reports))
+    bot = None
+    if args.bot:
+        from .evaluate import bot_accuracy
+        from .session import load_backend
+
+        bot = bot_accuracy(load_backend(path, str(device)), D.generate_samples(args.mode, args.split, args.bot))
+        print(f"[bot, generated answers from rendered images] acc={bot['accuracy']:.4f} n={bot['n']} "
+              f"family:{json.dumps(bot['family'])}")
     if args.out:
         atomic_write_json(args.out, {"model": str(path), "mode": args.mode, "split": args.split, "n_images": args.n,
-                                     "blind": args.blind, "reports": reports})
+                                     "blind": args.blind, "reports": reports, "bot": bot})
         print(f"wrote {args.out}")
     return 0
 
@@ -237,6 +245,8 @@ def register(subparsers) -> None:
     e.add_argument("--split", choices=["val", "test", "heldout"], default="test")
     e.add_argument("--n", type=int, default=500, help="images (Sort-of-CLEVR: 10+10 questions each)")
     e.add_argument("--blind", action="store_true", help="hide the image (answer prior check)")
+    e.add_argument("--bot", type=int, default=0, metavar="N",
+                   help="also ask the first N images' questions through the bot (generation from the rendered image)")
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--out", default=None, help="write the report as JSON here")

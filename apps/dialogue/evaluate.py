@@ -90,6 +90,7 @@ def _own_history_logits(model, batch, blind: bool) -> torch.Tensor:
 def evaluate(model, dataset, protocol: str = "true", blind: bool = False, batch_images: int = 64,
              device: str | torch.device = "cpu") -> dict:
     """Accuracy overall / by family / by round / by distance, and MRR, R@1, R@5."""
+    was_training = model.training
     model.eval()
     families = SOC_FAMILIES if dataset.mode == "sort_of_clevr" else DIALOGUE_FAMILIES
     candidates = answer_ids(device)
@@ -123,7 +124,7 @@ def evaluate(model, dataset, protocol: str = "true", blind: bool = False, batch_
             for group, key in keys:
                 stats[group][key][0] += c
                 stats[group][key][1] += 1
-    model.train()
+    model.train(was_training)
     report = {group: {k: round(v[0] / v[1], 4) for k, v in sorted(vals.items())} for group, vals in stats.items()}
     counts = {group: {k: v[1] for k, v in sorted(vals.items())} for group, vals in stats.items()}
     report["accuracy"] = report.get("overall", {}).get("all", 0.0)
@@ -134,6 +135,29 @@ def evaluate(model, dataset, protocol: str = "true", blind: bool = False, batch_
     report["counts"] = counts
     report["protocol"] = protocol
     return report
+
+
+def bot_accuracy(backend, samples) -> dict:
+    """Accuracy of the bot itself: each scene rendered to pixels, every question asked through a
+    :class:`~apps.dialogue.session.Session` (greedy generation, the bot's own answers in its history;
+    Sort-of-CLEVR questions each in a fresh session). No label reaches the model on this path, so it
+    checks the teacher-forced figures of :func:`evaluate` end to end."""
+    from .scenes import render
+    from .session import Session
+
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for sample in samples:
+        image = render(sample.scene)
+        session = Session(backend, image)
+        for item in sample.rounds:
+            if sample.scene.get("mode") == "sort_of_clevr":
+                session = Session(backend, image)
+            ok = session.ask(item["question"]).strip() == item["answer"]
+            for key in (item["family"], "all"):
+                stats[key][0] += ok
+                stats[key][1] += 1
+    return {"accuracy": round(stats["all"][0] / max(1, stats["all"][1]), 4), "n": stats["all"][1],
+            "family": {k: round(a / b, 4) for k, (a, b) in sorted(stats.items()) if k != "all"}}
 
 
 def summary_line(report: dict) -> str:

@@ -63,3 +63,15 @@ def test_own_history_protocol_survives_a_model_that_prefers_image_tokens():
     assert report["n"] == 20 and report["accuracy"] >= 0.0
     inputs = _vlm_inputs(D.collator()([ds[0]]))
     assert int((inputs["input_ids"] == vocabulary().index(IMAGE)).sum()) == 10 * 8
+
+
+def test_the_shipped_bot_answers_test_dialogues_as_the_evaluator_scores_them(backend):
+    """The bot path (pixels in, generated answers, its own answers in the history, no label anywhere)
+    against the evaluator's own-answer protocol on the same five test dialogues."""
+    from apps.dialogue.evaluate import bot_accuracy
+
+    samples = D.generate_samples("dialogue", "test", 5)
+    bot = bot_accuracy(backend, samples)
+    scored = evaluate(backend.model, D.SceneQADataset(samples, "dialogue"), protocol="own")
+    assert bot["n"] == scored["n"] == 50
+    assert bot["accuracy"] >= 0.95 and abs(bot["accuracy"] - scored["accuracy"]) <= 0.02
