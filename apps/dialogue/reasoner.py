@@ -172,8 +172,8 @@ class ObjectReasoner(nn.Module):
         """``log((1 - lam) softmax(pointer) + lam [pick, 0])`` with ``lam = sigmoid(relation)``: ``[G, K+1]``."""
         lam = torch.sigmoid(relation.float())[:, None]
         mixed = (1 - lam) * pointer.float().softmax(-1) + lam * torch.cat([pick, pick.new_zeros(len(pick), 1)], 1)
-        keep = torch.cat([object_mask, torch.ones_like(object_mask[:, :1])], dim=1)
-        return mixed.clamp_min(1e-12).log().masked_fill(~keep, torch.finfo(torch.float32).min).to(pointer.dtype)
+        return mixed.clamp_min(1e-12).log().masked_fill(~_with_none(object_mask),
+                                                        torch.finfo(torch.float32).min).to(pointer.dtype)
 
     @staticmethod
     def _point(head: nn.Linear, h: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
@@ -181,8 +181,7 @@ class ObjectReasoner(nn.Module):
         k = object_mask.shape[1]
         logits = head(h[:, : k + 1]).squeeze(-1)
         logits = torch.cat([logits[:, 1:], logits[:, :1]], dim=1)
-        keep = torch.cat([object_mask, torch.ones_like(object_mask[:, :1])], dim=1)
-        return logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
+        return logits.masked_fill(~_with_none(object_mask), torch.finfo(logits.dtype).min)
 
     def _relate(self, question: torch.Tensor, h_obj: torch.Tensor, object_mask: torch.Tensor,
                 referent: torch.Tensor, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -218,6 +217,11 @@ class ObjectReasoner(nn.Module):
         gate_w = self.gate_geometry(question)
         gate = torch.sigmoid(gain * (torch.einsum("gc,gkc->gk", gate_w[:, :4], geo) + gate_w[:, 4:]))
         return pick, gate
+
+
+def _with_none(object_mask: torch.Tensor) -> torch.Tensor:
+    """``[G, K] -> [G, K+1]``: the columns a pointer may choose (real objects, then "none")."""
+    return torch.cat([object_mask, torch.ones_like(object_mask[:, :1])], dim=1)
 
 
 COUNT_BINS = 9   # 0..8 objects

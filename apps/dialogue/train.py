@@ -9,6 +9,7 @@ model learns to follow up on its own, possibly wrong, answers.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import time
 from pathlib import Path
@@ -75,9 +76,7 @@ def auxiliary_loss(out, batch, mention: torch.Tensor | None, count_families: dic
     for logits, labels in ((out.pointer_logits, mention), (out.anchor_logits, referent)):
         if logits is None or labels is None:
             continue
-        rnd = out.group_round.clamp(min=0, max=labels.shape[1] - 1)
-        label = labels[out.group_row, rnd]
-        label = torch.where(out.group_round >= 0, label, torch.full_like(label, -100))
+        label = per_group(labels, out)
         # a slot the model cannot see (blind baseline, a missed region) is not asked for
         masked = logits.gather(1, label.clamp(min=0)[:, None]).squeeze(1) <= -1e30
         label = torch.where(masked, torch.full_like(label, -100), label)
@@ -85,14 +84,12 @@ def auxiliary_loss(out, batch, mention: torch.Tensor | None, count_families: dic
             loss = loss + F.cross_entropy(logits.float(), label, ignore_index=-100)
     if out.relation_logits is not None and mention is not None and referent is not None:
         # the round asks about an object related to the one it names when its focus is not its referent
-        rnd = out.group_round.clamp(min=0, max=mention.shape[1] - 1)
-        focus, named = mention[out.group_row, rnd], referent[out.group_row, rnd]
-        known = (out.group_round >= 0) & (focus >= 0) & (named >= 0)
+        focus, named = per_group(mention, out), per_group(referent, out)
+        known = (focus >= 0) & (named >= 0)
         if bool(known.any()):
             loss = loss + F.binary_cross_entropy_with_logits(out.relation_logits[known].float(),
                                                              (focus != named)[known].float())
-    counts = getattr(out, "counts", None)
-    if counts is not None and count_families:
+    if out.counts is not None and count_families:
         loss = loss + count_loss(out, batch, count_families)
     if out.attribute_logits is not None and "slot_attributes" in batch.fields:
         from .scenes import SHAPES
@@ -120,26 +117,29 @@ def count_loss(out, batch, count_families: dict[int, int]) -> torch.Tensor:
     """Huber loss between a counting round's numeric answer and the reasoner's soft count for it
     (the tally for "how many red objects", the relate gate for "how many objects are left of it"):
     the count heads learn from the number itself, not only through the language model."""
-    family, answer = batch.fields["family"].flatten(0, 1), batch.fields["answer"].flatten(0, 1)   # [N, R]
-    rnd = out.group_round.clamp(min=0, max=family.shape[1] - 1)
-    fam, ans = family[out.group_row, rnd], answer[out.group_row, rnd]
-    vocab = vocabulary()
-    number = torch.full((len(vocab),), -1.0, device=ans.device)
-    for i, word in enumerate(vocab):
-        if word.isdigit():
-            number[i] = float(word)
+    fam, ans = per_group(batch.fields["family"].flatten(0, 1), out), per_group(batch.fields["answer"].flatten(0, 1), out)
     which = torch.full_like(fam, -1)
     for f, w in count_families.items():
         which[fam == f] = w
-    value = number[ans.clamp(min=0)]
-    keep = (out.group_round >= 0) & (which >= 0) & (ans >= 0) & (value >= 0)
+    value = _answer_numbers().to(ans.device)[ans.clamp(min=0)]
+    got = out.counts.float().gather(1, which.clamp(min=0)[:, None]).squeeze(1)
+    keep = (which >= 0) & (ans >= 0) & (value >= 0) & ~got.isnan()     # NaN: a count this model lacks
     if not bool(keep.any()):
         return out.counts.new_zeros(())
-    got = out.counts[keep].float().gather(1, which[keep][:, None]).squeeze(1)
-    ok = ~got.isnan()
-    if not bool(ok.any()):
-        return out.counts.new_zeros(())
-    return F.smooth_l1_loss(got[ok], value[keep][ok])
+    return F.smooth_l1_loss(got[keep], value[keep])
+
+
+def per_group(labels: torch.Tensor, out) -> torch.Tensor:
+    """``[N, R]`` per-round labels -> ``[G]`` one per image group (its row and round); -100 for a
+    group before any question."""
+    label = labels[out.group_row, out.group_round.clamp(min=0, max=labels.shape[1] - 1)]
+    return torch.where(out.group_round >= 0, label, torch.full_like(label, -100))
+
+
+@functools.cache
+def _answer_numbers() -> torch.Tensor:
+    """``[V]``: the number each vocabulary word means (-1 for words that are not numbers)."""
+    return torch.tensor([float(w) if w.isdigit() else -1.0 for w in vocabulary()])
 
 
 def baseline_step(model, batch) -> StepOutput:

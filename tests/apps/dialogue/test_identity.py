@@ -158,6 +158,7 @@ def test_relation_label_is_focus_other_than_referent():
     mention = torch.tensor([[2, 8, 1]])          # round 0: focus 2; round 1: none; round 2: focus 1
     referent = torch.tensor([[2, 8, 3]])         # round 2 names 3 and asks about 1: relational
     out = SimpleNamespace(logits=torch.zeros(1), pointer_logits=None, anchor_logits=None, attribute_logits=None,
+                          counts=None,
                           group_row=torch.tensor([0, 0, 0]), group_round=torch.tensor([0, 1, 2]),
                           relation_logits=torch.tensor([-20.0, -20.0, 20.0]))
     batch = SimpleNamespace(fields={"referent": referent[None]})
