@@ -9,18 +9,26 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
+# uv installs the pinned stack in ~10 s where pip takes ~4 min. uv does not read pip's config, so
+# pip's find-links (a local torch wheel on some machines) are passed on. pip is the fallback.
+FIND_LINKS := $(foreach d,$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null),--find-links $(d))
+define install_pinned
+	$(PIP) install -q uv >/dev/null 2>&1 && \
+	  $(BIN)/python -m uv pip install --python $(BIN)/python -q -c constraints.txt $(FIND_LINKS) -e "$(1)" || \
+	  $(PIP) install -q -c constraints.txt -e "$(1)"
+endef
 
-.PHONY: demo test install install-dev bench clean browser
+.PHONY: demo test lint install install-dev bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -q -c constraints.txt -e .
+	$(call install_pinned,.)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(call install_pinned,.[dev])
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
@@ -30,6 +38,7 @@ demo: $(VENV)/.installed
 	$(BIN)/mm demo
 
 test: $(VENV)/.installed-dev browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The dialogue app's browser test drives Debian's Chromium; install it once if we may.
@@ -39,6 +48,9 @@ browser:
 	    echo "installing Debian's chromium for the browser test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found and cannot apt-get it: the browser test will be skipped"; fi; }
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/mm bench fusion

@@ -14,9 +14,10 @@ def _device(name: str) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from mmcore.train import atomic_write_text
+
     from .data import generate_samples
     from .scenes import save_scene
-    from mmcore.train import atomic_write_text
 
     out = Path(args.out)
     samples = generate_samples(args.mode, args.split, args.n, rounds=args.rounds)
@@ -57,11 +58,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
     from transformers import AutoModelForImageTextToText
 
+    from mmcore.train import atomic_write_json
+
     from . import data as D
     from . import model as _registers  # noqa: F401
     from .evaluate import breakdown_table, evaluate, summary_line
     from .session import DEFAULT_MODEL, SOC_MODEL
-    from mmcore.train import atomic_write_json
 
     path = Path(args.model) if args.model else (SOC_MODEL if args.mode == "sort_of_clevr" else DEFAULT_MODEL)
     device = _device(args.device)

@@ -30,8 +30,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import (AutoConfig, AutoModelForImageTextToText, GenerationMixin, LlamaConfig, LlamaForCausalLM,
-                          PretrainedConfig, PreTrainedModel)
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    GenerationMixin,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .objects import GEOMETRY_DIM

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mmcore.train import StepOutput, Trainer, TrainConfig, atomic_write_json, atomic_write_text
+from mmcore.train import StepOutput, TrainConfig, Trainer, atomic_write_json, atomic_write_text
 
 from . import data as D
 from .evaluate import _vlm_inputs, evaluate, own_answers, summary_line

@@ -16,7 +16,6 @@ Writes ``benchmarks/results/medical/bench.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -31,8 +30,18 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "medi
 def _tutorial_recipe(model, study, truth):
     """The usual MONAI way: header-only alignment of CT onto MR, stacked channels, Invertd."""
     from monai.inferers import sliding_window_inference
-    from monai.transforms import (Compose, EnsureChannelFirstd, Invertd, LoadImaged, Orientationd, ResampleToMatchd,
-                                  ResizeWithPadOrCropd, ScaleIntensityRanged, ScaleIntensityRangePercentilesd, Spacingd)
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        Invertd,
+        LoadImaged,
+        Orientationd,
+        ResampleToMatchd,
+        ResizeWithPadOrCropd,
+        ScaleIntensityRanged,
+        ScaleIntensityRangePercentilesd,
+        Spacingd,
+    )
 
     from .phantom import tre_mm
     from .transforms import CT_WINDOW, ROI, SPACING

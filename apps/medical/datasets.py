@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .transforms import MODALITIES, ROI
+from .transforms import MODALITIES
 
 
 def prepare_cases(entries: list[dict], cache_dir: Path, *, register: bool = True, progress: bool = True) -> list[dict]:

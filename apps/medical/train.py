@@ -140,7 +140,7 @@ def fit_diagnosis_head(model: FusionSegDiagNet, train_ds, val_ds, out_dir: Path,
     import torchmetrics
 
     from mmcore.data import MultimodalCollator
-    from mmcore.train import StepOutput, Trainer, TrainConfig
+    from mmcore.train import StepOutput, TrainConfig, Trainer
 
     names = list(model.desc_fuse.in_dims)
     train_rows, val_rows = lesion_descriptors(model, train_ds), lesion_descriptors(model, val_ds)
@@ -277,7 +277,7 @@ def train(args) -> dict:
     import torchmetrics
 
     from mmcore.data import MultimodalBatch  # noqa: F401 - documents what collate_studies returns
-    from mmcore.train import Trainer, TrainConfig, config_from_args
+    from mmcore.train import TrainConfig, Trainer, config_from_args
     from mmcore.utils.seed import seed_everything
 
     from .datasets import PATCH, cached_dataset, collate_studies, prepare_cases, read_datalist

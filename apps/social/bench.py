@@ -34,7 +34,7 @@ def throughput(sizes: list[int], work: Path, out: Path, vocab: int = 1024, train
     import torch
 
     from .synthetic_stream import text_vocabulary
-    from .throughput import scaling_table, warm_cache
+    from .throughput import warm_cache
 
     torch.set_num_threads(threads)
     cache = work / "cache"

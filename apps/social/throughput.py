@@ -25,8 +25,6 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -83,6 +81,7 @@ def run_size(n_posts: int, work: Path, cache_dir: Path, train_steps: int = 20, b
 
     import pandas as pd
     import torch
+    import torch_geometric  # noqa: F401  a one-off import (seconds on a busy box) must not count as a stage
 
     from .dataset import SubgraphCollator, build_tensors, load_tables
     from .graph import to_networkx
@@ -92,8 +91,6 @@ def run_size(n_posts: int, work: Path, cache_dir: Path, train_steps: int = 20, b
     from .synthetic_stream import MAPPING, StreamConfig, write_stream
     from .text import MiniLMEncoder
     from .train import predict
-
-    import torch_geometric  # noqa: F401  a one-off import (seconds on a busy box) must not count as a stage
 
     torch.manual_seed(seed)
     shutil.rmtree(work, ignore_errors=True)

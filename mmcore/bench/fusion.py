@@ -221,7 +221,7 @@ def run_training(args: argparse.Namespace) -> dict:
         print(f"[fusion] {method.name:<22} clean {report.clean:.3f}  interaction {rows[method.name]['parts']['interaction']:.3f}"
               f"  RR {report.relative:.3f}  ({fit['train_seconds']:.1f}s, {fit['steps']} steps)", flush=True)
     if "late" in rows:
-        for name, row in rows.items():
+        for row in rows.values():
             row["effective"] = effective_robustness(row["curve"], rows["late"]["curve"])
     return rows
 

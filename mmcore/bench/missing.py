@@ -29,10 +29,26 @@ from ..eval.robustness import accuracy
 from ..fusion import EarlyFusion
 from ..generative import MODELS, KLAnnealing
 from ..generative.grids import cross_generation_grid, save_grid, traversal_grid
-from ..generative.metrics import coherence, conditional_coherence, elbo_and_likelihood, judge_accuracy, train_judges
+from ..generative.metrics import (
+    coherence,
+    conditional_coherence,
+    elbo_and_likelihood,
+    judge_accuracy,
+    train_judges,
+)
 from ..generative.train import fit_vae
-from ..missing import (DropoutCurriculum, DropoutModel, Imputed, LearnedImputer, MeanImputer, MissingTokenModel,
-                       ModalityDropout, NearestNeighbourImputer, ZeroFilled, adapt)
+from ..missing import (
+    DropoutCurriculum,
+    DropoutModel,
+    Imputed,
+    LearnedImputer,
+    MeanImputer,
+    MissingTokenModel,
+    ModalityDropout,
+    NearestNeighbourImputer,
+    ZeroFilled,
+    adapt,
+)
 from ..models.multimodal import MultimodalModel, build_head
 from ..train import TrainConfig, Trainer, atomic_write_json, atomic_write_text
 from ..utils.device import resolve_device

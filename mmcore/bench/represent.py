@@ -141,7 +141,7 @@ def bench_infonce(rows: list[Row], out: Path, quick: bool) -> None:
     for mi in (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0):
         rho = math.sqrt(1 - math.exp(-2 * mi / d))
 
-        def draw():
+        def draw(rho=rho):
             x = torch.randn(batch, d, generator=g)
             return x, rho * x + math.sqrt(1 - rho**2) * torch.randn(batch, d, generator=g)
 

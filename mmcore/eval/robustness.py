@@ -47,7 +47,7 @@ def effective_robustness(curve: Sequence[float], late_curve: Sequence[float], re
     """Gap of ``curve`` to ``late_curve`` shifted to ``curve``'s clean accuracy (see module doc)."""
     if len(curve) != len(late_curve):
         raise ValueError(f"curves have different lengths: {len(curve)} and {len(late_curve)}")
-    gap = [(a - curve[0]) - (l - late_curve[0]) for a, l in zip(curve, late_curve)]
+    gap = [(a - curve[0]) - (b - late_curve[0]) for a, b in zip(curve, late_curve)]
     if reduce == "sum":
         return float(sum(gap))
     if reduce == "trapezoid":

@@ -3,8 +3,8 @@ shared/private disentangled VAE, one interface (:class:`MultimodalVAE`), KL anne
 coherence metrics and PNG grids."""
 from .annealing import KLAnnealing
 from .base import MultimodalVAE, VAEOutput
-from .dmvae import DisentangledVAE
 from .distributions import DiagGaussian, GaussianMixture
+from .dmvae import DisentangledVAE
 from .experts import kl_to_standard_normal, mixture_log_prob, product_of_experts, subsets
 from .mmvae import MMVAE
 from .mopoe import MoPoE

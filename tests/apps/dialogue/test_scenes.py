@@ -8,8 +8,15 @@ import pytest
 
 from apps.dialogue.objects import extract_objects
 from apps.dialogue.questions import ANSWERS, make_dialogue, sort_of_clevr_questions
-from apps.dialogue.scenes import (HELDOUT_COMBOS, PALETTE, SOC_COLOURS, make_scene, make_sort_of_clevr_scene, render,
-                                  save_scene)
+from apps.dialogue.scenes import (
+    HELDOUT_COMBOS,
+    PALETTE,
+    SOC_COLOURS,
+    make_scene,
+    make_sort_of_clevr_scene,
+    render,
+    save_scene,
+)
 from apps.dialogue.tokenizer import FastEncoder, build_prompt, make_tokenizer
 
 

@@ -2,7 +2,6 @@
 import base64
 import io
 import json
-import shutil
 from pathlib import Path
 
 import httpx

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 from medical_helpers import affine_for, blob_volume, write_nifti
 

@@ -114,7 +114,9 @@ def test_dicom_seg_read_back_with_source_geometry(tmp_path):
     seg_world = (vol_seg.affine @ np.c_[np.argwhere(arr > 0), np.ones(int(arr.sum()))].T)[:3].T
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff
     src_world = (lps @ np.c_[np.argwhere(mask > 0), np.ones(int(mask.sum()))].T)[:3].T
-    key = lambda pts: sorted(map(tuple, np.round(pts, 2)))
+    def key(pts):
+        return sorted(map(tuple, np.round(pts, 2)))
+
     assert key(seg_world) == key(src_world)
     np.testing.assert_allclose(sorted(np.linalg.norm(vol_seg.affine[:3, :3], axis=0)), [1.5, 1.5, 2.5], atol=1e-4)
 

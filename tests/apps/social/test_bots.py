@@ -1,6 +1,5 @@
 """Bot detection: the graph (cell mates' metadata, co-reposting) lifts F1 far above text alone,
 whose posts are drawn exactly like humans' (the planted signal is not in the words)."""
-import pytest
 
 from apps.social.dataset import build_tensors, load_tables
 from apps.social.synthetic import SyntheticConfig, generate

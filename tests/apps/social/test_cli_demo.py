@@ -5,7 +5,6 @@ from pathlib import Path
 
 import networkx as nx
 import pandas as pd
-import pytest
 
 from mmcore.cli import main as mm
 

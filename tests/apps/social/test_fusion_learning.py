@@ -3,7 +3,6 @@ by >= 5 points, and no model beats the generator's Bayes ceiling for what it see
 (a model above its ceiling would mean a leak).  The full-size figures (>= 20k posts) are measured
 by ``mm bench social --acceptance``."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from apps.social.dataset import build_tensors, load_tables
@@ -45,12 +44,12 @@ def test_fusion_beats_every_unimodal_model_and_respects_ceilings(trained):
 
 
 def test_trainer_runs_saved_and_reload_to_same_predictions(trained):
-    import torch
+
+    import json
 
     from apps.social.model import ModelConfig, SocialModel
     from apps.social.train import predict
     from mmcore.train import load_weights
-    import json
 
     _, store, report, root = trained
     run = root / "out" / "models" / "post-fused"

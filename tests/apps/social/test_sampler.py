@@ -24,7 +24,7 @@ def test_sampled_edges_exist_fanout_respected_seeds_first():
     seeds = torch.tensor([5, 17, 3, 42])
     sub = sampler.sample("post", seeds, torch.Generator().manual_seed(1))
     assert torch.equal(sub.n_id["post"][:4], seeds) and sub.batch_size == 4
-    for t, ids in sub.n_id.items():
+    for ids in sub.n_id.values():
         assert len(torch.unique(ids)) == len(ids)
     for key, index in sub.edge_index.items():
         real = {tuple(e) for e in edges[key].t().tolist()}

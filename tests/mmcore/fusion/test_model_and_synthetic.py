@@ -10,7 +10,15 @@ import torch
 from mmcore.data import collate_multimodal
 from mmcore.data.synthetic import SyntheticFactorDataset, part_names
 from mmcore.eval import accuracy
-from mmcore.models import EncoderConfig, FusionConfig, HeadConfig, ModelConfig, MultimodalModel, load_model, save_model
+from mmcore.models import (
+    EncoderConfig,
+    FusionConfig,
+    HeadConfig,
+    ModelConfig,
+    MultimodalModel,
+    load_model,
+    save_model,
+)
 
 
 def config(fusion="low_rank", kind="mlp", **options):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
-from mmcore.generative.experts import (kl_to_standard_normal, mixture_log_prob, product_of_experts, subsets)
+from mmcore.generative.experts import kl_to_standard_normal, mixture_log_prob, product_of_experts, subsets
 
 
 def analytic_poe(mu, logvar, mask, prior=True):

@@ -6,8 +6,8 @@ from torch import nn
 
 from mmcore.data import collate_multimodal
 from mmcore.encoders.mlp import MLPEncoder
-from mmcore.fusion import EarlyFusion
 from mmcore.eval.robustness import accuracy
+from mmcore.fusion import EarlyFusion
 from mmcore.missing import GradientReversal, adapt, coral_loss, mmd_loss
 from mmcore.models.multimodal import MultimodalModel, build_head
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from mmcore.data import collate_multimodal
-from mmcore.missing import DropoutCurriculum, MissingTokens, MissingTokenModel, ModalityDropout
-from mmcore.models.multimodal import MultimodalModel, build_head
 from mmcore.encoders.mlp import MLPEncoder
 from mmcore.fusion import EarlyFusion
+from mmcore.missing import DropoutCurriculum, MissingTokenModel, MissingTokens, ModalityDropout
+from mmcore.models.multimodal import MultimodalModel, build_head
 
 
 def make_batch(n=4000, missing_text_every=0):

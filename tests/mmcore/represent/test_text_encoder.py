@@ -3,7 +3,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmcore.represent.text_encoder import BagOfWordsEncoder, MiniLMEncoder, Vocabulary, minilm_model_dir, text_hash
+from mmcore.represent.text_encoder import (
+    BagOfWordsEncoder,
+    MiniLMEncoder,
+    Vocabulary,
+    minilm_model_dir,
+    text_hash,
+)
 
 
 def test_bag_of_words_fallback():

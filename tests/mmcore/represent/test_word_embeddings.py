@@ -4,7 +4,12 @@ import torch
 
 from mmcore.represent.grounded_corpus import GroundedWorld
 from mmcore.represent.text_encoder import Vocabulary
-from mmcore.represent.word_embeddings import MultimodalSkipGram, similarity_correlation, skipgram_pairs, train_skipgram
+from mmcore.represent.word_embeddings import (
+    MultimodalSkipGram,
+    similarity_correlation,
+    skipgram_pairs,
+    train_skipgram,
+)
 
 
 def test_skipgram_pairs_window():
