@@ -118,7 +118,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mm", description="mmcore: multimodal fusion suite and its apps")
+    parser = argparse.ArgumentParser(
+        prog="mm", description="mmcore: multimodal fusion suite and its apps",
+        epilog="--verbose / --quiet (anywhere on the line, repeatable) set how much progress is logged to stderr.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("info", help="versions, devices, threads")
@@ -147,7 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _take_verbosity(argv: list[str]) -> tuple[list[str], int]:
+    """Remove ``--verbose``/``--quiet`` wherever they stand (before ``--``); return the rest and the level.
+
+    They are accepted anywhere so that ``mm medical analyze ... --verbose`` works without every app
+    parser declaring them; each ``--verbose`` adds one, each ``--quiet`` subtracts one.
+    """
+    rest, verbosity, passthrough = [], 0, False
+    for token in argv:
+        if not passthrough and token == "--verbose":
+            verbosity += 1
+        elif not passthrough and token == "--quiet":
+            verbosity -= 1
+        else:
+            passthrough = passthrough or token == "--"
+            rest.append(token)
+    return rest, verbosity
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .utils.log import setup_logging
+
+    argv, verbosity = _take_verbosity(list(sys.argv[1:] if argv is None else argv))
+    setup_logging(verbosity)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -10,8 +10,8 @@ _EXPORTS = {
     "TrainConfig": "config", "add_train_arguments": "config", "config_from_args": "config",
     "Trainer": "trainer", "TrainResult": "trainer", "StepOutput": "trainer", "classification_step": "trainer",
     "CheckpointManager": "checkpoint", "UnsafeCheckpointError": "checkpoint", "save_weights": "checkpoint",
-    "load_weights": "checkpoint", "safe_torch_load": "checkpoint", "atomic_write_bytes": "checkpoint",
-    "atomic_write_text": "checkpoint", "atomic_write_json": "checkpoint",
+    "load_weights": "checkpoint", "safe_torch_load": "checkpoint", "atomic_write_bytes": "mmcore.utils.io",
+    "atomic_write_text": "mmcore.utils.io", "atomic_write_json": "mmcore.utils.io",
 }
 
 __all__ = list(_EXPORTS)
@@ -19,7 +19,8 @@ __all__ = list(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        module = _EXPORTS[name]
+        value = getattr(import_module(module if "." in module else f".{module}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,56 +29,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..utils.io import atomic_write_text, fsync_dir, umask_mode
+
 
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint file holds objects that only unpickling arbitrary code could load."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask_mode(path: str | Path, directory: bool = False) -> None:
-    """mkstemp/mkdtemp create private files; give them the mode a plain open() would."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _contiguous_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -103,7 +58,7 @@ def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] |
     os.close(fd)
     try:
         save_file(_contiguous_state(module), tmp, metadata=metadata)
-        _umask_mode(tmp)
+        umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -166,14 +121,14 @@ class CheckpointManager:
                 fh.flush()
                 os.fsync(fh.fileno())
             (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=2, default=float))
-            _umask_mode(tmp, directory=True)
+            umask_mode(tmp, directory=True)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         atomic_write_text(self.dir / "latest", final.name + "\n")
         self._prune()
         return final

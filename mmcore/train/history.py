@@ -6,7 +6,7 @@ import io
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from ..utils.io import atomic_write_bytes, atomic_write_text
 
 
 class History:

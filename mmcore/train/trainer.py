@@ -31,9 +31,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from ..utils.device import resolve_device
+from ..utils.io import atomic_write_json
 from ..utils.seed import rng_state, seed_everything, set_rng_state
 from . import distributed as D
-from .checkpoint import CheckpointManager, atomic_write_json, save_weights
+from .checkpoint import CheckpointManager, save_weights
 from .config import TrainConfig
 from .history import History
 
