@@ -179,6 +179,19 @@ class FusionSegDiagNet(nn.Module):
         x = self.dec1(torch.cat([self.up1(x), fused[0]], 1))
         return self.seg_out(x), pool_maps
 
+    def embed(self, images: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Global summary of the fused bottleneck (the out-of-domain check's deep features): mean and
+        standard deviation over the volume of level ``L - 1`` -> [B, 2 c_last]."""
+        if self.fusion == "gated":
+            names = [m for m in self.modalities if m in images]
+            deepest = {m: self.encoders[m](images[m])[-1] for m in names}
+            fused = self.fuse[-1](deepest, present)
+        else:
+            stack = torch.cat([images[m] * present[m].view(-1, 1, 1, 1, 1).to(images[m].dtype) for m in self.modalities], 1)
+            fused = self.encoders["stack"](stack)[-1]
+        flat = fused.flatten(2)
+        return torch.cat([flat.mean(-1), flat.std(-1)], 1)
+
     def diagnose(self, pool_maps: dict[str, torch.Tensor], weight: torch.Tensor, present: dict[str, torch.Tensor]):
         desc = {m: lesion_descriptor(x, weight) for m, x in pool_maps.items()}
         masks = {m: present[m] for m in desc} if self.fusion == "gated" else None

@@ -165,8 +165,11 @@ class NormalizeModalitiesd:
         return d
 
 
-def preprocess(register: bool = True, with_mask: bool = True, seed: int = 0):
-    """The deterministic MONAI Compose from files to the model grid (cacheable)."""
+def preprocess(register: bool = True, with_mask: bool = True, seed: int = 0, with_icv: bool = False):
+    """The deterministic MONAI Compose from files to the model grid (cacheable).
+
+    ``with_icv``: also the study's intracranial volume (:class:`~apps.medical.intracranial.IntracranialMaskd`,
+    from the CT or the MR on the reference grid) as ``icv`` [1, *ROI], carried through every geometric step."""
     from monai.transforms import (
         AsDiscreted,
         Compose,
@@ -177,15 +180,23 @@ def preprocess(register: bool = True, with_mask: bool = True, seed: int = 0):
     )
 
     geo = ["image", "mask"] if with_mask else ["image"]
+    icv_steps = []
+    if with_icv:
+        from .intracranial import IntracranialMaskd
+
+        geo.append("icv")
+        icv_steps.append(IntracranialMaskd())
     return Compose([
         LoadSeriesd(("mr", "ct", "mask") if with_mask else ("mr", "ct")),
         Orientationd(keys=["mr", "ct", "mask", "image"], axcodes="RAS", allow_missing_keys=True),
         CoRegisterd(register=register, seed=seed),
-        Spacingd(keys=geo, pixdim=SPACING, mode=["bilinear", "bilinear"][: len(geo)], allow_missing_keys=True),
+        *icv_steps,
+        Spacingd(keys=geo, pixdim=SPACING, mode=["bilinear"] * len(geo), allow_missing_keys=True),
         NormalizeModalitiesd("image"),
         CropForegroundd(keys=geo, source_key="image", select_fn=lambda x: x > 0.05, margin=2, allow_smaller=True),
         ResizeWithPadOrCropd(keys=geo, spatial_size=ROI),
         *([AsDiscreted(keys="mask", threshold=0.5)] if with_mask else []),
+        *([AsDiscreted(keys="icv", threshold=0.5)] if with_icv else []),
     ])
 
 
