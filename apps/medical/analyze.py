@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bundle import DEFAULT_BUNDLE, load_bundle
 from .intake import IntakeError, StudyInput, intake_cause, list_studies, read_study
 from .model import keep_largest_lesion
 from .phantom import CLASS_NAMES
 from .transforms import MODALITIES, ROI
-
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "data" / "medical" / "model"
 
 
 @torch.no_grad()
@@ -27,8 +26,9 @@ def predict(model, image: torch.Tensor, present: torch.Tensor) -> dict:
     from monai.inferers import sliding_window_inference
 
     model.eval()
+    device = model.temperature.device       # windows run where the model lives; results come back on the CPU
     use = [m for m in model.modalities if m in MODALITIES]
-    pres = {m: present[MODALITIES.index(m)].view(1) for m in model.modalities}
+    pres = {m: present[MODALITIES.index(m)].view(1).to(device) for m in model.modalities}
     if not any(bool(p) for p in pres.values()):
         raise IntakeError(f"the model needs one of {list(model.modalities)}; the study has none of them")
     names: list[str] = []
@@ -40,12 +40,13 @@ def predict(model, image: torch.Tensor, present: torch.Tensor) -> dict:
         names[:], sizes[:] = list(maps), [v.shape[1] for v in maps.values()]
         return torch.cat([seg, *maps.values()], 1)
 
-    out = sliding_window_inference(image[None].float(), roi_size=ROI, sw_batch_size=1, predictor=dense, overlap=0.25)
+    out = sliding_window_inference(image[None].float().to(device), roi_size=ROI, sw_batch_size=1, predictor=dense,
+                                   overlap=0.25)
     seg, rest = out[:, :2], out[:, 2:]
     maps = dict(zip(names, torch.split(rest, sizes, dim=1)))
     prob = keep_largest_lesion(seg.softmax(1)[:, 1:2])
     logits = model.diagnose(maps, prob, pres) / model.temperature
-    return {"lesion_prob": prob[0, 0], "probs": logits.softmax(-1)[0], "logits": logits[0]}
+    return {"lesion_prob": prob[0, 0].cpu(), "probs": logits.softmax(-1)[0].cpu(), "logits": logits[0].cpu()}
 
 
 def _location(centroid: np.ndarray) -> str:
@@ -150,8 +151,7 @@ def analyze_path(path: Path, out: Path, model, *, register: bool = True, progres
 
 
 def load_model(bundle: Path | str | None = None, device: str = "cpu"):
-    from .train import load_bundle
-
+    """The bundle's network (default: the shipped one) on ``device``; a clear error when there is none."""
     bundle = Path(bundle) if bundle else DEFAULT_BUNDLE
     if not (bundle / "models" / "model.safetensors").exists():
         raise FileNotFoundError(f"no model bundle at {bundle} (expected models/model.safetensors); train one with "

@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from .train_args import add_arguments, add_device_argument
+
 
 def _threads(n: int) -> None:
     import torch
@@ -18,7 +20,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     try:
-        model = load_model(args.bundle, args.device if args.device != "auto" else "cpu")
+        model = load_model(args.bundle, _device(args.device))
     except FileNotFoundError as exc:
         print(f"mm medical analyze: {exc}")
         return 2
@@ -29,10 +31,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 1 if bad and len(bad) == len(results) else 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+def _device(name: str) -> str:
+    """``--device``: ``auto`` is CUDA when a GPU is visible, else the CPU (mmcore's one rule)."""
+    from mmcore.utils.device import resolve_device
 
-    train(args)
+    try:
+        return str(resolve_device(name))
+    except (RuntimeError, ValueError) as exc:
+        raise SystemExit(f"mm medical: {exc}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import MedicalTrainConfig, train
+
+    config = MedicalTrainConfig.from_args(args)
+    config.trainer.device = _device(config.trainer.device)
+    result = train(config)
+    print(f"[medical] trained: bundle {result['bundle']}")
     return 0
 
 
@@ -42,7 +57,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     _threads(args.threads)
-    model = load_model(args.bundle)
+    model = load_model(args.bundle, _device(args.device))
     entries = read_datalist(Path(args.data) / "datalist.json")[args.split]
     if args.limit:
         entries = entries[: args.limit]
@@ -52,12 +67,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .analyze import DEFAULT_BUNDLE
-    from .train import calibrate
+    from .bundle import DEFAULT_BUNDLE
+    from .calibration import calibrate
 
     _threads(args.threads)
     report = calibrate(Path(args.bundle) if args.bundle else DEFAULT_BUNDLE, [Path(d) for d in args.data], args.split,
-                       Path(args.cache) if args.cache else None)
+                       Path(args.cache) if args.cache else None, device=_device(args.device))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -86,12 +101,10 @@ def register(subparsers) -> None:
     a.add_argument("--out", required=True)
     a.add_argument("--bundle", default=None, help="model bundle (default: the shipped data/medical/model)")
     a.add_argument("--no-register", action="store_true", help="header-only alignment (no MI registration)")
-    a.add_argument("--device", default="cpu")
+    add_device_argument(a)
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=cmd_analyze)
-
-    from .train_args import add_arguments
 
     t = sub.add_parser("train", help="train the fusion model (generates demo data if asked)")
     add_arguments(t)
@@ -105,6 +118,7 @@ def register(subparsers) -> None:
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--no-register", action="store_true")
     e.add_argument("--threads", type=int, default=1)
+    add_device_argument(e)
     e.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("calibrate", help="refit the bundle's temperature on held-out studies (rewrites the bundle)")
@@ -113,6 +127,7 @@ def register(subparsers) -> None:
     c.add_argument("--bundle", default=None, help="bundle to recalibrate (default: the shipped data/medical/model)")
     c.add_argument("--cache", default=None, help="preprocessed-case cache (default DATA/cache)")
     c.add_argument("--threads", type=int, default=1)
+    add_device_argument(c)
     c.set_defaults(func=cmd_calibrate)
 
     g = sub.add_parser("generate", help="write demo studies from nilearn's MNI152 template")
@@ -125,7 +140,7 @@ def register(subparsers) -> None:
 
     d = sub.add_parser("demo", help="generate a few studies, analyse them with the shipped model, score them")
     d.add_argument("--out", default="runs/medical-demo")
-    d.add_argument("--device", default="cpu")
+    add_device_argument(d)
     d.set_defaults(func=cmd_demo)
 
 
@@ -149,7 +164,7 @@ def demo(out_dir: Path, device: str = "cpu") -> dict:
     bad.mkdir(parents=True, exist_ok=True)
     (bad / "mr.nii.gz").write_bytes(b"\x1f\x8b truncated")
     entries.append({"id": "demo_bad", "study": str(bad), "truth": entries[0]["truth"], "mask": entries[0]["mask"]})
-    model = load_model(None, "cpu")
+    model = load_model(None, _device(device))
     summary = evaluate(model, entries, out_dir / "results", progress=False)
     rows = json.loads((out_dir / "results" / "eval_rows.json").read_text())
     ok = [r for r in rows if r["status"] == "ok"]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .analyze import analyze_study, predict
+from .calibration import expected_calibration_error
 from .phantom import tre_mm
 from .transforms import MODALITIES
 
@@ -39,13 +41,6 @@ def seg_metrics(pred: np.ndarray, truth: np.ndarray, spacing) -> dict:
                                           spacing=[float(s) for s in spacing])[0, 0]) \
         if pred.any() else float("inf")
     return {"dice": dice, "hd95_mm": hd}
-
-
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-label ECE with 15 equal-width bins (torchmetrics): the one ECE every medical figure uses."""
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
-    return float(multiclass_calibration_error(probs, labels, probs.shape[-1], n_bins=15))
 
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -79,8 +74,6 @@ def evaluate(model, entries: list[dict], out: Path, *, register: bool = True, pr
     from tqdm.auto import tqdm
 
     from mmcore.train import atomic_write_json
-
-    from .analyze import analyze_study, predict
 
     rows = []
     for e in tqdm(entries, desc="eval", disable=not progress):

@@ -1,12 +1,61 @@
-"""`mm medical train` flags, kept free of torch so `mm --help` stays fast."""
+"""`mm medical train` flags and the typed config they become, kept free of torch so `mm --help` stays fast."""
 from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from mmcore.train.config import TrainConfig, add_train_arguments, config_from_args
+
+
+def default_trainer_config(out_dir: str = "runs/medical") -> TrainConfig:
+    """The shared Trainer's settings for stage 1 unless flags say otherwise (validation loss picks the best)."""
+    return TrainConfig(out_dir=out_dir, epochs=12, batch_size=4, lr=3e-3, monitor="val_loss", monitor_mode="min",
+                       checkpoint_every=0)
+
+
+@dataclass
+class MedicalTrainConfig:
+    """Everything `mm medical train` needs; ``trainer`` holds the shared Trainer's settings (incl. device, seed)."""
+
+    data: str                                       # folder with datalist.json (or where to generate one)
+    generate: tuple[int, int, int] | None = None    # N_TRAIN, N_VAL, N_TEST demo studies when data has none
+    data_seed: int = 0
+    cache: str | None = None                        # preprocessed-case cache (default DATA/cache)
+    fusion: str = "gated"                           # gated | early
+    modalities: tuple[str, ...] = ("mr", "ct")
+    modality_dropout: float = 0.35
+    lesion_weight: float = 5.0
+    anneal_steps: int = 0
+    patches: bool = False
+    head_epochs: int = 150
+    head_only: bool = False
+    threads: int = 1
+    init: str | None = None
+    export: str | None = None
+    resume: bool = False
+    trainer: TrainConfig = field(default_factory=default_trainer_config)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "MedicalTrainConfig":
+        """The CLI's conversion: parsed flags -> typed config (the Trainer part through mmcore's own helper)."""
+        trainer = config_from_args(args, base=default_trainer_config(args.out_dir))
+        trainer.eval_every_epochs = max(1, getattr(args, "eval_every_epochs", 1))
+        generate = tuple(int(x) for x in args.generate.split(",")) if args.generate else None
+        if generate is not None and len(generate) != 3:
+            raise SystemExit(f"--generate {args.generate}: give N_TRAIN,N_VAL,N_TEST (three integers)")
+        return cls(data=args.data, generate=generate, data_seed=args.data_seed, cache=args.cache, fusion=args.fusion,
+                   modalities=tuple(args.modalities.split(",")), modality_dropout=args.modality_dropout,
+                   lesion_weight=args.lesion_weight, anneal_steps=args.anneal_steps, patches=args.patches,
+                   head_epochs=args.head_epochs, head_only=args.head_only, threads=args.threads, init=args.init,
+                   export=args.export, resume=args.resume, trainer=trainer)
+
+
+def add_device_argument(parser) -> None:
+    """``--device auto|cpu|cuda[:N]``: ``auto`` is CUDA when a GPU is visible, else the CPU."""
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda[:N]")
 
 
 def add_arguments(parser) -> None:
-    import argparse
-
-    from mmcore.train import TrainConfig, add_train_arguments
-
     parser.add_argument("--data", required=True, help="folder with datalist.json (or where to generate one)")
     parser.add_argument("--generate", default=None, help="N_TRAIN,N_VAL,N_TEST demo studies to create when --data has none")
     parser.add_argument("--data-seed", type=int, default=0)
@@ -28,4 +77,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init", default=None,
                         help="start from these weights (a bundle folder or a .safetensors file); keys that do not fit are skipped")
     parser.add_argument("--export", default=None, help="copy the bundle here (e.g. data/medical/model)")
-    add_train_arguments(parser, TrainConfig(out_dir="runs/medical", epochs=12, batch_size=4, lr=3e-3))
+    add_device_argument(parser)
+    add_train_arguments(parser, default_trainer_config())
