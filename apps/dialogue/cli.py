@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                           mix_own=args.mix_own, eval_every=args.eval_every, target=args.target, workers=args.workers,
                           model_config=model_config, resume=args.resume, export=args.export,
                           time_limit=args.time_limit, init_from=args.init_from,
-                          init_fresh=tuple(args.fresh or ()))
+                          init_fresh=tuple(args.fresh or ()), view="randomised" if args.augment else None)
     print(json.dumps({k: v for k, v in report.items() if not k.startswith("test") and k != "heldout_combos"}, indent=1))
     return 0
 
@@ -68,6 +68,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.model) if args.model else (SOC_MODEL if args.mode == "sort_of_clevr" else DEFAULT_MODEL)
     device = _device(args.device)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).to(device)
+    if args.mode == "dialogue" and not args.blind:
+        return _eval_suite(args, model, path, device)
     ds = D.build(args.mode, args.split, args.n, workers=args.workers, layout=model.config.image_layout)
     reports = {}
     protocols = ("true",) if args.mode == "sort_of_clevr" else ("true", "own")
@@ -91,6 +93,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_suite(args: argparse.Namespace, model, path: Path, device) -> int:
+    """Every column of the suite (:mod:`.shift`) with own answers, then abstention through the bot; one table."""
+    from mmcore.train import atomic_write_json
+
+    from .shift import COLUMNS, abstention_suite, run_suite, suite_table
+
+    columns = args.columns.split(",") if args.columns else list(COLUMNS)
+    unknown = [c for c in columns if c not in COLUMNS]
+    if unknown:
+        print(f"error: unknown --columns {unknown} (choose from {', '.join(COLUMNS)})", file=sys.stderr)
+        return 2
+    reports = run_suite(model, args.n, device, columns, workers=args.workers)
+    abstention = None
+    if args.abstention:
+        from .session import load_backend
+
+        abstention = abstention_suite(load_backend(path, str(device)), args.abstention)
+    print(suite_table(reports, abstention))
+    if args.out:
+        atomic_write_json(args.out, {"model": str(path), "mode": "dialogue", "n_images": args.n, "protocol": "own",
+                                     "columns": reports, "abstention": abstention})
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _open_image(path: str):
     from PIL import Image, UnidentifiedImageError
 
@@ -104,10 +131,11 @@ def _open_image(path: str):
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from .abstain import guard
     from .session import BadInput, Session, load_backend
 
     image = _open_image(args.image)
-    chat = Session(load_backend(args.model, _device(args.device)), image)
+    chat = Session(guard(load_backend(args.model, _device(args.device))), image)
     questions = args.question or None
     if questions is None and sys.stdin.isatty():
         print("Ask about the image (empty line or Ctrl-D to quit; ':image PATH' for a new image).")
@@ -118,7 +146,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 break
             continue
         if line.startswith(":image "):
-            chat.set_image(_open_image(line.split(" ", 1)[1]))
+            try:
+                chat.set_image(_open_image(line.split(" ", 1)[1]))
+            except SystemExit as exc:      # a bad path is the user's slip: say so and keep the session
+                print(f"(error: {exc}; still talking about the previous image)")
+                continue
             print("(new image; history cleared)")
             continue
         print(f"you: {line}")
@@ -133,10 +165,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .abstain import guard
     from .server import serve
     from .session import load_backend
 
-    backend = load_backend(args.model, _device(args.device))
+    backend = guard(load_backend(args.model, _device(args.device)))
     print(f"serving {backend.name} on http://{args.host}:{args.port}/  (conversations in {args.db})")
     serve(backend, args.host, args.port, args.db, args.max_body_bytes)
     return 0
@@ -162,7 +195,9 @@ def demo(out_dir: Path, device: str = "auto") -> dict:
     out = Path(out_dir)
     scene = make_scene(424242, split="test")
     png, _ = save_scene(scene, out, "scene")
-    chat = Session(load_backend(None, "cpu" if device == "auto" else _device(device)), render(scene))
+    from .abstain import guard
+
+    chat = Session(guard(load_backend(None, "cpu" if device == "auto" else _device(device))), render(scene))
     rounds = make_dialogue(scene, random.Random(7), rounds=10)
     lines, correct = [f"image: {png.name}", ""], 0
     for r in rounds:
@@ -238,15 +273,23 @@ def register(subparsers) -> None:
     t.add_argument("--image-layout", choices=["per_turn", "first"], default="per_turn",
                    help="image tokens after every question (default) or once before the first (LLaVA)")
     t.add_argument("--time-limit", type=float, default=None, help="stop training after this many seconds")
+    t.add_argument("--augment", action="store_true",
+                   help="render randomisation: jittered shades, outlines, antialiasing, resize, JPEG, noise")
     t.add_argument("--export", default=None, help="also save_pretrained the model (fp16) + tokenizer here")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="accuracy by family/round/coreference distance, both history protocols, MRR, R@k")
+    e = sub.add_parser("eval", help="dialogue: the suite table (in distribution, shifts, phrasings, follow-ups, "
+                                    "abstention); Sort-of-CLEVR: accuracy by kind/family, MRR, R@k")
     e.add_argument("--model", default=None, help="model directory (default: the shipped one for --mode)")
     e.add_argument("--mode", choices=["dialogue", "sort_of_clevr"], default="dialogue")
     e.add_argument("--split", choices=["val", "test", "heldout"], default="test")
     e.add_argument("--n", type=int, default=500, help="images (Sort-of-CLEVR: 10+10 questions each)")
     e.add_argument("--blind", action="store_true", help="hide the image (answer prior check)")
+    e.add_argument("--columns", default=None,
+                   help="dialogue: comma-separated suite columns (default all: test, heldout_combos, the image "
+                        "shifts, phrasing_heldout, followups)")
+    e.add_argument("--abstention", type=int, default=30, metavar="N",
+                   help="dialogue: score abstaining through the bot on N test scenes + natural photos (0 = skip)")
     e.add_argument("--bot", type=int, default=0, metavar="N",
                    help="also ask the first N images' questions through the bot (generation from the rendered image)")
     e.add_argument("--workers", type=int, default=0)

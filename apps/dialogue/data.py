@@ -16,14 +16,21 @@ key                 shape per item     meaning
 ``distance``        ``[Q, R]``         field: coreference distance per round
 ``mention``         ``[Q, R]``         field: slot the round puts in focus (K = none, -100 unknown)
 ``slot_attributes`` ``[K, 2]``         field: shape and size index of each slot (-100 empty)
+``followup``        ``[Q, R]``         field: the round asks about "it" right after an existence /
+                                       count question that singled out one object
 ``raw``             ``[3, H, W]``      field (``with_raw``): uint8 pixels, for the CNN baselines
 ==================  =================  ======================================================
 
 Modes: ``sort_of_clevr`` (Q = 20 single questions per image, R = 1) and ``dialogue``
 (Q = 1 sequence of R rounds per image; ``history=False`` makes it Q = R single questions).
+
+``view`` says how each scene becomes pixels: ``None`` the plain renderer, ``"randomised"`` render
+randomisation (:func:`augment.randomised_render`, seeded by the scene's seed, for training), or a
+name of :data:`augment.SHIFTS` (the evaluation's shift columns).
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -32,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .augment import SHIFTS, randomised_render
 from .objects import extract_objects
 from .questions import make_dialogue, sort_of_clevr_questions
 from .scenes import SHAPES, SIZES, SPLIT_SEEDS, make_scene, make_sort_of_clevr_scene, render
@@ -49,9 +57,11 @@ class Sample:
     """One generated image with its questions (raw form, before tokenising)."""
     scene: dict
     rounds: list[dict]
+    seed: int = 0
 
 
-def generate_samples(mode: str, split: str, n: int, rounds: int = 10) -> list[Sample]:
+def generate_samples(mode: str, split: str, n: int, rounds: int = 10, phrasing: str = "train",
+                     followups: float = 0.5) -> list[Sample]:
     base = SPLIT_SEEDS[split]
     out = []
     for i in range(n):
@@ -59,11 +69,22 @@ def generate_samples(mode: str, split: str, n: int, rounds: int = 10) -> list[Sa
         rng = random.Random(seed * 7919 + 1)
         if mode == "sort_of_clevr":
             scene = make_sort_of_clevr_scene(seed)
-            out.append(Sample(scene, sort_of_clevr_questions(scene, rng)))
+            out.append(Sample(scene, sort_of_clevr_questions(scene, rng), seed))
         else:
             scene = make_scene(seed, split=split)
-            out.append(Sample(scene, make_dialogue(scene, rng, rounds)))
+            out.append(Sample(scene, make_dialogue(scene, rng, rounds, phrasing, followups), seed))
     return out
+
+
+def view_image(sample: Sample, view: str | None = None):
+    """The pixels of ``sample`` under ``view`` (see the module docstring)."""
+    if view is None:
+        return render(sample.scene)
+    if view == "randomised":
+        return randomised_render(sample.scene, random.Random(sample.seed * 104729 + 7))
+    if view not in SHIFTS:
+        raise ValueError(f"unknown view '{view}' (choose from randomised, {', '.join(SHIFTS)})")
+    return SHIFTS[view](sample.scene, sample.seed)
 
 
 def encode_sequence(rounds: list[dict], encoder: FastEncoder, answers: list[str] | None = None,
@@ -98,16 +119,18 @@ def match_slots(scene: dict, objs: dict[str, torch.Tensor]) -> tuple[dict[int, i
     return slot_of, attrs
 
 
-def _objects(sample: Sample) -> dict:
-    objs = extract_objects(render(sample.scene), slots=SLOTS)
+def _objects(sample: Sample, view: str | None = None) -> dict:
+    objs = extract_objects(view_image(sample, view), slots=SLOTS)
     objs["slot_of"], objs["slot_attributes"] = match_slots(sample.scene, objs)
     return objs
 
 
-def _objects_and_raw(sample: Sample):
-    img = render(sample.scene)
+def _objects_and_raw(sample: Sample, view: str | None = None):
+    img = view_image(sample, view)
     objs = extract_objects(img, slots=SLOTS)
     objs["slot_of"], objs["slot_attributes"] = match_slots(sample.scene, objs)
+    if img.size != (sample.scene["width"], sample.scene["height"]):
+        img = img.resize((sample.scene["width"], sample.scene["height"]))
     return objs, torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
 
 
@@ -115,11 +138,11 @@ class SceneQADataset(Dataset):
     """Pre-tokenised, pre-extracted items (see the module table)."""
 
     def __init__(self, samples: list[Sample], mode: str, history: bool = True, with_raw: bool = False,
-                 workers: int = 0, layout: str = "per_turn") -> None:
+                 workers: int = 0, layout: str = "per_turn", view: str | None = None) -> None:
         self.samples, self.mode, self.history, self.with_raw = samples, mode, history, with_raw
         encoder = FastEncoder()
         families = SOC_FAMILIES if mode == "sort_of_clevr" else DIALOGUE_FAMILIES
-        fn = _objects_and_raw if with_raw else _objects
+        fn = functools.partial(_objects_and_raw if with_raw else _objects, view=view)
         if workers > 1 and len(samples) > 200:
             with get_context("fork").Pool(workers) as pool:
                 extracted = pool.map(fn, samples, chunksize=64)
@@ -154,6 +177,7 @@ class SceneQADataset(Dataset):
         self.answer = torch.full((n, q, r), -100, dtype=torch.long)
         self.mention = torch.full((n, q, r), -100, dtype=torch.long)
         self.referent = torch.full((n, q, r), -100, dtype=torch.long)
+        self.followup = torch.zeros((n, q, r), dtype=torch.bool)
         for i, (g, enc) in enumerate(zip(seqs, encoded)):
             for j, (rounds, (ids, tg, pos)) in enumerate(zip(g, enc)):
                 self.text[i, j, :len(ids)] = torch.tensor(ids)
@@ -163,6 +187,7 @@ class SceneQADataset(Dataset):
                     self.family[i, j, k] = families.index(item["family"])
                     self.distance[i, j, k] = item["distance"]
                     self.answer[i, j, k] = encoder.vocab[item["answer"]]
+                    self.followup[i, j, k] = bool(item.get("followup", False))
                     # the object the round puts in focus, what "it" means next (Sort-of-CLEVR: the one
                     # named by its colour), else "none" (SLOTS)
                     slot = objs[i]["slot_of"].get(item["mention"], -100) if "mention" in item else SLOTS
@@ -178,7 +203,8 @@ class SceneQADataset(Dataset):
         item = {"image": self.pixels[i].float(), "text": self.text[i], "geometry": self.geometry[i],
                 "object_mask": self.object_mask[i], "targets": self.targets[i], "answer_mask": self.answer_mask[i],
                 "family": self.family[i], "distance": self.distance[i], "answer": self.answer[i],
-                "mention": self.mention[i], "referent": self.referent[i], "slot_attributes": self.slot_attributes[i]}
+                "mention": self.mention[i], "referent": self.referent[i], "slot_attributes": self.slot_attributes[i],
+                "followup": self.followup[i]}
         if self.with_raw:
             item["raw"] = self.raw[i]
         return item
@@ -191,6 +217,7 @@ def collator():
 
 
 def build(mode: str, split: str, n: int, history: bool = True, with_raw: bool = False, workers: int = 0,
-          rounds: int = 10, layout: str = "per_turn") -> SceneQADataset:
-    return SceneQADataset(generate_samples(mode, split, n, rounds), mode, history=history, with_raw=with_raw,
-                          workers=workers, layout=layout)
+          rounds: int = 10, layout: str = "per_turn", view: str | None = None, phrasing: str = "train",
+          followups: float = 0.5) -> SceneQADataset:
+    return SceneQADataset(generate_samples(mode, split, n, rounds, phrasing, followups), mode, history=history,
+                          with_raw=with_raw, workers=workers, layout=layout, view=view)

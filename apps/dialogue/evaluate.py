@@ -107,6 +107,8 @@ def evaluate(model, dataset, protocol: str = "true", blind: bool = False, batch_
         truth = answer[valid]
         family = batch.fields["family"][valid]
         distance = batch.fields["distance"][valid]
+        followup = (batch.fields["followup"][valid] if "followup" in batch.fields
+                    else torch.zeros_like(distance, dtype=torch.bool))
         rounds = valid.long().cumsum(-1)[valid] - 1
         correct = (logits.argmax(-1) == truth).cpu()
         cand = logits[:, candidates]
@@ -116,9 +118,12 @@ def evaluate(model, dataset, protocol: str = "true", blind: bool = False, batch_
         r1 += int((rank <= 1).sum())
         r5 += int((rank <= 5).sum())
         total += len(truth)
-        for c, f, d, r in zip(correct.tolist(), family.tolist(), distance.tolist(), rounds.tolist()):
+        for c, f, d, r, fu in zip(correct.tolist(), family.tolist(), distance.tolist(), rounds.tolist(),
+                                  followup.tolist()):
             name = families[f]
             keys = [("family", name), ("round", str(r)), ("distance", str(d) if d < 4 else ">=4"), ("overall", "all")]
+            if fu:       # "what size is it ?" right after "is there a red circle ?" / "how many ... ?"
+                keys.append(("followup", "after exist/count"))
             if dataset.mode == "sort_of_clevr":
                 keys.append(("kind", name.split("-")[0]))
             for group, key in keys:

@@ -174,8 +174,6 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             self.geometry_skip = nn.Linear(GEOMETRY_DIM + 4 * config.fourier_bands, d)
             # word embeddings start tiny (std 0.02): a learned gain lets the colour word dominate early
             self.colour_gain = nn.Parameter(torch.tensor(float(config.colour_gain)))
-            # FiLM-style question conditioning: object token += W_o((W_a token) * (W_b question mean))
-            self.film_obj, self.film_q, self.film_out = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
             # plain lists, not buffers: from_pretrained builds on the meta device and would leave them empty
             self._palette_rgb = [[c / 255.0 for c in rgb] for rgb in PALETTE.values()]
             self._palette_ids = [vocab.index(c) for c in PALETTE]
@@ -211,13 +209,15 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def identity_features(self, geometry: torch.Tensor) -> torch.Tensor:
         """``[B, K, 9] -> [B, K, D]``: colour-word embedding of the nearest palette colour + linear geometry.
 
-        The regions are flat-coloured, so the nearest palette entry to the mean RGB names the colour
-        exactly; adding that word's embedding lets attention match "red" in the question to the red
-        object from the first step instead of having to discover the RGB -> word mapping.
+        The region's interior median colour (robust to soft edges, outlines and JPEG) is named by the
+        nearest palette shade in CIELAB (:func:`objects.palette_index`); adding that word's embedding
+        lets attention match "red" in the question to the red object from the first step instead of
+        having to discover the RGB -> word mapping.
         """
+        from .objects import palette_index
+
         rgb = geometry[..., 6:9].float()
-        palette = torch.tensor(self._palette_rgb, device=rgb.device)
-        nearest = torch.cdist(rgb.flatten(0, 1), palette).argmin(-1).view(rgb.shape[:2])
+        nearest = palette_index(rgb, torch.tensor(self._palette_rgb, device=rgb.device))
         colour_ids = torch.tensor(self._palette_ids, device=rgb.device)[nearest]
         colour = self.get_input_embeddings()(colour_ids)
         if self.config.word_match:
@@ -294,28 +294,9 @@ class SceneVLMForConditionalGeneration(PreTrainedModel, GenerationMixin):
             embeds = embeds + added
         else:
             feats = feats[image_index.repeat_interleave(groups)].reshape(-1, feats.shape[-1]).to(embeds.dtype)
-            if self.config.object_identity:
-                feats = feats + self._question_film(input_ids, embeds, is_image, feats)
         embeds = embeds.clone()
         embeds[is_image] = feats
         return embeds
-
-    def _question_film(self, input_ids, embeds, is_image, feats) -> torch.Tensor:
-        """Condition each image token on the mean word embedding of the question it follows."""
-        from .tokenizer import ASSISTANT, USER
-
-        vocab = vocabulary()
-        user = vocab.index(USER)
-        segment = (input_ids == user).long().cumsum(1)                       # [N, T] round index (1-based)
-        # the question only: tokens after USER: and before that round's ASSISTANT:. Reading the whole
-        # segment would let the image tokens see the (teacher-forced) answer word, a leak that scores
-        # 100% in a teacher-forced pass and the answer prior when the answer is generated
-        asked = (input_ids == vocab.index(ASSISTANT)).long().cumsum(1) == segment - 1
-        words = (~is_image) & (input_ids != self.config.pad_token_id) & (input_ids != user) & asked
-        onehot = F.one_hot(segment, int(segment.max()) + 1).to(embeds.dtype) * words[..., None]   # [N, T, S]
-        q = torch.einsum("nts,ntd->nsd", onehot, embeds) / onehot.sum(1)[..., None].clamp(min=1)
-        q_at = q.gather(1, segment[..., None].expand(-1, -1, q.shape[-1]))[is_image]              # [M, D]
-        return self.film_out(self.film_obj(feats) * self.film_q(q_at))
 
     def forward(self, input_ids=None, object_pixels=None, object_geometry=None, object_mask=None, image_index=None,
                 attention_mask=None, position_ids=None, inputs_embeds=None, mention_slots=None,

@@ -19,8 +19,14 @@ relational     count      how many other objects have the same shape as ... ?  0
 Dialogues (CLEVR-Dialog's families plus spatial relations) carry per round a ``family``, the
 coreference ``distance`` (rounds back to the referent's last mention; 0 when the question has
 no coreference), the answer, and for questions about one object the ``mention`` (the id of the
-object the round leaves in focus: the one asked about, or for "the object closest to X" that
-closest object) which later "it" / "that one" / "the earlier <shape>" refer to.
+object the round leaves in focus: the one asked about, for "the object closest to X" that
+closest object, for "is there a red circle ?" / "how many red objects are there ?" the one object
+when exactly one matches) which later "it" / "that one" / "the earlier <shape>" refer to.
+
+Phrasing: each family has several templates (:data:`TEMPLATES`); the ``train`` set is used by
+every split, the ``heldout`` set only when a dialogue is made with ``phrasing="heldout"`` (the
+held-out phrasing column of the evaluation). Questions are then typed as people type
+(:func:`typed`): capitalised, "?" glued to the last word or left out, "color" for "colour".
 """
 from __future__ import annotations
 
@@ -71,6 +77,66 @@ def sort_of_clevr_questions(scene: dict, rng: random.Random, per_kind: int = 10)
     return out
 
 
+# ----------------------------------------------------------------------------- phrasing
+# {a} attribute word, {ref} referent phrase, {rel} "closest to"/"furthest from", {sp} "left of"...,
+# {art} a/an, {x} "red circle", {xs} "red circles" / "red objects"
+TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
+    "seek": {"train": ("what {a} is {ref} ?", "which {a} is {ref} ?", "tell me the {a} of {ref}",
+                       "{ref} is what {a} ?"),
+             "heldout": ("what is the {a} of {ref} ?", "what {a} does {ref} have ?")},
+    "relate": {"train": ("what {a} is the object {rel} {ref} ?", "which {a} is the object {rel} {ref} ?",
+                         "tell me the {a} of the object {rel} {ref}"),
+               "heldout": ("what is the {a} of the object {rel} {ref} ?", "the object {rel} {ref} is what {a} ?")},
+    "count-spatial": {"train": ("how many objects are {sp} {ref} ?", "count the objects {sp} {ref}",
+                                "what is the number of objects {sp} {ref} ?"),
+                      "heldout": ("how many things are {sp} {ref} ?", "how many objects do you see {sp} {ref} ?")},
+    "exist": {"train": ("is there {art} {x} ?", "are there any {xs} ?", "do you see {art} {x} ?"),
+              "heldout": ("can you see {art} {x} ?", "is there {art} {x} in the image ?")},
+    "count": {"train": ("how many {xs} are there ?", "count the {xs}", "what is the number of {xs} ?"),
+              "heldout": ("how many {xs} do you see ?", "how many {xs} are in the image ?")},
+}
+RELATIONS = {"near": ("closest to", "nearest to"), "far": ("furthest from", "farthest from")}
+ATTRIBUTE_WORDS = {"colour": ("colour", "color"), "shape": ("shape",), "size": ("size",)}
+TOTAL = "how many objects are there in total ?"
+
+
+def template_words() -> list[str]:
+    """Every word the phrasing layer can produce (the tokenizer's vocabulary must hold them)."""
+    words = TOTAL.split() + [w for rel in RELATIONS.values() for r in rel for w in r.split()]
+    words += [w for ws in ATTRIBUTE_WORDS.values() for w in ws] + ["thing", "things"]
+    for fam in TEMPLATES.values():
+        for group in fam.values():
+            for t in group:
+                words += [w for w in t.split() if not w.startswith("{")]
+    return list(dict.fromkeys(words))
+
+
+def phrase(kind: str, rng: random.Random, phrasing: str = "train", **parts: str) -> str:
+    """One template of family ``kind`` from the ``phrasing`` set, filled with ``parts``."""
+    return rng.choice(TEMPLATES[kind][phrasing]).format(**parts)
+
+
+def typed(question: str, rng: random.Random) -> str:
+    """As people type: sometimes capitalised, "?" glued to the last word or dropped."""
+    q = question
+    roll = rng.random()
+    if q.endswith(" ?") and roll < 0.3:
+        q = q[:-2] + "?"
+    elif q.endswith(" ?") and roll < 0.4:
+        q = q[:-2]
+    if rng.random() < 0.3:
+        q = q[0].upper() + q[1:]
+    return q
+
+
+def _attr_word(attr: str, rng: random.Random) -> str:
+    return rng.choice(ATTRIBUTE_WORDS[attr])
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 # ----------------------------------------------------------------------------- dialogues
 def describe(obj: dict, objs: list[dict]) -> str | None:
     """The shortest attribute phrase that picks ``obj`` alone out of ``objs`` ("the large circle")."""
@@ -105,30 +171,75 @@ def _nearest(o: dict, objs: list[dict], far: bool) -> dict | None:
     return others[0] if others else None
 
 
-def _about(target: dict, ref: str, rng: random.Random, objs: list[dict]) -> tuple[str, str, str, dict | None] | None:
+def _about(target: dict, ref: str, rng: random.Random, objs: list[dict], phrasing: str = "train"
+           ) -> tuple[str, str, str, dict | None] | None:
     """A question about the object ``target`` named by ``ref``: (question, answer, family, new mention)."""
     choice = rng.random()
     if choice < 0.4:
         attr = _unrevealed(ref, rng)
-        return f"what {attr} is {ref} ?", target[attr], f"seek-{attr}", target
+        return phrase("seek", rng, phrasing, a=_attr_word(attr, rng), ref=ref), target[attr], f"seek-{attr}", target
     if choice < 0.7:
         far = rng.random() < 0.5
         other = _nearest(target, objs, far)
         if other is None:
             return None
         attr = rng.choice(("colour", "shape", "size"))
-        word = "furthest from" if far else "closest to"
-        return f"what {attr} is the object {word} {ref} ?", other[attr], f"relate-{'far' if far else 'near'}", other
+        rel = rng.choice(RELATIONS["far" if far else "near"])
+        q = phrase("relate", rng, phrasing, a=_attr_word(attr, rng), rel=rel, ref=ref)
+        return q, other[attr], f"relate-{'far' if far else 'near'}", other
     axis = rng.choice(list(_REL))
     if not _unambiguous_rel(target, objs, axis):
         return None
-    phrase, test = _REL[axis]
+    sp, test = _REL[axis]
     n = sum(test(target, p) for p in objs if p is not target)
-    return f"how many objects are {phrase} {ref} ?", str(n), "count-spatial", target
+    return phrase("count-spatial", rng, phrasing, sp=sp, ref=ref), str(n), "count-spatial", target
 
 
-def make_dialogue(scene: dict, rng: random.Random, rounds: int = 10) -> list[dict]:
-    """``rounds`` question/answer rounds with coreference to earlier mentions, labelled by distance."""
+def _exist(objs: list[dict], rng: random.Random, phrasing: str) -> dict:
+    combos = {(o["colour"], o["shape"]) for o in objs}
+    absent = [(c, s) for c in PALETTE for s in SHAPES if (c, s) not in combos]
+    # balanced: half the questions ask about an object that is there, half about one that is not
+    colour, shape = rng.choice(sorted(combos)) if rng.random() < 0.5 or not absent else rng.choice(absent)
+    match = [p for p in objs if p["colour"] == colour and p["shape"] == shape]
+    q = phrase("exist", rng, phrasing, art=_article(colour), x=f"{colour} {shape}", xs=f"{colour} {PLURAL[shape]}")
+    item = {"question": q, "answer": "yes" if match else "no", "family": "exist", "distance": 0,
+            "matches": len(match), "phrase": f"{colour} {shape}"}
+    if len(match) == 1:       # "is there a red circle ?" - "yes" - "what size is it ?"
+        item.update(mention=match[0]["id"], referent=match[0]["id"])
+    return item
+
+
+def _count(objs: list[dict], rng: random.Random, phrasing: str) -> dict:
+    kind = rng.choice(("all", "colour", "shape", "size"))
+    if kind == "all":
+        match, xs = objs, "objects"
+        q = TOTAL if rng.random() < 0.25 else phrase("count", rng, phrasing, xs=xs)
+    else:
+        if kind == "colour":
+            value = rng.choice([o["colour"] for o in objs] + list(PALETTE)[:2])
+            xs = f"{value} objects"
+        elif kind == "shape":
+            value = rng.choice(SHAPES)
+            xs = PLURAL[value]
+        else:
+            value = rng.choice(list(SIZES))
+            xs = f"{value} objects"
+        match = [o for o in objs if o[kind] == value]
+        q = phrase("count", rng, phrasing, xs=xs)
+    item = {"question": q, "answer": str(len(match)), "family": "count", "distance": 0, "matches": len(match),
+            "phrase": xs}
+    if len(match) == 1 and kind != "all":
+        item.update(mention=match[0]["id"], referent=match[0]["id"])
+    return item
+
+
+def make_dialogue(scene: dict, rng: random.Random, rounds: int = 10, phrasing: str = "train",
+                  followups: float = 0.5) -> list[dict]:
+    """``rounds`` question/answer rounds with coreference to earlier mentions, labelled by distance.
+
+    ``phrasing`` picks the template set; ``followups`` is the chance that a round after an
+    existence or count question that singled out one object asks about "it" (``followup: True``).
+    """
     objs = scene["objects"]
     mentions: list[tuple[int, dict]] = []  # (round, object), most recent last
     out: list[dict] = []
@@ -136,56 +247,42 @@ def make_dialogue(scene: dict, rng: random.Random, rounds: int = 10) -> list[dic
         r = len(out)
         roll = rng.random()
         item = None
-        if mentions and roll < 0.4:
+        after = out[-1] if out else None
+        follow = (after is not None and after["family"] in ("exist", "count") and "mention" in after
+                  and rng.random() < followups)
+        if follow or (mentions and roll < 0.4):
             # coreference to an earlier mention: "it"/"that one" (previous round) or "the earlier <shape>"
             last_round, last_obj = mentions[-1]
             latest_by_shape = {}
             for rr, o in mentions:
                 latest_by_shape[o["shape"]] = (rr, o)
-            if last_round == r - 1 and rng.random() < 0.35:
+            if follow or (last_round == r - 1 and rng.random() < 0.35):
                 ref, (rr, target) = rng.choice(("it", "that one")), mentions[-1]
             else:
                 rr, target = rng.choice(list(latest_by_shape.values()))
                 ref = f"the earlier {target['shape']}"
-            got = _about(target, ref, rng, objs)
+            got = _about(target, ref, rng, objs, phrasing)
             if got is not None:
                 q, a, fam, new = got
                 item = {"question": q, "answer": a, "family": f"coref-{fam}", "distance": r - rr, "referent": target["id"],
-                        "mention": new["id"]}
+                        "mention": new["id"], "followup": bool(follow)}
                 mentions.append((r, new))
         elif roll < 0.58:
             target = rng.choice(objs)
             ref = describe(target, objs)
             if ref is not None:
-                got = _about(target, ref, rng, objs)
+                got = _about(target, ref, rng, objs, phrasing)
                 if got is not None:
                     q, a, fam, new = got
                     item = {"question": q, "answer": a, "family": fam, "distance": 0, "referent": target["id"],
                             "mention": new["id"]}
                     mentions.append((r, new))
-        elif roll < 0.8:
-            combos = {(o["colour"], o["shape"]) for o in objs}
-            absent = [(c, s) for c in PALETTE for s in SHAPES if (c, s) not in combos]
-            # balanced: half the questions ask about an object that is there, half about one that is not
-            colour, shape = rng.choice(sorted(combos)) if rng.random() < 0.5 or not absent else rng.choice(absent)
-            present = any(p["colour"] == colour and p["shape"] == shape for p in objs)
-            item = {"question": f"is there a {colour} {shape} ?", "answer": "yes" if present else "no",
-                    "family": "exist", "distance": 0}
         else:
-            kind = rng.choice(("all", "colour", "shape", "size"))
-            if kind == "all":
-                q, n = "how many objects are there ?", len(objs)
-            elif kind == "colour":
-                value = rng.choice([o["colour"] for o in objs] + list(PALETTE)[:2])
-                q, n = f"how many {value} objects are there ?", sum(o["colour"] == value for o in objs)
-            elif kind == "shape":
-                value = rng.choice(SHAPES)
-                q, n = f"how many {PLURAL[value]} are there ?", sum(o["shape"] == value for o in objs)
-            else:
-                value = rng.choice(list(SIZES))
-                q, n = f"how many {value} objects are there ?", sum(o["size"] == value for o in objs)
-            item = {"question": q, "answer": str(n), "family": "count", "distance": 0}
+            item = _exist(objs, rng, phrasing) if roll < 0.8 else _count(objs, rng, phrasing)
+            if "mention" in item:
+                mentions.append((r, next(o for o in objs if o["id"] == item["mention"])))
         if item is not None:
             item["round"] = r
+            item["question"] = typed(item["question"], rng)
             out.append(item)
     return out

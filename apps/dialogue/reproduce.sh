@@ -6,7 +6,28 @@
 # learning rates are a starting point, not a measured recipe.  On one GPU the five jobs run side
 # by side (each under a wall-clock budget: --time-limit shortens the cosine schedule to fit it).
 #   bash apps/dialogue/reproduce.sh [OUT_DIR]        (S=0.02 for a CPU smoke run)
+#
+# The shipped dialogue model (data/dialogue/scenes) in one command, on a CPU:
+#   bash apps/dialogue/reproduce.sh scenes [OUT_DIR]
+# fine-tunes the previous shipped checkpoint (git commit c25a5c5, itself made by the commands in
+# data/dialogue/README.md) with render randomisation (--augment), the phrasing layer and the
+# follow-up labels, then scores it on the whole suite (mm dialogue eval).
 set -u
+if [ "${1:-}" = "scenes" ]; then
+  OUT=${2:-runs/dialogue-scenes}
+  MM=${MM:-python3 -m mmcore.cli}
+  mkdir -p "$OUT/init"
+  for f in config.json model.safetensors generation_config.json; do
+    git show "c25a5c5:data/dialogue/scenes/$f" > "$OUT/init/$f"
+  done
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $MM dialogue train --mode dialogue --model vlm --device cpu --no-progress \
+    --train-images 1500 --val-images 30 --test-images 0 --epochs 100 --max-steps 4000 --time-limit 2400 \
+    --batch-size 4 --lr 1e-3 --warmup-steps 100 --mix-own 0.2 --eval-every 1000 --checkpoint-every 250 \
+    --hidden 64 --layers 2 --heads 4 --augment --workers 2 --init-from "$OUT/init" \
+    --out "$OUT/run" --export "$OUT/export" &&
+  $MM dialogue eval --mode dialogue --model "$OUT/export" --n 100 --abstention 30 --out "$OUT/suite.json"
+  exit $?
+fi
 OUT=${1:-runs/dialogue-repro}
 S=${S:-1}                       # scale of data sizes and time budgets
 MM=${MM:-python3 -m mmcore.cli}

@@ -135,6 +135,8 @@ def parse_messages(messages) -> tuple[list[tuple[str, str | None]], Image.Image 
             raise HTTPError(400, f"messages[{i}].content must be a string or a list of parts")
         if m["role"] != "system":
             turns.append((m["role"], " ".join(texts)))
+    if not turns:
+        raise HTTPError(400, "'messages' holds no user message (system messages alone ask nothing)")
     if turns[-1][0] != "user":
         raise HTTPError(400, "the last message must come from the user")
     return turns, image
@@ -206,13 +208,17 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await read_json(request)
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise HTTPError(400, f"'stream' must be a JSON boolean (true or false), got {json.dumps(stream)}")
         turns, image = await run_in_threadpool(parse_messages, body.get("messages"))
         cid = body.get("conversation_id")
         if cid is not None and not isinstance(cid, str):
             raise HTTPError(400, "conversation_id must be a string")
         if cid:
             stored_png, stored = store.get(cid)
-            history = [tuple(x) for x in stored]
+            # a new image starts a new scene context (as the CLI's :image does): the old rounds were about another picture
+            history = [tuple(x) for x in stored] if image is None else []
             if image is None and stored_png is not None:
                 image = Image.open(io.BytesIO(stored_png)).convert("RGB")
             new_turns = turns
@@ -234,7 +240,6 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
             raise HTTPError(400, "this model answers questions about an image: add an image_url part")
         if not cid:
             cid = store.create(_png(image))
-        stream = bool(body.get("stream", False))
         created, rid = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:20]
 
         def answer_pieces():

@@ -11,7 +11,9 @@ words from punctuation) so it saves, loads and applies its chat template like an
 """
 from __future__ import annotations
 
-from .questions import ANSWERS, PLURAL
+import re
+
+from .questions import ANSWERS, PLURAL, template_words
 from .scenes import PALETTE, SHAPES, SIZES
 
 PAD, UNK, BOS, EOS, IMAGE, USER, ASSISTANT = "<pad>", "<unk>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:"
@@ -49,7 +51,10 @@ CHAT_TEMPLATE = CHAT_TEMPLATES["per_turn"]
 
 
 def vocabulary() -> list[str]:
+    """Every token id's word. New words are only ever appended (the phrasing layer's, last), so the
+    ids of older words, and the rows of a saved model's embeddings, stay where they were."""
     words = list(SPECIALS) + _WORDS + list(ANSWERS) + list(PALETTE) + list(SHAPES) + list(PLURAL.values()) + list(SIZES)
+    words += template_words()
     seen: dict[str, None] = {}
     for w in words:
         seen.setdefault(w, None)
@@ -82,6 +87,18 @@ def make_tokenizer(layout: str = "per_turn"):
     return tok
 
 
+_WORD = re.compile(r"\w+|[^\w\s]+")
+
+
+def words(text: str) -> list[str]:
+    """The tokenizer's words: special tokens kept whole, else lower-cased and split into runs of
+    letters/digits and runs of punctuation ("What color is it?" -> what, color, is, it, ?)."""
+    out: list[str] = []
+    for piece in text.split():
+        out += [piece] if piece in SPECIALS else _WORD.findall(piece.lower())
+    return out
+
+
 class FastEncoder:
     """Word -> id without the HF machinery, for generated text (it must agree with the tokenizer)."""
 
@@ -90,4 +107,4 @@ class FastEncoder:
         self.unk = self.vocab[UNK]
 
     def __call__(self, text: str) -> list[int]:
-        return [self.vocab.get(w, self.unk) for w in text.split()]
+        return [self.vocab.get(w, self.unk) for w in words(text)]

@@ -235,16 +235,19 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
                  mix_own: float = 0.0, eval_every: int = 200, target: float = 0.94, workers: int = 0,
                  model_config: dict | None = None, resume: bool = False, export: str | Path | None = None,
                  time_limit: float | None = None, init_from: str | Path | None = None,
-                 init_fresh: tuple[str, ...] = ()) -> dict:
-    """Generate data, fit, evaluate on the test split (and held-out split in dialogue mode)."""
+                 init_fresh: tuple[str, ...] = (), view: str | None = None) -> dict:
+    """Generate data, fit, evaluate on the test split (and held-out split in dialogue mode).
+
+    ``view="randomised"`` trains (and validates) on render-randomised pixels (:mod:`.augment`)."""
     if kind not in MODELS:
         raise ValueError(f"unknown model '{kind}' (choose from {', '.join(MODELS)})")
     t_data = time.perf_counter()
     history = kind != "nohistory"
     raw = kind in ("cnn_mlp", "rn")
     layout = (model_config or {}).get("image_layout", "per_turn")
-    train = D.build(mode, "train", train_images, history=history, with_raw=raw, workers=workers, layout=layout)
-    val = D.build(mode, "val", val_images, history=history, with_raw=raw, workers=workers, layout=layout)
+    train = D.build(mode, "train", train_images, history=history, with_raw=raw, workers=workers, layout=layout,
+                    view=view)
+    val = D.build(mode, "val", val_images, history=history, with_raw=raw, workers=workers, layout=layout, view=view)
     data_s = time.perf_counter() - t_data
     print(f"[dialogue] generated {train_images}+{val_images} {mode} images in {data_s:.1f}s", flush=True)
     model = build_model(kind, model_config)
@@ -263,7 +266,8 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
                            time_limit=time_limit)
     extra = {"model": {"kind": kind, "mode": mode, "config": model_config or {}, "mix_own": mix_own,
                        "train_images": train_images, "val_images": val_images,
-                       "init_from": str(init_from) if init_from else None, "init_fresh": list(init_fresh)}}
+                       "init_from": str(init_from) if init_from else None, "init_fresh": list(init_fresh),
+                       "view": view}}
     trainer = Trainer(model, config, train, val, collate_fn=D.collator(), step_fn=step, metrics=metrics,
                       callbacks=[timer], extra_config=extra)
     timer.device = trainer.device
@@ -292,12 +296,19 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
     return report
 
 
+LEGACY_PREFIXES = ("film_",)   # the FiLM question conditioning, removed (unused once the reasoner existed)
+VOCAB_ROWS = ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight")
+
+
 def warm_start(model: torch.nn.Module, source: str | Path, fresh: tuple[str, ...] = ()) -> list[str]:
     """Load the weights of a ``save_pretrained`` directory (or a ``.safetensors`` file) into ``model``.
 
     Every tensor of the source must fit the new model (same name and shape); tensors the new model
     adds (a newly switched-on part), and those whose names start with one of ``fresh``, keep their
-    fresh initialisation and are returned by name.
+    fresh initialisation and are returned by name. Two exceptions: word embeddings and the LM head
+    may have fewer rows than the new vocabulary (words are only ever appended: the old rows are
+    copied, the new ones start fresh), and the removed FiLM conditioning's ``film_*`` tensors are
+    dropped.
     """
     from safetensors.torch import load_file
 
@@ -305,8 +316,14 @@ def warm_start(model: torch.nn.Module, source: str | Path, fresh: tuple[str, ...
     file = path / "model.safetensors" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"--init-from: no model.safetensors in {source}")
-    weights = load_file(str(file))
+    weights = {k: v for k, v in load_file(str(file)).items() if not k.startswith(LEGACY_PREFIXES)}
     own = model.state_dict()
+    for name in VOCAB_ROWS:
+        if name in weights and name in own and weights[name].shape[0] < own[name].shape[0] \
+                and weights[name].shape[1:] == own[name].shape[1:]:
+            grown = own[name].clone()
+            grown[: weights[name].shape[0]] = weights[name].to(grown.dtype)
+            weights[name] = grown
     unknown = sorted(k for k in weights if k not in own)
     wrong = sorted(k for k in weights if k in own and own[k].shape != weights[k].shape)
     if unknown or wrong:

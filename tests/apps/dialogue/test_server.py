@@ -142,3 +142,38 @@ def test_browser_uploads_an_image_and_reads_the_answer(live_server, tmp_path, ba
             assert "bot: " + expected in page.text_content("#log")
         finally:
             browser.close()
+
+
+def test_issue15_bad_requests_answer_400_with_a_message(live_server):
+    """A system message alone (was 500 with a traceback) and a non-boolean ``stream`` (``"false"`` streamed)."""
+    state, _ = live_server
+    url = state["url"] + "/v1/chat/completions"
+    good = _data_url(render(make_scene(1)))
+    user = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": good}},
+                                        {"type": "text", "text": "is there a red circle ?"}]}
+    cases = [
+        ({"messages": [{"role": "system", "content": "you are a helpful bot"}]}, "no user message"),
+        ({"messages": [user], "stream": "false"}, "JSON boolean"),
+        ({"messages": [user], "stream": 1}, "JSON boolean"),
+    ]
+    with httpx.Client(timeout=60) as client:
+        for body, words in cases:
+            r = client.post(url, json=body)
+            assert r.status_code == 400, (body, r.status_code, r.text[:200])
+            assert words in r.json()["error"]["message"]
+            assert not r.headers["content-type"].startswith("text/event-stream")
+        assert client.post(url, json={"messages": [user], "stream": False}).status_code == 200
+
+
+def test_a_new_image_in_a_conversation_starts_a_new_scene_context(live_server):
+    state, _ = live_server
+    url = state["url"]
+    first, second = _data_url(render(make_scene(20_000_001, "test"))), _data_url(render(make_scene(20_000_002, "test")))
+    with httpx.Client(timeout=60) as client:
+        cid, _ = _ask(client, url, None, "how many objects are there ?", first)
+        cid, _ = _ask(client, url, cid, "what size is it ?")
+        assert len(client.get(f"{url}/v1/conversations/{cid}").json()["history"]) == 2
+        cid2, _ = _ask(client, url, cid, "how many objects are there ?", second)
+        assert cid2 == cid
+        history = client.get(f"{url}/v1/conversations/{cid}").json()["history"]
+        assert [q for q, _ in history] == ["how many objects are there ?"]       # the old rounds are gone
