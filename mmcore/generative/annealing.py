@@ -13,7 +13,8 @@ cyclical    linear ramp over the first half of each of ``cycles`` periods of
 ==========  =============================================================
 
 Use it as a trainer callback: it reads ``trainer.step`` after every optimiser step, and the
-step function (:func:`mmcore.generative.train.vae_step`) reads ``annealer.beta``.
+step function (:func:`mmcore.generative.train.vae_step`) reads ``annealer.beta``.  Its
+``state_dict()`` / ``load_state_dict()`` carry the step, so a resumed run continues the schedule.
 """
 from __future__ import annotations
 
@@ -54,5 +55,13 @@ class KLAnnealing:
         self.step = int(trainer.step)
 
     def state_dict(self) -> dict:
+        """The schedule and where it is: the trainer checkpoints this and restores it on resume."""
         return {"kind": self.kind, "warmup_steps": self.warmup_steps, "beta_max": self.beta_max,
-                "cycles": self.cycles, "beta_min": self.beta_min}
+                "cycles": self.cycles, "beta_min": self.beta_min, "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        schedule = {k: state[k] for k in ("kind", "warmup_steps", "beta_max", "cycles", "beta_min") if k in state}
+        mine = {k: getattr(self, k) for k in schedule}
+        if schedule != mine:
+            raise ValueError(f"checkpointed KL annealing {schedule} differs from this run's {mine}")
+        self.step = int(state.get("step", 0))

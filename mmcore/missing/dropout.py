@@ -80,6 +80,13 @@ class DropoutCurriculum:
     def on_step_end(self, trainer) -> None:
         self.dropout.scale = self.value(int(trainer.step))
 
+    def state_dict(self) -> dict:
+        """Where the curriculum is (the trainer checkpoints it, so a resumed run keeps the rates)."""
+        return {"scale": float(self.dropout.scale), "warmup_steps": self.warmup_steps, "start": self.start, "end": self.end}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dropout.scale = float(state["scale"])
+
 
 class DropoutModel(nn.Module):
     """``model`` behind a :class:`ModalityDropout`: drops while training, passes through in eval."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..train import atomic_write_json, load_weights, save_weights
+from ..train import UnsafeCheckpointError, atomic_write_json, load_weights, save_weights
 from .config import ModelConfig
 from .multimodal import MultimodalModel
 
@@ -38,6 +38,8 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Mul
     model = MultimodalModel.from_config(ModelConfig.from_dict(data["model"]))
     try:
         load_weights(model, directory / "model.safetensors", device=device)
+    except UnsafeCheckpointError:
+        raise   # a refused file says it was refused and why, never "does not match"
     except RuntimeError as exc:
         first = str(exc).splitlines()[:3]
         raise RuntimeError(f"weights in {directory / 'model.safetensors'} do not match the model described by "

@@ -11,12 +11,30 @@
 Entries are updated by an exponential moving average then renormalised:
 m_i ← normalise(μ m_i + (1 − μ) f_i).  The bank is a registered buffer, so it is saved and
 restored with the model's state dict (resume keeps it).
+
+:class:`SamplingGenerator` holds the ``torch.Generator`` that draws the negatives and puts its
+state into the owning module's ``state_dict`` (as a ``uint8`` tensor, safetensors-compatible), so
+a resumed run draws the same negatives as one that never stopped.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class SamplingGenerator(nn.Module):
+    """A CPU ``torch.Generator`` whose state is part of ``state_dict`` (key ``<name>._extra_state``)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def get_extra_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state.detach().to("cpu", torch.uint8).contiguous())
 
 
 class MemoryBank(nn.Module):

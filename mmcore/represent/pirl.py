@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .memory_bank import MemoryBank
+from .memory_bank import MemoryBank, SamplingGenerator
 
 
 def nce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, temperature: float,
@@ -46,15 +46,20 @@ class PIRLLoss(nn.Module):
             raise ValueError(f"num_negatives={num_negatives} must be below dataset_size={dataset_size}")
         self.bank = MemoryBank(dataset_size, dim, momentum, seed)
         self.num_negatives, self.temperature, self.weight = num_negatives, temperature, weight
-        self.generator = torch.Generator().manual_seed(seed)
+        self.sampler = SamplingGenerator(seed)   # negatives' draws, saved with the state dict
         self.register_buffer("log_z", torch.tensor(float("nan")))
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The generator the negatives are drawn from (its state is in ``state_dict``)."""
+        return self.sampler.generator
 
     def forward(self, image_features: torch.Tensor, transformed_features: torch.Tensor, index: torch.Tensor,
                 update: bool = True) -> torch.Tensor:
         f = F.normalize(image_features, dim=1)
         g = F.normalize(transformed_features, dim=1)
         memory = self.bank.get(index)
-        negatives = self.bank.sample_negatives(index, self.num_negatives, self.generator)
+        negatives = self.bank.sample_negatives(index, self.num_negatives, self.sampler.generator)
         ratio = self.num_negatives / self.bank.size
         if torch.isnan(self.log_z):
             with torch.no_grad():  # Z = N * E[exp(s)] over noise pairs, fixed after the first batch

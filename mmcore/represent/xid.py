@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .memory_bank import MemoryBank
+from .memory_bank import MemoryBank, SamplingGenerator
 
 MODES = ("cross", "within", "both")
 
@@ -46,12 +46,17 @@ class XIDLoss(nn.Module):
         self.modalities, self.mode = tuple(modalities), mode
         self.banks = nn.ModuleDict({m: MemoryBank(dataset_size, dim, momentum, seed + i) for i, m in enumerate(modalities)})
         self.num_negatives, self.temperature = num_negatives, temperature
-        self.generator = torch.Generator().manual_seed(seed)
+        self.sampler = SamplingGenerator(seed)   # negatives' draws, saved with the state dict
 
     def _pairs(self) -> list[tuple[str, str]]:
         a, b = self.modalities
         cross, within = [(a, b), (b, a)], [(a, a), (b, b)]
         return {"cross": cross, "within": within, "both": cross + within}[self.mode]
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The generator the negatives are drawn from (its state is in ``state_dict``)."""
+        return self.sampler.generator
 
     def forward(self, features: Mapping[str, torch.Tensor], index: torch.Tensor,
                 present: Mapping[str, torch.Tensor] | None = None, update: bool = True) -> torch.Tensor:
@@ -65,7 +70,7 @@ class XIDLoss(nn.Module):
             if not rows.any():
                 continue
             bank = self.banks[bank_mod]
-            negatives = bank.sample_negatives(index[rows], self.num_negatives, self.generator)
+            negatives = bank.sample_negatives(index[rows], self.num_negatives, self.sampler.generator)
             per_row = memory_infonce(feats[query_mod][rows], bank.get(index[rows]), negatives, self.temperature)
             total = total + per_row.sum()
             count += int(rows.sum())

@@ -9,17 +9,21 @@ Layout of a run directory::
           model.safetensors    weights
           state.pt             optimizer, scheduler, RNG states (loaded with weights_only=True)
           trainer.json         epoch, step, position in the epoch, early-stopping state
-        latest                 text file naming the newest complete checkpoint (replaced atomically)
+        latest                 text file naming the newest complete checkpoint (replaced atomically);
+                               only a bare ``step-N`` name inside this directory is followed
       best/model.safetensors   weights at the best validation metric
 
 A SIGKILL at any instant leaves either the previous checkpoint or the new one behind, never a
-half-written one: files are written into ``.tmp-*`` and become visible by ``os.replace``.
+half-written one: files are written into ``.tmp-*`` and become visible by ``os.replace``.  A
+pointer that names a missing step falls back to the newest complete one, with a warning.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +34,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..utils.io import atomic_write_text, fsync_dir, umask_mode
+
+log = logging.getLogger(__name__)
+_STEP_NAME = re.compile(r"step-\d{8,}")
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -114,6 +121,7 @@ class CheckpointManager:
         self.dir.mkdir(parents=True, exist_ok=True)
         final = self.dir / f"step-{step:08d}"
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:08d}-", dir=self.dir))
+        replaced: Path | None = None
         try:
             save_file(_contiguous_state(model), str(tmp / "model.safetensors"))
             with open(tmp / "state.pt", "wb") as fh:
@@ -123,12 +131,18 @@ class CheckpointManager:
             (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=2, default=float))
             umask_mode(tmp, directory=True)
             if final.exists():
-                shutil.rmtree(final)
+                # the complete old copy is moved aside, never deleted, until the new one is in place
+                replaced = Path(tempfile.mkdtemp(prefix=f".tmp-replaced-{step:08d}-", dir=self.dir))
+                os.replace(final, replaced / final.name)
             os.replace(tmp, final)
         except BaseException:
+            if replaced is not None and not final.exists() and (replaced / final.name).exists():
+                os.replace(replaced / final.name, final)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(self.dir)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
         atomic_write_text(self.dir / "latest", final.name + "\n")
         self._prune()
         return final
@@ -140,12 +154,39 @@ class CheckpointManager:
         for stale in self.dir.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
+    @staticmethod
+    def is_complete(path: Path) -> bool:
+        return all((path / name).is_file() for name in ("model.safetensors", "state.pt", "trainer.json"))
+
+    def complete_steps(self) -> list[Path]:
+        """Complete checkpoint directories, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if _STEP_NAME.fullmatch(p.name) and self.is_complete(p))
+
     def latest(self) -> Path | None:
+        """The checkpoint named by ``latest``; if that is missing, incomplete or points outside this
+        run's ``checkpoints/`` directory, the newest complete step (with a warning)."""
         pointer = self.dir / "latest"
+        steps = self.complete_steps()
         if not pointer.exists():
+            if steps:
+                log.warning("%s: no 'latest' pointer; resuming from the newest complete checkpoint %s",
+                            self.dir, steps[-1].name)
+                return steps[-1]
             return None
-        path = self.dir / pointer.read_text().strip()
-        return path if (path / "trainer.json").exists() else None
+        name = pointer.read_text().strip()
+        if not _STEP_NAME.fullmatch(name):
+            problem = f"names {name!r}, which is not a checkpoint directory inside {self.dir}"
+        elif not self.is_complete(self.dir / name):
+            problem = f"names {name}, which is missing or incomplete"
+        else:
+            return self.dir / name
+        fallback = steps[-1] if steps else None
+        log.warning("%s %s; %s", pointer, problem,
+                    f"resuming from the newest complete checkpoint {fallback.name}" if fallback
+                    else "no complete checkpoint is left: starting from scratch")
+        return fallback
 
     def load(self, path: Path, model: nn.Module, map_location: str | torch.device = "cpu") -> tuple[dict, dict]:
         load_weights(model, path / "model.safetensors", device=map_location)

@@ -32,6 +32,8 @@ class TrainConfig:
     eval_every_epochs: int = 1
     log_every: int = 10                   # optimizer steps between train-loss rows in the CSV
     progress: bool = True
+    max_nonfinite_steps: int = 10         # consecutive skipped (NaN/inf) steps that stop the run; 0 = never stop
+    find_unused_parameters: bool | None = None   # DDP: None = detect on the first step (warns, names them)
 
     def __post_init__(self) -> None:
         if self.accumulate < 1:
@@ -42,6 +44,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer '{self.optimizer}' (adamw, sgd)")
         if self.monitor_mode not in ("max", "min"):
             raise ValueError("monitor_mode must be 'max' or 'min'")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError("max_nonfinite_steps must be >= 0 (0 = never stop)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -8,13 +8,22 @@ atomic checkpoints every N steps, and exact resume.
 What a model has to provide is a ``step_fn(model, batch) -> StepOutput``; the default one
 calls ``model(batch)`` and applies cross-entropy against ``batch.fields[target_key]``.
 
-Resume is exact on CPU: the checkpoint holds weights, optimizer, scheduler, every RNG state and
-the position inside the epoch; the sampler skips the batches already seen, so a run killed
-with SIGKILL and resumed ends with the same bits as one that never stopped.
+Resume is exact on CPU: the checkpoint holds weights, optimizer, scheduler, every rank's RNG
+states, the state of every callback and extra stateful object (``state_dict()`` /
+``load_state_dict()``), the non-finite guard and the position inside the epoch; the sampler
+skips the batches already seen, and per-item randomness (augmentation, in the main process or
+in DataLoader workers) is seeded from (seed, epoch, item) by :class:`~.seeding.SeededItems`, so a
+run killed with SIGKILL and resumed ends with the same bits as one that never stopped.
+
+A step whose loss or gradient norm is not finite is skipped (:class:`~.guards.NonFiniteGuard`),
+and no checkpoint is written from weights holding NaN/inf.  Under DDP the parameters that the
+first step does not use are named and handled (``TrainConfig.find_unused_parameters``).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
 import math
 import sys
 import time
@@ -36,7 +45,11 @@ from ..utils.seed import rng_state, seed_everything, set_rng_state
 from . import distributed as D
 from .checkpoint import CheckpointManager, save_weights
 from .config import TrainConfig
+from .guards import NonFiniteGuard, NonFiniteTrainingError, first_nonfinite, unused_parameters
 from .history import History
+from .seeding import SeededItems, epoch_seed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,8 +145,12 @@ class Trainer:
         collate_fn: e.g. :class:`mmcore.data.MultimodalCollator`.
         step_fn: computes the loss (and the metrics' inputs) of one batch.
         metrics: a torchmetrics ``Metric`` or ``MetricCollection`` fed ``(preds, target)``.
-        callbacks: objects with optional ``on_step_end(trainer)`` / ``on_epoch_end(trainer)``.
+        callbacks: objects with optional ``on_step_end(trainer)`` / ``on_epoch_end(trainer)``; those with
+            ``state_dict()`` and ``load_state_dict(state)`` are checkpointed and restored on resume.
         extra_config: saved into ``config.json`` beside the training config (e.g. the model's).
+        stateful: more named objects with ``state_dict()`` / ``load_state_dict()`` that training
+            changes outside the model (a loss module with a memory bank, a sampler of your own).
+            ``step_fn`` is checkpointed too when it has both methods.
     """
 
     def __init__(
@@ -149,6 +166,7 @@ class Trainer:
         callbacks: Sequence[Any] = (),
         extra_config: dict | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        stateful: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.device = resolve_device(config.device)
@@ -163,17 +181,22 @@ class Trainer:
         self.metrics = metrics.to(self.device) if metrics is not None else None
         self.callbacks = list(callbacks)
         self.extra_config = extra_config or {}
+        self.extra_stateful = dict(stateful or {})
         self.run_dir = Path(config.out_dir)
         self.ckpt = CheckpointManager(self.run_dir, keep=config.keep_checkpoints)
         self.history = History()
+        self.guard = NonFiniteGuard(config.max_nonfinite_steps)
 
         self.sampler = _ResumableSampler(DistributedSampler(
             train_data, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=config.seed,
         ))
+        # items are seeded from (seed, epoch, index) and the loader's generator from (seed, epoch):
+        # nothing about the data depends on which process or worker made it, or on a restart
+        self.items = SeededItems(train_data, config.seed)
         self.loader = DataLoader(
-            train_data, batch_size=config.batch_size, sampler=self.sampler, collate_fn=collate_fn,
+            self.items, batch_size=config.batch_size, sampler=self.sampler, collate_fn=collate_fn,
             num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(config.seed),
+            generator=torch.Generator().manual_seed(epoch_seed(config.seed, 0)),
         )
         self.batches_per_epoch = math.ceil(len(self.sampler.inner) / config.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / config.accumulate)
@@ -181,10 +204,9 @@ class Trainer:
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
 
+        # DDP is built on the first batch, once the parameters that batch leaves unused are known
         self.ddp_model: nn.Module = self.model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
+        self._ddp_pending = self.dist.enabled
         params = [p for p in self.model.parameters() if p.requires_grad]
         if optimizer is not None:
             self.optimizer = optimizer
@@ -202,6 +224,7 @@ class Trainer:
         self.bad_epochs = 0
         self.stopped_early = False
         self.last_metrics: dict[str, float] = {}
+        self._saved_at: tuple[int, int, int] | None = None   # (step, epoch, batch) of the last checkpoint
 
     # ------------------------------------------------------------------ state
     @property
@@ -215,18 +238,53 @@ class Trainer:
             return "min"
         return self.config.monitor_mode
 
+    def _position(self) -> tuple[int, int, int]:
+        return (self.step, self.epoch, self.batch_in_epoch)
+
     def _trainer_state(self) -> dict:
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_metric": self.best_metric, "best_step": self.best_step, "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early, "history": self.history.rows,
-            "world_size": self.dist.world_size,
+            "world_size": self.dist.world_size, "nonfinite": self.guard.state_dict(),
         }
 
+    def _stateful_objects(self) -> dict[str, Any]:
+        """Every object besides model/optimizer/scheduler whose state a resume must restore."""
+        found: dict[str, Any] = {}
+        for i, cb in enumerate(self.callbacks):
+            found[f"callback{i}:{type(cb).__name__}"] = cb
+        found["step_fn"] = self.step_fn
+        found.update({f"extra:{name}": obj for name, obj in self.extra_stateful.items()})
+        return {k: v for k, v in found.items() if hasattr(v, "state_dict") and hasattr(v, "load_state_dict")}
+
+    def _rank_state(self) -> dict:
+        """What differs between ranks: RNG streams, stateful objects, and the model's extra states
+        (e.g. a memory bank's sampling generator), none of which DDP keeps in step."""
+        extra = {k: v for k, v in self.model.state_dict().items() if k.endswith("_extra_state")}
+        return {"rng": rng_state(), "stateful": {k: v.state_dict() for k, v in self._stateful_objects().items()},
+                "extra": extra}
+
     def save_checkpoint(self) -> None:
+        """Write a checkpoint of this exact position (once per position; never from NaN/inf weights)."""
+        if self._saved_at == self._position():
+            return
+        bad = first_nonfinite(self.model)
+        if bad is not None:
+            raise NonFiniteTrainingError(
+                f"refusing to write the checkpoint of step {self.step}: '{bad}' holds NaN/inf. The previous "
+                f"checkpoint in {self.ckpt.dir} is intact; resume from it with a lower learning rate or fixed data."
+            )
+        mine = self._rank_state()
+        ranks = [mine]
+        if self.dist.enabled:
+            ranks = [None] * self.dist.world_size if self.dist.is_main else None
+            torch.distributed.gather_object(mine, ranks, dst=0)
+        self._saved_at = self._position()
         if not self.dist.is_main:
             return
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_state()}
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": mine["rng"], "ranks": ranks}
         self.ckpt.save(self.step, self.model, state, self._trainer_state())
 
     def _resume(self) -> bool:
@@ -243,13 +301,68 @@ class Trainer:
             )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        mine = state["ranks"][self.dist.rank] if "ranks" in state else {"rng": state["rng"]}
+        set_rng_state(mine["rng"])
+        if mine.get("extra"):
+            self.model.load_state_dict(mine["extra"], strict=False)
+        saved = mine.get("stateful", {})
+        for name, obj in self._stateful_objects().items():
+            if name in saved:
+                obj.load_state_dict(saved[name])
+            elif self.dist.is_main:
+                log.warning("checkpoint %s holds no state for %s; it starts afresh (resume is not exact)", latest, name)
         for key in ("step", "epoch", "batch_in_epoch", "best_metric", "best_step", "bad_epochs", "stopped_early"):
             setattr(self, key, ts[key])
+        self.guard.load_state_dict(ts.get("nonfinite", {}))
         self.history = History(ts.get("history", []))
+        self._saved_at = self._position()
         if self.dist.is_main:
             print(f"[mmcore] resumed from {latest} (epoch {self.epoch}, step {self.step})")
         return True
+
+    # ------------------------------------------------------------------ DDP
+    def _wrap_ddp(self, batch: Any) -> None:
+        """Wrap the model in DDP; with ``find_unused_parameters`` None or False, first find (on every
+        rank, without side effects) which parameters this batch's loss does not use."""
+        self._ddp_pending = False
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        mode = self.config.find_unused_parameters
+        find = True
+        if mode is not True:
+            unused = self._probe_unused(batch)
+            if unused and mode is False:
+                raise ValueError(
+                    f"{len(unused)} parameter(s) received no gradient on the first step: {unused[:10]}. "
+                    "DistributedDataParallel would fail on the next step. Remove them from the model or set "
+                    "TrainConfig(find_unused_parameters=True) (or leave it None to have it set automatically)."
+                )
+            if unused and self.dist.is_main:
+                log.warning("%d parameter(s) received no gradient on the first step: %s; training with "
+                            "DDP(find_unused_parameters=True)", len(unused), unused[:10])
+            find = bool(unused)
+        self.ddp_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=find)
+
+    def _probe_unused(self, batch: Any) -> list[str]:
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        params = {n for n, _ in self.model.named_parameters()}
+        # a forward may draw random numbers or update buffers (memory banks, batch norm): undo it
+        model_state = {k: copy.deepcopy(v.detach() if torch.is_tensor(v) else v)
+                       for k, v in self.model.state_dict().items() if k not in params}
+        objects = {k: copy.deepcopy(v.state_dict()) for k, v in self._stateful_objects().items()}
+        rng = rng_state()
+        try:
+            with self._autocast():
+                loss = self.step_fn(self.model, batch).loss
+            local = set(unused_parameters(named, loss))
+            del loss
+        finally:
+            set_rng_state(rng)
+            self.model.load_state_dict(model_state, strict=False)
+            for k, v in self._stateful_objects().items():
+                v.load_state_dict(objects[k])
+        flags = torch.tensor([n in local for n, _ in named], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(flags)     # unused on any rank counts
+        return [n for (n, _), f in zip(named, flags.tolist()) if f]
 
     # ------------------------------------------------------------------ loop
     def _autocast(self):
@@ -271,15 +384,36 @@ class Trainer:
             return int(batch.batch_size)
         return self.config.batch_size
 
-    def _optimizer_step(self) -> float:
-        grad_norm = float("nan")
+    def _grad_norm(self) -> float:
+        """Global gradient norm (after all-reduce under DDP), clipped to ``grad_clip`` if set."""
         if self.config.grad_clip:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+            return float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+    def _all_ranks(self, ok: bool) -> bool:
+        if not self.dist.enabled:
+            return ok
+        flag = torch.tensor([0 if ok else 1], device=self.device)
+        torch.distributed.all_reduce(flag)
+        return int(flag) == 0
+
+    def _optimizer_step(self) -> None:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        return grad_norm
+
+    def _skip_step(self, loss: float, grad_norm: float) -> None:
+        """Drop this step's gradients; count it, log it, and stop after too many in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        step = self.step + 1
+        self.history.log(epoch=self.epoch, step=step, split="skipped", loss=loss, grad_norm=grad_norm)
+        if self.dist.is_main:
+            log.warning("step %d (epoch %d, batch %d): non-finite loss (%s) or gradient norm (%s); step skipped, "
+                        "weights unchanged (%d in a row, %d in this run)", step, self.epoch + 1, self.batch_in_epoch,
+                        loss, grad_norm, self.guard.consecutive + 1, self.guard.skipped + 1)
+        self.guard.record(False, step)
 
     def _done(self) -> bool:
         return self.stopped_early or self.epoch >= self.config.epochs or (
@@ -298,34 +432,64 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, self.epoch, self.best_metric, self.best_step,
                            dict(self.last_metrics), list(self.history.rows), self.stopped_early)
 
+    def _forward_backward(self, batch: Any, boundary: bool, group_size: int) -> float:
+        sync = contextlib.nullcontext() if (boundary or not self.dist.enabled) else self.ddp_model.no_sync()
+        try:
+            with sync:
+                with self._autocast():
+                    out = self.step_fn(self.ddp_model, batch)
+                (out.loss.float() / group_size).backward()
+        except RuntimeError as exc:
+            if "Expected to have finished reduction" not in str(exc):
+                raise
+            raise RuntimeError(
+                "DistributedDataParallel: some parameters received no gradient in a step after the first (a "
+                "conditional branch of the model). Set TrainConfig(find_unused_parameters=True)."
+            ) from exc
+        return float(out.loss.detach())
+
     def _train_epoch(self) -> None:
         cfg = self.config
         self.sampler.set_epoch(self.epoch, skip=self.batch_in_epoch * cfg.batch_size)
+        self.items.set_epoch(self.epoch)
+        self.loader.generator.manual_seed(epoch_seed(cfg.seed, self.epoch))
         self.ddp_model.train()
         bar = tqdm(total=self.batches_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and self.dist.is_main), dynamic_ncols=True, leave=False,
                    mininterval=0.5 if sys.stderr.isatty() else 10.0)
         window_loss, window_n, window_samples, t0 = 0.0, 0, 0, time.perf_counter()
-        micro = 0
+        micro, group_size, group_loss, group_ok = 0, 1, 0.0, True
         for batch in self.loader:
             batch = self._to_device(batch)
+            if self._ddp_pending:
+                self._wrap_ddp(batch)
+                self.ddp_model.train()
+            if micro == 0:
+                # the last group of an epoch may be short: average over the micro-batches it has
+                group_size = min(cfg.accumulate, self.batches_per_epoch - self.batch_in_epoch)
+                group_loss, group_ok = 0.0, True
             micro += 1
             last_of_epoch = self.batch_in_epoch + 1 == self.batches_per_epoch
-            boundary = micro == cfg.accumulate or last_of_epoch
-            sync = contextlib.nullcontext() if (boundary or not self.dist.enabled) else self.ddp_model.no_sync()
-            with sync:
-                with self._autocast():
-                    out = self.step_fn(self.ddp_model, batch)
-                (out.loss.float() / cfg.accumulate).backward()
-            window_loss += float(out.loss.detach())
-            window_n += 1
+            boundary = micro == group_size or last_of_epoch
+            loss = self._forward_backward(batch, boundary, group_size)
+            group_ok = group_ok and math.isfinite(loss)
+            group_loss += loss
             window_samples += self._batch_size(batch) * self.dist.world_size
             self.batch_in_epoch += 1
             bar.update(1)
             if not boundary:
                 continue
             micro = 0
-            grad_norm = self._optimizer_step()
+            grad_norm = self._grad_norm()
+            if not self._all_ranks(NonFiniteGuard.finite(group_ok, grad_norm)):
+                self._skip_step(group_loss / group_size, grad_norm)
+                if last_of_epoch:
+                    break
+                continue
+            self.guard.record(True, self.step + 1)
+            self._optimizer_step()
+            window_loss += group_loss / group_size
+            window_n += 1
             elapsed = max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{window_loss / window_n:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
                             samples_s=f"{window_samples / elapsed:.0f}")
@@ -339,12 +503,12 @@ class Trainer:
                     cb.on_step_end(self)
             if last_of_epoch:
                 break
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self.save_checkpoint()
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 bar.close()
                 self.save_checkpoint()
                 return
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
         bar.close()
         self.epoch += 1
         self.batch_in_epoch = 0
@@ -371,7 +535,7 @@ class Trainer:
         )
         if better:
             self.best_metric, self.best_step, self.bad_epochs = value, self.step, 0
-            if self.dist.is_main:
+            if self.dist.is_main and first_nonfinite(self.model) is None:
                 save_weights(self.model, self.run_dir / "best" / "model.safetensors",
                              metadata={"step": str(self.step), name: str(value)})
         else:
@@ -409,6 +573,9 @@ class Trainer:
         return values
 
     def _finish(self) -> None:
+        bad = first_nonfinite(self.model)
+        if bad is not None:
+            raise NonFiniteTrainingError(f"refusing to write {self.run_dir / 'model.safetensors'}: '{bad}' holds NaN/inf")
         if not self.dist.is_main:
             return
         save_weights(self.model, self.run_dir / "model.safetensors", metadata={"step": str(self.step)})
