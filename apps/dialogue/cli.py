@@ -212,20 +212,6 @@ def demo(out_dir: Path, device: str = "auto") -> dict:
     return {"accuracy": acc, "rounds": len(rounds), "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _light_train_config():
-    """mmcore.train.config without importing mmcore.train (which imports torch): `mm --help` stays fast."""
-    import importlib.util
-
-    import mmcore
-
-    path = Path(mmcore.__file__).parent / "train" / "config.py"
-    spec = importlib.util.spec_from_file_location("_mm_train_config_light", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module.TrainConfig, module.add_train_arguments
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("dialogue", help="vision-language dialogue bot about generated 2-D scenes")
     sub = p.add_subparsers(dest="dialogue_command", metavar="COMMAND")
@@ -239,7 +225,8 @@ def register(subparsers) -> None:
     g.add_argument("--rounds", type=int, default=10)
     g.set_defaults(func=cmd_generate)
 
-    TrainConfig, add_train_arguments = _light_train_config()
+    from mmcore.train import TrainConfig, add_train_arguments  # lazy names: no torch import for `mm --help`
+
     t = sub.add_parser("train", help="train SceneVLM or a baseline (resumable; CUDA when there is one)")
     add_train_arguments(t, TrainConfig(out_dir="runs/dialogue", epochs=20, batch_size=64, lr=1e-3, warmup_steps=300))
     t.add_argument("--mode", choices=["dialogue", "sort_of_clevr"], default="dialogue")

@@ -15,27 +15,10 @@ from collections import defaultdict
 import torch
 from torch.utils.data import DataLoader
 
+from .answers import answer_ids, own_answers
 from .data import DIALOGUE_FAMILIES, SOC_FAMILIES, collator
 from .model import SceneVLMForConditionalGeneration
-from .questions import ANSWERS
 from .tokenizer import vocabulary
-
-
-def answer_ids(device=None) -> torch.Tensor:
-    """Token ids of every candidate answer (:data:`questions.ANSWERS`)."""
-    vocab = vocabulary()
-    return torch.tensor([vocab.index(a) for a in ANSWERS], device=device)
-
-
-def own_answers(logits: torch.Tensor) -> torch.Tensor:
-    """The model's own answer ids from ``[M, V]`` answer logits, chosen among the candidate answers.
-
-    Why not ``argmax`` over the whole vocabulary: an untrained (or confused) model may prefer a
-    special token; written into the history, ``<image>`` breaks the image-token groups and
-    ``USER:`` the round segmentation (the 4,000-step run's ``groups of 8`` crash).
-    """
-    candidates = answer_ids(logits.device)
-    return candidates[logits[:, candidates].argmax(-1)]
 
 
 def _vlm_inputs(batch, blind: bool = False) -> dict:

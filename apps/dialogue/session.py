@@ -86,7 +86,7 @@ class EmbeddedBackend:
     def _answers_then_eos(self, prompt_len: int):
         """The embedded model answers in one word of its answer vocabulary, then ``</s>`` (never a
         special token such as ``<image>``, which would also break the next prompt)."""
-        from .evaluate import answer_ids
+        from .answers import answer_ids
 
         answers, eos = answer_ids().tolist(), [self.tokenizer.eos_token_id]
         return lambda _batch, ids: answers if ids.shape[-1] <= prompt_len else eos

@@ -22,10 +22,6 @@ class History:
     def log(self, **row) -> None:
         self.rows.append({k: (float(v) if hasattr(v, "item") else v) for k, v in row.items()})
 
-    def truncate_after(self, step: int) -> None:
-        """Drop rows logged after ``step`` (they belong to work a resume will redo)."""
-        self.rows = [r for r in self.rows if r.get("step", 0) <= step]
-
     def columns(self) -> list[str]:
         cols: list[str] = []
         for row in self.rows:
