@@ -25,16 +25,29 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="CSV of id,label joined onto posts/users without a label")
 
 
-def cmd_ingest(args) -> int:
-    from .ingest import ingest
+def _user_error(message: str) -> int:
+    print(f"mm social: {message}", file=sys.stderr)
+    return 2
 
-    stats = ingest(args.inputs, args.out, args.format, table=args.table, mapping=_mapping(args.mapping),
-                   media_root=args.media_root, labels=args.labels, progress=True)
+
+def cmd_ingest(args) -> int:
+    """Exit 0: everything read (row rejects are in rejects.csv); 2: a file could not be read in
+    full (missing, empty, corrupt, truncated: one line each on stderr); 1: nothing usable at all."""
+    from .ingest import InputError, ingest
+
+    try:
+        stats = ingest(args.inputs, args.out, args.format, table=args.table, mapping=_mapping(args.mapping),
+                       media_root=args.media_root, labels=args.labels, progress=True)
+    except InputError as exc:  # e.g. the labels file
+        return _user_error(str(exc))
     print(json.dumps(stats.to_dict(), indent=1))
     print(f"canonical tables in {args.out}; rejects: {Path(args.out) / 'rejects.csv'}" if stats.rejected
           or stats.media_problems else f"canonical tables in {args.out}")
-    good = sum(stats.rows.values())
-    return 1 if stats.lines and not good else 0  # only an input with nothing usable needs the user
+    for message in stats.file_errors:
+        print(f"mm social: {message}", file=sys.stderr)
+    if stats.file_errors:
+        return 2
+    return 1 if not sum(stats.rows.values()) else 0
 
 
 def _train_config(args):

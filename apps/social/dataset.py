@@ -40,7 +40,10 @@ def load_tables(path: str | Path) -> dict[str, pd.DataFrame]:
     missing = [t for t in ("posts", "users", "edges") if not (path / f"{t}.parquet").exists()]
     if missing:
         raise FileNotFoundError(f"{path}: not a canonical data folder (missing {', '.join(m + '.parquet' for m in missing)})")
-    return {t: pd.read_parquet(path / f"{t}.parquet") for t in ("posts", "users", "edges")} | {"dir": path}
+    tables = {t: pd.read_parquet(path / f"{t}.parquet") for t in ("posts", "users", "edges")}
+    if "kind" in tables["posts"]:  # a repost row is its reposts edge in the graph: no content node of its own
+        tables["posts"] = tables["posts"][tables["posts"].kind.ne("repost")].reset_index(drop=True)
+    return tables | {"dir": path}
 
 
 def _labels(values: pd.Series) -> tuple[torch.Tensor, list[str]]:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .graph import SocialGraph
+from .schema import epoch_seconds
 
 META_NAMES = ["log_followers", "log_following", "log_posts", "log_age_days", "follow_ratio", "log_posts_per_day",
               "verified", "default_profile"]
@@ -47,8 +48,10 @@ def post_graph_stats(g: SocialGraph, posts: pd.DataFrame, burst_s: int = 1800) -
     reposts = torch.bincount(rp[1], minlength=n).numpy().astype(np.float32)
     replies = torch.bincount(g.edge_index[("post", "replies_to", "post")][1], minlength=n).numpy().astype(np.float32)
     quotes = torch.bincount(g.edge_index[("post", "quotes", "post")][1], minlength=n).numpy().astype(np.float32)
-    created = pd.to_datetime(posts.created_at, utc=True).astype("int64").to_numpy() // 10**9
-    delay = g.edge_time[("user", "reposts", "post")].numpy() - created[rp[1].numpy()]
-    fast = np.bincount(rp[1].numpy(), weights=(delay <= burst_s).astype(float), minlength=n)
+    created = epoch_seconds(posts.created_at)  # explicit unit: Parquet gives ms, memory may give ns
+    repost_t = g.edge_time[("user", "reposts", "post")].numpy()
+    post_t = created[rp[1].numpy()]
+    known = (repost_t >= 0) & (post_t >= 0)
+    fast = np.bincount(rp[1].numpy(), weights=(known & (repost_t - post_t <= burst_s)).astype(float), minlength=n)
     share = np.divide(fast, reposts, out=np.zeros(n), where=reposts > 0)
     return np.stack([np.log1p(reposts), np.log1p(replies), np.log1p(quotes), share], 1).astype(np.float32)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .schema import RELATIONS
+from .schema import RELATIONS, epoch_seconds
 
 
 @dataclass
@@ -54,9 +54,7 @@ class SocialGraph:
 
 
 def _seconds(series: pd.Series) -> np.ndarray:
-    values = pd.to_datetime(series, utc=True)
-    out = values.astype("int64").to_numpy() // 10**9
-    return np.where(values.isna().to_numpy(), -1, out)
+    return epoch_seconds(series)  # explicit unit: Parquet gives ms, memory may give ns
 
 
 def build_graph(posts: pd.DataFrame, users: pd.DataFrame, edges: pd.DataFrame, reverse: bool = True) -> SocialGraph:
@@ -64,7 +62,7 @@ def build_graph(posts: pd.DataFrame, users: pd.DataFrame, edges: pd.DataFrame, r
     known_users = users.user_id.astype(str).tolist()
     user_set = set(known_users)
     referenced = pd.concat([edges.loc[edges.src_type == "user", "src_id"], edges.loc[edges.dst_type == "user", "dst_id"],
-                            posts.user_id]).astype(str)
+                            posts.user_id]).dropna().astype(str)  # an unknown author is no account
     stubs = [u for u in pd.unique(referenced) if u not in user_set]
     user_ids = np.array(known_users + stubs, dtype=object)
     pidx = pd.Series(np.arange(len(post_ids)), index=post_ids)
@@ -89,22 +87,37 @@ def build_graph(posts: pd.DataFrame, users: pd.DataFrame, edges: pd.DataFrame, r
 
 
 def user_interaction_edges(g: SocialGraph) -> pd.DataFrame:
-    """Weighted user->user edges: follows plus replying to / reposting / quoting / mentioning someone."""
+    """Weighted user->user edges: follows plus replying to / reposting / quoting / mentioning someone.
+
+    One row per (src, dst): ``weight`` (interactions), ``relations`` (the relation types, ``;``-
+    joined), ``n_<relation>`` counts, ``first_s``/``last_s`` (epoch seconds, -1 when unknown)."""
     author = torch.full((len(g.post_ids),), -1, dtype=torch.long)
     a = g.edge_index[("user", "authored", "post")]
     author[a[1]] = a[0]
-    parts = [g.edge_index[("user", "follows", "user")]]
-    rp = g.edge_index[("user", "reposts", "post")]
-    parts.append(torch.stack([rp[0], author[rp[1]]]))
+    key = ("user", "follows", "user")
+    parts = [(g.edge_index[key], g.edge_time[key], "follows")]
+    key = ("user", "reposts", "post")
+    rp = g.edge_index[key]
+    parts.append((torch.stack([rp[0], author[rp[1]]]), g.edge_time[key], "reposts"))
     for rel in ("replies_to", "quotes"):
-        e = g.edge_index[("post", rel, "post")]
-        parts.append(torch.stack([author[e[0]], author[e[1]]]))
-    m = g.edge_index[("post", "mentions", "user")]
-    parts.append(torch.stack([author[m[0]], m[1]]))
-    both = torch.cat(parts, 1).numpy()
-    frame = pd.DataFrame({"src": both[0], "dst": both[1]})
+        key = ("post", rel, "post")
+        e = g.edge_index[key]
+        parts.append((torch.stack([author[e[0]], author[e[1]]]), g.edge_time[key], rel))
+    key = ("post", "mentions", "user")
+    m = g.edge_index[key]
+    parts.append((torch.stack([author[m[0]], m[1]]), g.edge_time[key], "mentions"))
+    frame = pd.concat([pd.DataFrame({"src": e[0].numpy(), "dst": e[1].numpy(), "relation": rel,
+                                     "t": t.numpy().astype(np.int64)}) for e, t, rel in parts], ignore_index=True)
     frame = frame[(frame.src >= 0) & (frame.dst >= 0) & (frame.src != frame.dst)]
-    return frame.groupby(["src", "dst"]).size().rename("weight").reset_index()
+    known_t = frame.t.where(frame.t >= 0)
+    grouped = frame.assign(tk=known_t).groupby(["src", "dst"])
+    out = grouped.agg(weight=("relation", "size"), first_s=("tk", "min"), last_s=("tk", "max"),
+                      relations=("relation", lambda r: ";".join(sorted(set(r)))))
+    counts = frame.groupby(["src", "dst", "relation"]).size().unstack(fill_value=0)
+    for rel in ("follows", "reposts", "replies_to", "quotes", "mentions"):
+        out[f"n_{rel}"] = counts[rel].reindex(out.index).fillna(0).astype(int) if rel in counts else 0
+    out[["first_s", "last_s"]] = out[["first_s", "last_s"]].fillna(-1).astype(np.int64)
+    return out.reset_index()
 
 
 def to_igraph(g: SocialGraph, directed: bool = True):
@@ -117,8 +130,15 @@ def to_igraph(g: SocialGraph, directed: bool = True):
     return graph
 
 
+def _iso(seconds: int) -> str:
+    return pd.Timestamp(int(seconds), unit="s", tz="UTC").isoformat() if seconds >= 0 else ""
+
+
 def to_networkx(g: SocialGraph, node_attrs: dict | None = None):
-    """Directed weighted user graph with optional per-node attributes (lists aligned with users)."""
+    """Directed weighted user graph for Gephi.  Nodes carry ``node_attrs`` (lists aligned with the
+    users; a ``label`` list becomes the node label Gephi shows, e.g. the username).  Edges carry
+    ``weight``, ``relations`` (``follows;reposts``...), ``n_<relation>``, and the first/last
+    interaction time (``first_seen``/``last_seen`` ISO-8601 UTC, ``first_s``/``last_s`` epoch s)."""
     import networkx as nx
 
     e = user_interaction_edges(g)
@@ -127,7 +147,11 @@ def to_networkx(g: SocialGraph, node_attrs: dict | None = None):
     for i, uid in enumerate(g.user_ids):
         graph.add_node(str(uid), **{k: v[i] for k, v in attrs.items()})
     ids = g.user_ids
-    graph.add_weighted_edges_from((str(ids[s]), str(ids[d]), float(w)) for s, d, w in e.itertuples(index=False))
+    counts = [c for c in e.columns if c.startswith("n_")]
+    for row in e.itertuples(index=False):
+        graph.add_edge(str(ids[row.src]), str(ids[row.dst]), weight=float(row.weight), relations=row.relations,
+                       first_s=int(row.first_s), last_s=int(row.last_s), first_seen=_iso(row.first_s),
+                       last_seen=_iso(row.last_s), **{c: int(getattr(row, c)) for c in counts})
     return graph
 
 
@@ -146,12 +170,13 @@ def propagation_trees(posts: pd.DataFrame, g: SocialGraph) -> pd.DataFrame:
         if parent[i] >= 0:
             depth[i] = max(depth[i], depth[parent[i]] + 1)
     reposts = np.bincount(g.edge_index[("user", "reposts", "post")][1].numpy(), minlength=len(parent))
+    seconds = _seconds(posts.created_at)
     frame = pd.DataFrame({"thread_id": posts.thread_id.fillna(posts.post_id).astype(str).to_numpy(), "depth": depth,
-                          "reposts": reposts, "t": _seconds(posts.created_at)})
+                          "reposts": reposts, "t": np.where(seconds >= 0, seconds, np.nan)})
     out = frame.groupby("thread_id").agg(posts=("depth", "size"), depth=("depth", "max"), reposts=("reposts", "sum"),
                                          start=("t", "min"), end=("t", "max"))
     out["breadth"] = frame.groupby(["thread_id", "depth"]).size().groupby("thread_id").max()
-    out["duration_s"] = out.end - out.start
+    out["duration_s"] = (out.end - out.start).fillna(-1).astype(np.int64)  # -1: no post of the thread has a time
     return out.drop(columns=["start", "end"]).reset_index().sort_values("posts", ascending=False)
 
 

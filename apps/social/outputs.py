@@ -1,22 +1,21 @@
 """Writers: predictions and scores (Parquet + CSV), metrics JSON, Gephi files (GEXF, GraphML).
 
-Every file is written to a temporary name and renamed, so a crash never leaves half a file.
+Every file is written through :func:`mmcore.utils.io.atomic_path` (a temporary name, renamed on
+success), so a crash never leaves half a file.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mmcore.train import atomic_write_json
+from mmcore.utils.io import atomic_path, atomic_write_json
 
 
 def _atomic(path: Path, write) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        write(tmp)
     return path
 
 
@@ -51,16 +50,28 @@ def write_gephi(graph_nx, out_dir: Path, name: str = "users") -> tuple[Path, Pat
     return gexf, graphml
 
 
-def node_attributes(users: pd.DataFrame, user_pred: pd.DataFrame | None) -> dict:
-    """Gephi-friendly attribute lists (plain str/int/float) aligned with the user order."""
-    attrs = {"community": users.community.astype(int).tolist(), "pagerank": users.pagerank.astype(float).tolist(),
+def usernames(users: pd.DataFrame, user_ids) -> list[str]:
+    """The username of each user in ``user_ids`` order; the ID where there is none (stub users)."""
+    names = users.set_index(users.user_id.astype(str)).username if "username" in users else pd.Series(dtype=object)
+    names = names[~names.index.duplicated()]
+    got = names.reindex([str(u) for u in user_ids]).to_numpy()
+    return [str(n) if isinstance(n, str) and n else str(u) for n, u in zip(got, user_ids)]
+
+
+def node_attributes(users: pd.DataFrame, user_pred: pd.DataFrame | None, labels: list[str] | None = None) -> dict:
+    """Gephi-friendly attribute lists (plain str/int/float) aligned with the user order.
+
+    ``labels`` (usernames) become the node label Gephi shows; the account's class is
+    ``true_label`` (never the node label)."""
+    attrs = {"label": labels} if labels is not None else {}
+    attrs |= {"community": users.community.astype(int).tolist(), "pagerank": users.pagerank.astype(float).tolist(),
              "coreness": users.coreness.astype(int).tolist(), "participation": users.participation.astype(float).tolist(),
              "coordination_cluster": users.coordination_cluster.astype(int).tolist()}
     if user_pred is not None:
         for col in user_pred.columns:
             if col.startswith(("pred_", "score_")) or col == "label":
                 values = user_pred[col]
-                attrs[col] = [float(v) if isinstance(v, (float, np.floating)) else ("" if v is None else str(v)) for v in values]
+                attrs["true_label" if col == "label" else col] = [float(v) if isinstance(v, (float, np.floating)) else ("" if v is None else str(v)) for v in values]
     return attrs
 
 

@@ -26,7 +26,7 @@ from .analytics import run_analytics
 from .dataset import build_tensors, load_tables
 from .graph import to_networkx
 from .ingest import ingest
-from .outputs import node_attributes, prediction_frame, write_gephi, write_metrics, write_table
+from .outputs import node_attributes, prediction_frame, usernames, write_gephi, write_metrics, write_table
 from .synthetic import ceilings
 from .train import default_train_config, train_all
 
@@ -98,7 +98,7 @@ def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: di
     write_table(users, out, "user_analytics")
     write_table(an["topics"], out, "topics")
     write_table(an["cascades"].head(5000), out, "cascades")
-    graph_nx = to_networkx(store.graph, node_attributes(an["users"], user_pred))
+    graph_nx = to_networkx(store.graph, node_attributes(an["users"], user_pred, usernames(store.users, store.graph.user_ids)))
     write_gephi(graph_nx, out)
     timings["export"] = time.perf_counter() - t0 - sum(timings.values())
     metrics["timings_s"] = {k: round(v, 2) for k, v in timings.items()}

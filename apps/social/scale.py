@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmcore.utils.io import atomic_path, atomic_write_json
+
 from .ingest.common import CanonicalWriter
 from .ingest.run import detect_format, ingest_file, load_labels
 from .schema import REJECTS, TABLES
@@ -49,9 +51,27 @@ def plan_partitions(paths, fmt: str = "auto", target_bytes: int = 64 << 20, n_pa
 
 
 def ingest_partition(part: dict, out_dir: str, options: dict) -> dict:
-    writer = CanonicalWriter(out_dir)
+    writer = CanonicalWriter(out_dir, keep_owner=True)
     ingest_file(writer, part["path"], part["fmt"], start=part["start"], end=part["end"], **options)
     return writer.close().to_dict()
+
+
+def _merge_edges(pieces: list[pa.Table], kept_posts: list[set]) -> pa.Table:
+    """Keep an owned edge only where its partition's post row was kept (the first occurrence);
+    ownerless edges (follows, anonymous reposts) once per whole key, as the single writer does."""
+    import pandas as pd
+
+    frames = []
+    for piece, kept in zip(pieces, kept_posts):
+        frame = piece.to_pandas()
+        owned = frame["_of"].notna()
+        frames.append(frame[~owned | frame["_of"].isin(kept)])
+    merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TABLES["edges"].names)
+    ownerless = merged["_of"].isna()
+    key = ["src_type", "src_id", "relation", "dst_type", "dst_id", "created_at"]
+    repeat = ownerless & merged[key].assign(_o=ownerless).duplicated()
+    merged = merged[~repeat].drop(columns=["_of"])
+    return pa.Table.from_pandas(merged, schema=TABLES["edges"], preserve_index=False)
 
 
 def merge_partitions(part_dirs: list, out_dir: str | Path, part_stats: list[dict]) -> dict:
@@ -59,25 +79,33 @@ def merge_partitions(part_dirs: list, out_dir: str | Path, part_stats: list[dict
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = {}
     duplicates = sum(s["duplicates"] for s in part_stats)
+    kept_posts: list[set] = [set() for _ in part_dirs]
     for table, schema in [*TABLES.items(), ("rejects", REJECTS)]:
         pieces = [pq.read_table(Path(d) / f"{table}.parquet") for d in part_dirs]
-        merged = pa.concat_tables(pieces) if pieces else schema.empty_table()
+        if table == "edges":
+            merged = _merge_edges(pieces, kept_posts)
+        else:
+            merged = pa.concat_tables(pieces) if pieces else schema.empty_table()
         if table in KEYS and merged.num_rows:
             ids = merged.column(KEYS[table]).to_numpy(zero_copy_only=False)
             _, first = np.unique(ids, return_index=True)
             keep = np.sort(first)
             if table == "posts":
                 duplicates += merged.num_rows - len(keep)
+                bounds = np.cumsum([0] + [p.num_rows for p in pieces])
+                part_of = np.searchsorted(bounds, keep, side="right") - 1
+                for i, part in zip(keep, part_of):
+                    kept_posts[part].add(ids[i])
             merged = merged.take(pa.array(keep))
         rows[table] = merged.num_rows
-        tmp = out_dir / f".{table}.parquet.tmp"
-        pq.write_table(merged.cast(schema), tmp)
-        tmp.replace(out_dir / f"{table}.parquet")
-    stats = {"lines": sum(s["lines"] for s in part_stats), "rows": {t: rows[t] for t in TABLES},
-             "rejected": sum(s["rejected"] for s in part_stats), "media_problems": sum(s["media_problems"] for s in part_stats),
-             "duplicates": duplicates, "partitions": len(part_dirs)}
-    from mmcore.train import atomic_write_json
-
+        with atomic_path(out_dir / f"{table}.parquet") as tmp:
+            pq.write_table(merged.cast(schema), tmp)
+    summed = ("lines", "rejected", "media_problems", "duplicate_edges", "posts_collected", "posts_referenced",
+              "non_utf8_lines")
+    stats = {k: sum(s.get(k, 0) for s in part_stats) for k in summed} | {
+        "rows": {t: rows[t] for t in TABLES}, "duplicates": duplicates, "partitions": len(part_dirs),
+        "file_errors": [e for s in part_stats for e in s.get("file_errors", [])],
+        "truncated": {k: v for s in part_stats for k, v in s.get("truncated", {}).items()}}
     atomic_write_json(out_dir / "ingest_report.json", stats)
     return stats
 

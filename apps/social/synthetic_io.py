@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import TABLES
+from .schema import TABLES, post_kind
 from .synthetic import SyntheticData
 
 
@@ -45,6 +45,8 @@ def write_canonical(data: SyntheticData, out_dir: str | Path, image_paths: list 
     out_dir.mkdir(parents=True, exist_ok=True)
     posts = data.posts.drop(columns=["image_index"]).copy()
     posts["image_path"] = image_paths if image_paths is not None else write_media(data, out_dir)
+    posts["kind"] = [post_kind(p, q) for p, q in zip(posts.parent_id, posts.quote_of)]
+    posts["repost_of"], posts["collection"], posts["status"] = None, "collected", "ok"
     media = posts.loc[posts.image_path.notna(), ["post_id", "image_path"]].rename(columns={"image_path": "path"})
     media.insert(0, "media_id", media.post_id)
     media["kind"], media["status"] = "photo", "ok"
@@ -101,8 +103,12 @@ def write_twitter(data: SyntheticData, out_dir: Path, page_size: int = 100) -> t
             media = [{"media_key": k, "type": "photo"} for t in page for k in t.get("attachments", {}).get("media_keys", [])]
             fr.write(json.dumps({"data": page, "includes": {"users": [_user_obj(users, a) for a in authors],
                                                              "media": media}}) + "\n")
-            for t in page:
-                ff.write(json.dumps({**t, "author": _user_obj(users, t["author_id"]), "__twarc": {"version": "2.14.0"}}) + "\n")
+            for t in page:  # twarc2 flatten expands the media objects in place
+                flat_t = {**t, "author": _user_obj(users, t["author_id"]), "__twarc": {"version": "2.14.0"}}
+                if "attachments" in t:
+                    keys = t["attachments"]["media_keys"]
+                    flat_t["attachments"] = {"media_keys": keys, "media": [{"media_key": k, "type": "photo"} for k in keys]}
+                ff.write(json.dumps(flat_t) + "\n")
     return raw, flat
 
 

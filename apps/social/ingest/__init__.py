@@ -1,6 +1,7 @@
 """Adapters from raw social-media files to the canonical tables (see ``apps.social.schema``)."""
 from .common import CanonicalWriter, IngestStats, Reject, RowError, parse_time
 from .run import FORMATS, detect_format, ingest, ingest_file, iter_lines, load_labels
+from .source import InputError, TruncatedInput
 
 __all__ = ["ingest", "ingest_file", "detect_format", "iter_lines", "load_labels", "FORMATS",
-           "CanonicalWriter", "IngestStats", "Reject", "RowError", "parse_time"]
+           "CanonicalWriter", "IngestStats", "InputError", "TruncatedInput", "Reject", "RowError", "parse_time"]

@@ -2,63 +2,80 @@
 
 Each input line is atomic: either every row it yields is written or the line goes to the rejects
 file with its 1-based line number and the reason.  A Twitter page line holds many tweets: each
-bad tweet is rejected on its own (same line number, reason names the tweet index).  A post whose
-image is missing or unreadable is *kept* with the image masked, and the problem is written to the
-rejects file too (``media_problems`` in the counts), so nothing is dropped silently.
+bad tweet is rejected on its own (same line number; the reason names the tweet's index after the
+reason itself, so the histogram stays keyed by reason).  A post whose image is missing or
+unreadable is *kept* with the image masked, and the problem is written to the rejects file too
+(``media_problems`` in the counts), so nothing is dropped silently.
+
+Whole-file problems (missing, empty, corrupt, not the compression its name says) raise
+:class:`InputError` from :func:`ingest_file`; :func:`ingest` records each in
+``stats.file_errors`` and goes on with the other files.  A compressed stream that ends early keeps
+every line read before the cut and records ``stats.truncated[file] = lines read``.
 """
 from __future__ import annotations
 
 import csv
-import io
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import CanonicalWriter, IngestStats, Reject, RowError, check_image, dumps
+from .common import CanonicalWriter, IngestStats, Reject, RowError, check_image, dumps, reason_key
 from .generic import ROW_PARSERS
 from .reddit import reddit_rows
-from .twitter import is_raw_page, page_items, tweet_rows
+from .source import DecodeCounter, InputError, TruncatedInput, open_binary, sniff, strip_compression_suffix
+from .twitter import gone_rows, is_raw_page, page_items, tweet_rows
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "twitter", "reddit")
+CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (131,072 characters) aborts on one long post
 
 
-def _open_binary(path: Path):
-    if path.suffix == ".zst":
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor(max_window_size=2**31).stream_reader(open(path, "rb"), closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)
-    return open(path, "rb")
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"{path}: input file not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: input file is empty")
 
 
 def detect_format(path: Path) -> str:
-    name = path.name.lower().removesuffix(".zst")
+    path = Path(path)
+    _check_file(path)
+    name = strip_compression_suffix(path.name)
     if name.endswith(".csv"):
         return "csv"
     if name.endswith(".parquet"):
         return "parquet"
-    with _open_binary(path) as fh:
-        for raw in io.TextIOWrapper(fh, encoding="utf-8", errors="replace"):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
+    try:
+        with open_binary(path) as fh:
+            for raw in fh:
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    return "jsonl"
+                if isinstance(obj, dict):
+                    if is_raw_page(obj) or "author_id" in obj or "conversation_id" in obj:
+                        return "twitter"
+                    if "subreddit" in obj or "created_utc" in obj:
+                        return "reddit"
                 return "jsonl"
-            if isinstance(obj, dict):
-                if is_raw_page(obj) or "author_id" in obj or "conversation_id" in obj:
-                    return "twitter"
-                if "subreddit" in obj or "created_utc" in obj:
-                    return "reddit"
-            return "jsonl"
+    except TruncatedInput:
+        return "jsonl"  # the first record decoded; ingest_file reports the cut with its line count
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return "jsonl"
 
 
-def iter_lines(path: Path, start: int = 0, end: int | None = None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of the lines that *start* inside the byte range [start, end)."""
-    if path.suffix == ".zst" and (start or end is not None):
+def iter_lines(path: Path, start: int = 0, end: int | None = None,
+               decode: DecodeCounter | None = None) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of the lines that *start* inside the byte range [start, end).
+
+    Text is UTF-8; undecodable lines are decoded with U+FFFD and counted by ``decode``."""
+    decode = decode or DecodeCounter()
+    if (start or end is not None) and sniff(path) is not None:
         raise ValueError(f"{path}: compressed files cannot be split by byte range")
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         lineno, pos = 0, 0
         if start:
             fh.seek(0)
@@ -80,18 +97,23 @@ def iter_lines(path: Path, start: int = 0, end: int | None = None) -> Iterator[t
                 break
             pos += len(raw)
             lineno += 1
-            yield lineno, raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            yield lineno, decode(raw).rstrip("\r\n")
 
 
 def _rows_of_line(fmt: str, obj, table: str, mapping: dict, media_root) -> Iterator[list | Reject]:
     if fmt == "twitter":
         if isinstance(obj, dict) and is_raw_page(obj):
-            tweets, media, users = page_items(obj)
-            for i, tweet in enumerate(tweets):
+            collected, referenced, media, users, errors = page_items(obj)
+            for i, (tweet, kind) in enumerate([(t, "collected") for t in collected] + [(t, "referenced") for t in referenced]):
                 try:
-                    yield tweet_rows(tweet, media, users, media_root)
+                    yield tweet_rows(tweet, media, users, media_root, kind)
                 except RowError as exc:
-                    yield Reject(0, f"tweet {i}: {exc}", dumps(tweet))
+                    where = f"data[{i}]" if kind == "collected" else f"includes.tweets[{i - len(collected)}]"
+                    yield Reject(0, f"{exc} [at {where}]", dumps(tweet))
+            for error in errors:
+                rows = gone_rows(error)
+                if rows:
+                    yield rows
         else:
             yield tweet_rows(obj, {}, {}, media_root) if isinstance(obj, dict) else Reject(0, "line is not a JSON object")
     elif fmt == "reddit":
@@ -112,7 +134,13 @@ def _check_media(rows: list, base: Path, writer: CanonicalWriter, file: str, lin
                                     "path": row["image_path"], "kind": "photo", "status": None}))
     rows = rows + extra
     for table, row in rows:
-        if table != "media" or row["status"] is not None:
+        if table != "media":
+            continue
+        if row["status"] == "not_in_includes":
+            writer.reject(Reject(lineno, f"media key not in includes.media: {row['media_id']} (post {row['post_id']} "
+                                         "kept, image masked)", "", file), media=True)
+            continue
+        if row["status"] is not None:
             continue
         path = Path(row["path"])
         path = path if path.is_absolute() else base / path
@@ -130,10 +158,12 @@ def _check_media(rows: list, base: Path, writer: CanonicalWriter, file: str, lin
 def ingest_file(writer: CanonicalWriter, path: str | Path, fmt: str = "auto", *, table: str = "posts",
                 mapping: dict | None = None, media_root: str | Path | None = None, labels: dict | None = None,
                 start: int = 0, end: int | None = None) -> None:
-    """Stream one input file (or the byte range [start, end) of it) into ``writer``."""
+    """Stream one input file (or the byte range [start, end) of it) into ``writer``.
+
+    Raises :class:`InputError` (one line, names the file) when the file is missing, empty, corrupt
+    or truncated; rows read before a truncation or corruption are kept (``stats.truncated``)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
+    _check_file(path)
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise ValueError(f"unknown format '{fmt}' (one of {', '.join(FORMATS)})")
@@ -144,58 +174,94 @@ def ingest_file(writer: CanonicalWriter, path: str | Path, fmt: str = "auto", *,
     base = root or path.parent.resolve()
     labels = labels or {}
     name = str(path)
+    decode = DecodeCounter()
 
     def emit(lineno: int, rows: list) -> None:
         rows = _check_media(rows, base, writer, name, lineno)
         for table_name, row in rows:
-            if labels and table_name in ("posts", "users") and row.get("label") is None:
+            if labels and table_name in ("posts", "users") and row.get("label") is None and row.get(
+                    "post_id" if table_name == "posts" else "user_id") is not None:
                 row["label"] = labels.get(row["post_id" if table_name == "posts" else "user_id"])
-            writer.add(table_name, row)
+        writer.add_line(rows)
 
-    for lineno, raw, obj in _records(path, fmt, start, end):
-        writer.stats.lines += 1
-        if isinstance(obj, Reject):
-            writer.reject(Reject(lineno, obj.reason, raw, name))
-            continue
-        try:
-            results = list(_rows_of_line(fmt, obj, table, mapping, root))
-        except RowError as exc:
-            writer.reject(Reject(lineno, str(exc), raw, name))
-            continue
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # odd JSON shapes
-            writer.reject(Reject(lineno, f"unexpected structure: {type(exc).__name__}: {exc}", raw, name))
-            continue
-        for result in results:
-            if isinstance(result, Reject):
-                writer.reject(Reject(lineno, result.reason, result.raw, name))
-            else:
-                emit(lineno, result)
+    lines_before, read = writer.stats.lines, 0
+    try:
+        for lineno, raw, obj in _records(path, fmt, start, end, decode):
+            writer.stats.lines += 1
+            read = lineno
+            if isinstance(obj, Reject):
+                writer.reject(Reject(lineno, obj.reason, raw, name))
+                continue
+            try:
+                results = list(_rows_of_line(fmt, obj, table, mapping, root))
+            except RowError as exc:
+                writer.reject(Reject(lineno, str(exc), raw, name))
+                continue
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:  # odd JSON shapes
+                writer.reject(Reject(lineno, f"unexpected structure: {type(exc).__name__}: {exc}", raw, name))
+                continue
+            for result in results:
+                if isinstance(result, Reject):
+                    writer.reject(Reject(lineno, result.reason, result.raw, name))
+                else:
+                    emit(lineno, result)
+    except TruncatedInput as exc:
+        writer.stats.truncated[name] = read
+        raise TruncatedInput(f"{path}: {exc} after {read} lines; the {read} lines read were ingested") from None
+    except InputError as exc:
+        writer.stats.truncated[name] = read
+        raise InputError(f"{path}: {exc} after {read} lines; the {read} lines read were ingested") from None
+    finally:
+        writer.stats.non_utf8_lines += decode.bad_lines
+    if writer.stats.lines == lines_before and start == 0 and end is None:
+        raise InputError(f"{path}: no records in the file (only blank lines or a header)")
 
 
-def _records(path: Path, fmt: str, start: int, end: int | None) -> Iterator[tuple[int, str, object]]:
+def _csv_lines(path: Path, decode: DecodeCounter) -> Iterator[str]:
+    with open_binary(path) as fh:
+        for raw in fh:
+            yield decode(raw)
+
+
+def _records(path: Path, fmt: str, start: int, end: int | None, decode: DecodeCounter) -> Iterator[tuple[int, str, object]]:
     if fmt == "csv":
-        with _open_binary(path) as fh:
-            text = io.TextIOWrapper(fh, encoding="utf-8", errors="replace", newline="")
-            reader = csv.reader(text)
+        limit = csv.field_size_limit()
+        csv.field_size_limit(min(sys.maxsize, CSV_FIELD_LIMIT))
+        try:
+            reader = csv.reader(_csv_lines(path, decode))
             header = next(reader, None) or []
-            for values in reader:
+            while True:
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    yield reader.line_num, "", Reject(reader.line_num, f"bad CSV row: {exc}")
+                    continue
                 line = reader.line_num
                 raw = ",".join(values)
                 if len(values) != len(header):
                     yield line, raw, Reject(line, f"wrong number of fields: {len(values)} (header has {len(header)})")
                     continue
                 yield line, raw, {k: (v if v != "" else None) for k, v in zip(header, values)}
+        finally:
+            csv.field_size_limit(limit)
         return
     if fmt == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         line = 1
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
-            for row in batch.to_pylist():
-                line += 1  # row i is reported as "line i+1" like a CSV with a header
-                yield line, dumps(row), row
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=10_000)
+            for batch in batches:
+                for row in batch.to_pylist():
+                    line += 1  # row i is reported as "line i+1" like a CSV with a header
+                    yield line, dumps(row), row
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"not a readable Parquet file ({exc})") from None
         return
-    for lineno, raw in iter_lines(path, start, end):
+    for lineno, raw in iter_lines(path, start, end, decode):
         if not raw.strip():
             continue
         try:
@@ -210,7 +276,9 @@ def load_labels(path: str | Path | None) -> dict:
     """A CSV of ``id,label`` (post or user IDs) joined onto rows whose label is empty."""
     if not path:
         return {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    if not Path(path).is_file():
+        raise InputError(f"{path}: labels file not found")
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh)
         next(reader, None)
         return {row[0]: row[1] for row in reader if len(row) >= 2}
@@ -218,7 +286,10 @@ def load_labels(path: str | Path | None) -> dict:
 
 def ingest(paths, out_dir: str | Path, fmt: str = "auto", *, table: str = "posts", mapping: dict | None = None,
            media_root=None, labels: str | dict | None = None, chunk_rows: int = 50_000, progress: bool = False) -> IngestStats:
-    """Ingest every file in ``paths`` into canonical Parquet tables under ``out_dir``."""
+    """Ingest every file in ``paths`` into canonical Parquet tables under ``out_dir``.
+
+    A file that cannot be read is recorded in ``stats.file_errors`` (one line each) and the other
+    files are still ingested; the caller decides the exit status (``mm social ingest``: 2)."""
     writer = CanonicalWriter(out_dir, chunk_rows=chunk_rows)
     label_map = labels if isinstance(labels, dict) else load_labels(labels)
     files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
@@ -228,5 +299,10 @@ def ingest(paths, out_dir: str | Path, fmt: str = "auto", *, table: str = "posts
 
         iterator = tqdm(files, desc="ingest", unit="file")
     for path in iterator:
-        ingest_file(writer, path, fmt, table=table, mapping=mapping, media_root=media_root, labels=label_map)
+        try:
+            ingest_file(writer, path, fmt, table=table, mapping=mapping, media_root=media_root, labels=label_map)
+        except InputError as exc:
+            writer.stats.file_errors.append(str(exc))
+            key = reason_key(str(exc).split(": ", 1)[-1].split(" after ")[0])
+            writer.stats.reasons[key] = writer.stats.reasons.get(key, 0) + 1
     return writer.close()
