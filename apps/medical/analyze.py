@@ -6,6 +6,8 @@ when MR is missing), ``report.html`` and, for DICOM input, ``lesion_seg.dcm``.
 """
 from __future__ import annotations
 
+import json
+import logging
 import time
 import traceback
 from pathlib import Path
@@ -19,10 +21,20 @@ from .model import keep_largest_lesion
 from .phantom import CLASS_NAMES
 from .transforms import MODALITIES, ROI
 
+log = logging.getLogger(__name__)
+
+
+DISCLAIMER = ("Research demo trained on synthetic phantoms only; not for clinical use. Probabilities are calibrated "
+              "on synthetic data.")
+
 
 @torch.no_grad()
-def predict(model, image: torch.Tensor, present: torch.Tensor) -> dict:
-    """Sliding-window segmentation on ``image`` [2, *S] then the diagnosis pooled in the lesion."""
+def predict(model, image: torch.Tensor, present: torch.Tensor, icv: torch.Tensor | None = None) -> dict:
+    """Sliding-window segmentation on ``image`` [2, *S] then the diagnosis pooled in the lesion.
+
+    ``icv`` [*S] (0/1): the intracranial volume; lesion probability outside it is set to 0 *before*
+    the largest component is chosen and the diagnosis pools its features (the anatomical guard).
+    Returns ``lesion_prob`` (guarded, largest component), ``lesion_prob_raw`` (the network's own)."""
     from monai.inferers import sliding_window_inference
 
     model.eval()
@@ -44,28 +56,60 @@ def predict(model, image: torch.Tensor, present: torch.Tensor) -> dict:
                                    overlap=0.25)
     seg, rest = out[:, :2], out[:, 2:]
     maps = dict(zip(names, torch.split(rest, sizes, dim=1)))
-    prob = keep_largest_lesion(seg.softmax(1)[:, 1:2])
+    raw = seg.softmax(1)[:, 1:2]
+    inside = raw if icv is None else raw * icv.to(raw.device, raw.dtype).view(1, 1, *raw.shape[-3:])
+    prob = keep_largest_lesion(inside)
     logits = model.diagnose(maps, prob, pres) / model.temperature
-    return {"lesion_prob": prob[0, 0].cpu(), "probs": logits.softmax(-1)[0].cpu(), "logits": logits[0].cpu()}
+    return {"lesion_prob": prob[0, 0].cpu(), "lesion_prob_raw": raw[0, 0].cpu(), "probs": logits.softmax(-1)[0].cpu(),
+            "logits": logits[0].cpu()}
 
 
-def _location(centroid: np.ndarray) -> str:
-    x, y, z = centroid
-    return (f"{'right' if x > 0 else 'left'} hemisphere, {'anterior' if y > -18 else 'posterior'}, "
-            f"{'superior' if z > 18 else 'inferior'} (scanner RAS; demo head centred near (0, -18, 18) mm)")
+def _location(centroid: np.ndarray, reference: np.ndarray | None) -> str:
+    """Where the lesion lies in patient (RAS) terms, relative to the intracranial centroid when known."""
+    if reference is None:
+        x = centroid[0]
+        return f"{'right' if x > 0 else 'left'} of the scanner's x = 0 plane (intracranial volume unknown)"
+    dx, dy, dz = centroid - reference
+    return (f"{'right' if dx > 0 else 'left'} hemisphere, {abs(dx):.0f} mm from the midline; "
+            f"{abs(dy):.0f} mm {'anterior' if dy > 0 else 'posterior'} and {abs(dz):.0f} mm "
+            f"{'superior' if dz > 0 else 'inferior'} of the intracranial centroid (patient RAS; midline assumed "
+            "through that centroid)")
+
+
+def _guard(native: torch.Tensor, affine: np.ndarray, method: str | None) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """From the native [guarded prob, raw prob, ICV] stack: the final mask, the guard's record, the ICV."""
+    from scipy import ndimage
+
+    guarded, raw = native[0].numpy() > 0.5, native[1].numpy() > 0.5
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    if method is None:
+        return guarded, {"method": None, "note": "intracranial guard off"}, None
+    icv = native[2].numpy() > 0.5
+    outside = raw & ~icv
+    n_out = int(ndimage.label(outside, structure=np.ones((3, 3, 3), bool))[1]) if outside.any() else 0
+    record = {"method": method, "icv_ml": round(float(icv.sum() * voxel_ml), 1),
+              "removed_outside_ml": round(float(outside.sum() * voxel_ml), 3), "removed_components": n_out}
+    return guarded & icv, record, icv
 
 
 def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, write: bool = True,
-                  drop: str | None = None, keep: dict | None = None) -> dict:
-    """Analyse one study; never raises for bad input: the findings say what went wrong."""
+                  drop: str | None = None, keep: dict | None = None, guard: bool = True) -> dict:
+    """Analyse one study; never raises for bad input: the findings say what went wrong.
+
+    ``guard``: remove predicted lesion outside the intracranial volume (:mod:`apps.medical.intracranial`).
+    The diagnosis is withheld (``diagnosis`` None, ``diagnosis_withheld`` says why) when no lesion is
+    found inside the brain or the out-of-domain check (:mod:`apps.medical.ood`) flags the study."""
     from mmcore.train import atomic_write_json
 
+    from .ood import score as ood_score
+    from .ood import study_features
     from .outputs import write_dicom_seg, write_nifti_mask, write_report
     from .transforms import invert_to_native, preprocess
 
     t0 = time.perf_counter()
     path = Path(path)
-    findings: dict = {"study": str(path), "status": "ok", "messages": []}
+    findings: dict = {"study": str(path), "status": "ok", "messages": [], "model": getattr(model, "bundle_info", None),
+                      "disclaimer": DISCLAIMER}
     out = Path(out_dir)
     try:
         study: StudyInput = read_study(path)
@@ -74,14 +118,17 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
         if drop:
             sources[drop] = None
             findings["messages"].append(f"{drop.upper()} removed on request (modality-removal test)")
-        pipe = preprocess(register=register, with_mask=False)
+        pipe = preprocess(register=register, with_mask=False, with_icv=guard)
         d = pipe(sources)
         findings["messages"] += d.get("messages", [])
         present = d["present"]
-        pred = predict(model, d["image"].as_tensor(), present)
-        native = invert_to_native(pipe, d, pred["lesion_prob"][None])
-        mask = (native[0].numpy() > 0.5)
+        image = d["image"].as_tensor()
+        icv_grid = d["icv"].as_tensor()[0] if guard else None
+        pred = predict(model, image, present, icv_grid)
+        stack = [pred["lesion_prob"], pred["lesion_prob_raw"]] + ([icv_grid.float()] if guard else [])
+        native = invert_to_native(pipe, d, torch.stack(stack))
         affine = np.asarray(native.affine, float)
+        mask, guard_record, icv_native = _guard(native, affine, d.get("icv_method") if guard else None)
         voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
         used = [m for m, p in zip(MODALITIES, present.tolist()) if p and m in model.modalities]
         missing = [m for m in MODALITIES if m not in used]
@@ -89,21 +136,39 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
         lesion: dict = {"volume_ml": round(float(mask.sum() * voxel_ml), 3), "voxels": int(mask.sum())}
         if mask.any():
             c = affine @ np.r_[np.argwhere(mask).mean(0), 1.0]
+            ref = (affine @ np.r_[np.argwhere(icv_native).mean(0), 1.0])[:3] if icv_native is not None and icv_native.any() else None
             lesion["centroid_ras_mm"] = [round(float(v), 1) for v in c[:3]]
-            lesion["location"] = _location(c[:3])
+            lesion["location"] = _location(c[:3], ref)
+        stats = getattr(model, "ood_stats", None)
+        ood = (ood_score(stats, study_features(model, image.to(model.temperature.device), present).cpu(), present.tolist())
+               if stats else {"flagged": False, "reason": None, "note": "this bundle has no out-of-domain statistics"})
+        withheld = None
+        if not mask.any():
+            withheld = "no lesion found inside the intracranial volume (no voxel with lesion probability > 0.5)"
+        elif ood["flagged"]:
+            withheld = ood["reason"]
         findings.update({
             "study_instance_uid": study.study_uid, "input_kind": study.kind, "series": study.series,
             "sources": {m: (str(v[0]) if len(v) == 1 else f"{len(v)} DICOM files in {v[0].parent}") for m, v in study.sources.items()},
             "reference_modality": d["reference"], "modalities_used": used, "modalities_missing": missing,
             "flag": (f"single-modality result ({', '.join(m.upper() for m in missing)} missing): the model was trained with "
                      "modality dropout but fused accuracy is higher; see docs/medical.md") if missing else None,
-            "registration": d["registration"], "probabilities": probs,
-            "diagnosis": max(probs, key=probs.get), "lesion": lesion,
+            "registration": d["registration"], "intracranial_guard": guard_record, "out_of_domain": ood,
+            "result": "no lesion found" if not mask.any() else "lesion found",
+            "no_lesion_found": not bool(mask.any()),
+            "probabilities": None if withheld else probs,
+            "diagnosis": None if withheld else max(probs, key=probs.get),
+            "diagnosis_withheld": withheld, "lesion": lesion,
         })
-        if not mask.any():
-            findings["messages"].append("no lesion found (no voxel with lesion probability > 0.5); probabilities are uninformative")
+        if guard_record.get("removed_outside_ml"):
+            findings["messages"].append(
+                f"removed {guard_record['removed_outside_ml']} mL of predicted lesion outside the intracranial volume "
+                f"({guard_record['removed_components']} component(s); {guard_record['method']})")
+        if withheld:
+            findings["messages"].append(f"diagnosis withheld: {withheld}")
         if keep is not None:
-            keep.update({"native_mask": mask, "native_affine": affine, "probs": pred["probs"], "data": d})
+            keep.update({"native_mask": mask, "native_affine": affine, "probs": pred["probs"], "data": d,
+                         "native_icv": icv_native})
         if write:
             write_nifti_mask(out / "lesion_mask.nii.gz", mask, affine)
             findings["outputs"] = {"mask_nifti": "lesion_mask.nii.gz", "report": "report.html"}
@@ -114,7 +179,7 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
                 except Exception as exc:  # noqa: BLE001 - the other outputs stay valid
                     findings["messages"].append(f"DICOM SEG not written: {type(exc).__name__}: {exc}")
             lesion_grid = (pred["lesion_prob"] > 0.5).numpy()
-            write_report(out / "report.html", findings, d["image"].numpy(), present.tolist(), lesion_grid)
+            write_report(out / "report.html", findings, image.numpy(), present.tolist(), lesion_grid)
     except IntakeError as exc:
         findings.update(status="refused", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one broken study must not stop the batch
@@ -142,8 +207,13 @@ def analyze_path(path: Path, out: Path, model, *, register: bool = True, progres
         sub = Path(out) if len(studies) == 1 else Path(out) / study.name
         f = analyze_study(study, sub, model, register=register)
         results.append(f)
-        status = f["status"] if f["status"] != "ok" else f"{f['diagnosis']} ({max(f['probabilities'].values()):.2f})"
-        print(f"[medical] {study.name}: {status}" + (f" - {f['error']}" if "error" in f else ""))
+        if f["status"] != "ok":
+            status = f"{f['status']} - {f.get('error')}"
+        elif f["diagnosis"] is None:
+            status = f"{f['result']}; diagnosis withheld: {f['diagnosis_withheld']}"
+        else:
+            status = f"{f['diagnosis']} ({max(f['probabilities'].values()):.2f})"
+        log.info("%s: %s", study.name, status)
     if len(studies) > 1:
         atomic_write_json(Path(out) / "summary.json", [{k: r.get(k) for k in ("study", "status", "diagnosis", "error")}
                                                        for r in results])
@@ -156,4 +226,11 @@ def load_model(bundle: Path | str | None = None, device: str = "cpu"):
     if not (bundle / "models" / "model.safetensors").exists():
         raise FileNotFoundError(f"no model bundle at {bundle} (expected models/model.safetensors); train one with "
                                 "`mm medical train --data DIR --generate 96,32,48 --export data/medical/model`")
-    return load_bundle(bundle, device)
+    from .ood import load as load_ood
+
+    model = load_bundle(bundle, device)
+    meta = bundle / "configs" / "metadata.json"
+    info = json.loads(meta.read_text()) if meta.exists() else {}
+    model.bundle_info = {"bundle": str(bundle), "name": info.get("name"), "version": info.get("version")}
+    model.ood_stats = load_ood(bundle)       # None: the findings say the check could not run
+    return model

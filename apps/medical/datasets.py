@@ -9,11 +9,14 @@ present masks: an absent modality is ``None`` in the sample, never a zero volume
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from .transforms import MODALITIES
+
+log = logging.getLogger(__name__)
 
 
 def prepare_cases(entries: list[dict], cache_dir: Path, *, register: bool = True, progress: bool = True) -> list[dict]:
@@ -40,7 +43,7 @@ def prepare_cases(entries: list[dict], cache_dir: Path, *, register: bool = True
                 cause = intake_cause(exc)
                 if cause is None:
                     raise
-                print(f"[medical] skipped {entry['id']}: {cause}")
+                log.warning("skipped %s: %s", entry["id"], cause)
                 continue
             save_file({"image": d["image"].as_tensor().contiguous(), "mask": d["mask"].as_tensor().to(torch.uint8).contiguous(),
                        "present": d["present"].to(torch.uint8)}, str(tensors) + ".tmp")

@@ -109,8 +109,9 @@ def mr_intracranial(mr: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, str
     reg.SetInitialTransform(init, inPlace=False)
     before = float(reg.MetricEvaluate(fixed, moving))
     final = reg.Execute(fixed, moving)
-    after = float(reg.MetricEvaluate(fixed, moving))
     tx = sitk.AffineTransform(final.GetNthTransform(0) if hasattr(final, "GetNthTransform") else final)
+    reg.SetInitialTransform(tx, inPlace=False)          # MetricEvaluate reads the *initial* transform
+    after = float(reg.MetricEvaluate(fixed, moving))
     m = np.eye(4)                                      # fixed (MR, LPS) point -> atlas (LPS) point
     m[:3, :3] = np.asarray(tx.GetMatrix()).reshape(3, 3)
     c = np.asarray(tx.GetCenter())

@@ -77,6 +77,24 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _guard_text(record: dict | None) -> str:
+    if not record or not record.get("method"):
+        return "off"
+    removed = record.get("removed_outside_ml") or 0
+    return (f"{record['method']}; removed {removed} mL outside the intracranial volume" if removed
+            else f"{record['method']}; nothing predicted outside the intracranial volume")
+
+
+def _ood_text(record: dict | None) -> str:
+    if not record:
+        return "-"
+    if record.get("flagged"):
+        return f"FLAGGED: {record.get('reason')}"
+    if "distance" in record:
+        return f"in domain (distance {record['distance']} <= {record['threshold']})"
+    return record.get("note") or record.get("reason") or "-"
+
+
 def write_report(path: Path, findings: dict, image: np.ndarray | None, present: list[bool], lesion: np.ndarray | None) -> None:
     """Self-contained HTML: MR and CT slices through the lesion with its contour, the probabilities."""
     import matplotlib
@@ -104,12 +122,16 @@ def write_report(path: Path, findings: dict, image: np.ndarray | None, present: 
         fig, ax = plt.subplots(figsize=(5, 2.2))
         ax.barh(list(probs), list(probs.values()), color="#4a7ab0")
         ax.set_xlim(0, 1)
-        ax.set_xlabel("calibrated probability")
+        ax.set_xlabel("probability (calibrated on synthetic data)")
         figs.append(_png(fig))
         plt.close(fig)
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in [
         ("study", findings.get("study")), ("status", findings.get("status")),
-        ("diagnosis", findings.get("diagnosis")), ("modalities used", ", ".join(findings.get("modalities_used", []))),
+        ("result", findings.get("result")),
+        ("diagnosis", findings.get("diagnosis") or f"withheld: {findings.get('diagnosis_withheld')}"),
+        ("intracranial guard", _guard_text(findings.get("intracranial_guard"))),
+        ("out-of-domain check", _ood_text(findings.get("out_of_domain"))),
+        ("modalities used", ", ".join(findings.get("modalities_used", []))),
         ("modalities missing", ", ".join(findings.get("modalities_missing", [])) or "none"),
         ("flag", findings.get("flag") or "-"), ("lesion volume (mL)", findings.get("lesion", {}).get("volume_ml")),
         ("lesion centre (RAS mm)", findings.get("lesion", {}).get("centroid_ras_mm")),
@@ -119,5 +141,5 @@ def write_report(path: Path, findings: dict, image: np.ndarray | None, present: 
     imgs = "".join(f'<img src="data:image/png;base64,{b}"/><br/>' for b in figs)
     atomic_write_text(path, f"""<!doctype html><html><head><meta charset="utf-8"><title>mmcore medical report</title>
 <style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}} th{{text-align:left;padding-right:1em}}</style></head>
-<body><h1>Study report</h1><p><b>Research demo, not for clinical use.</b></p><table>{rows}</table>
+<body><h1>Study report</h1><p><b>{html.escape(findings.get("disclaimer") or "Research demo, not for clinical use.")}</b></p><table>{rows}</table>
 {imgs}<h3>Notes</h3><ul>{notes or '<li>none</li>'}</ul></body></html>""")

@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from .phantom import BASE_SPACING, CT_CUE, MR_CUE, Anatomy, grid_affine, load_anatomy, random_rigid
 
-VOXEL_BUDGET = 3_000_000
+VOXEL_BUDGET = 2_000_000
 FOV_MM = np.array([190.0, 226.0, 190.0])
 MR_ANCHORS = {"air": 0.0, "skull": 0.08, "csf": 0.12, "gm": 0.5, "scalp": 0.65, "wm": 0.85}
 CT_ANCHORS = {"air": -1000.0, "csf": 8.0, "wm": 28.0, "scalp": 30.0, "gm": 40.0, "skull": 1000.0}
@@ -195,12 +195,14 @@ def render_study(seed: int) -> dict:
     return out
 
 
-def build_cache(out: Path, n_train: int, n_val: int, seed: int = 0, progress: bool = True) -> dict:
+def build_cache(out: Path, n_train: int, n_val: int, seed: int = 0, progress: bool = True,
+                shard: tuple[int, int] = (0, 1)) -> dict:
     """Render ``n_train + n_val`` studies and keep only their preprocessed tensors (resumable).
 
     Per study ``<out>/cache/rnd*.safetensors`` + ``.json`` (the drawn parameters); ``<out>/
     datalist.json`` lists ``{"cache", "label", "id"}`` items for ``training`` and ``validation``.
-    No-lesion studies carry label -1 (the diagnosis loss skips them)."""
+    No-lesion studies carry label -1 (the diagnosis loss skips them). ``shard=(k, n)``: render only
+    every n-th study from the k-th (parallel builders); the datalist lists what exists."""
     import tempfile
 
     import torch
@@ -219,10 +221,10 @@ def build_cache(out: Path, n_train: int, n_val: int, seed: int = 0, progress: bo
     lists: dict[str, list] = {"training": [], "validation": []}
     plan = [("training", i, seed * 1_000_000 + 500_000 + i) for i in range(n_train)]
     plan += [("validation", i, seed * 1_000_000 + 600_000 + i) for i in range(n_val)]
-    for split, i, study_seed in tqdm(plan, desc="randomised studies", disable=not progress):
+    for j, (split, i, study_seed) in enumerate(tqdm(plan, desc="randomised studies", disable=not progress)):
         sid = f"rnd{split[:1]}{i:04d}"
         tensors, meta = cache / f"{sid}.safetensors", cache / f"{sid}.json"
-        if not (tensors.exists() and meta.exists()):
+        if not (tensors.exists() and meta.exists()) and j % shard[1] == shard[0]:
             s = render_study(study_seed)
             drop = {0: "mr", 1: "ct"}.get(int(np.random.default_rng(study_seed + 7).integers(10)))
             with tempfile.TemporaryDirectory(prefix="mm-rnd-") as tmp:
@@ -244,6 +246,8 @@ def build_cache(out: Path, n_train: int, n_val: int, seed: int = 0, progress: bo
             Path(str(tensors) + ".tmp").replace(tensors)
             info = {k: v for k, v in s.items() if not isinstance(v, np.ndarray)}
             atomic_write_json(meta, {"id": sid, "seed": study_seed, "dropped": drop, **info})
+        if not meta.exists():
+            continue
         label = json.loads(meta.read_text())["label"]
         lists[split].append({"cache": str(tensors), "label": int(label), "id": sid})
     atomic_write_json(out / "datalist.json", lists)

@@ -72,7 +72,8 @@ def make_step(modality_dropout: float = 0.35, seed: int = 0, lesion_weight: floa
         # teacher forcing: pool the diagnosis features inside the true lesion while training
         out = model(batch, lesion_weight=target if model.training else None)
         label = batch.fields["label"]
-        has_lesion = target.flatten(1).sum(1) > 0       # background-only patches teach segmentation only
+        # background-only patches and no-lesion studies (label -1) teach segmentation only
+        has_lesion = (target.flatten(1).sum(1) > 0) & (label >= 0)
         ce = F.cross_entropy(out["logits"][has_lesion], label[has_lesion]) if has_lesion.any() else out["logits"].sum() * 0
         w = current_weight() if model.training else 1.0
         seg_ce = F.cross_entropy(out["seg"], target[:, 0].long(), weight=out["seg"].new_tensor([1.0, w]))
@@ -127,7 +128,8 @@ def fit_diagnosis_head(model: FusionSegDiagNet, train_ds, val_ds, out_dir: Path,
     from mmcore.train import StepOutput, TrainConfig, Trainer
 
     names = list(model.desc_fuse.in_dims)
-    train_rows, val_rows = lesion_descriptors(model, train_ds), lesion_descriptors(model, val_ds)
+    train_rows = [r for r in lesion_descriptors(model, train_ds) if r["label"] >= 0]
+    val_rows = [r for r in lesion_descriptors(model, val_ds) if r["label"] >= 0]
     model.cpu()     # the descriptors ran on the model's device; the head (a small MLP) trains on the CPU
     head = DiagnosisHead(model)
     gen = torch.Generator().manual_seed(seed)
@@ -173,22 +175,31 @@ def train(config: MedicalTrainConfig) -> dict:
     cfg = config.trainer
     cfg.device = str(resolve_device(cfg.device))
     data = Path(config.data)
-    if not (data / "datalist.json").exists():
+    if config.randomized:
+        from .randomized import build_cache
+
+        lists = build_cache(data, *config.randomized, seed=config.data_seed)
+        datalist = {"training": [], "validation": []}
+    elif not (data / "datalist.json").exists():
         if not config.generate:
             raise SystemExit(f"{data}: no datalist.json; pass --generate N_TRAIN,N_VAL,N_TEST to create demo data")
         from .demo_data import generate
 
         generate(data, *config.generate, seed=config.data_seed, dicom_every=5, drop_every=8)
-    datalist = read_datalist(data / "datalist.json")
-    cache = Path(config.cache or data / "cache")
-    train_items = prepare_cases(datalist["training"], cache)
-    val_items = prepare_cases(datalist.get("validation", []), cache)
+    if config.randomized:
+        train_items, val_items = lists["training"], lists["validation"]
+    else:
+        datalist = read_datalist(data / "datalist.json")
+        cache = Path(config.cache or data / "cache")
+        train_items = prepare_cases(datalist["training"], cache)
+        val_items = prepare_cases(datalist.get("validation", []), cache)
     seed_everything(cfg.seed)
     model = FusionSegDiagNet(tuple(config.modalities), config.fusion)
     if config.init:
         init_weights(model, Path(config.init))
-    metrics = torchmetrics.MetricCollection({"auroc": torchmetrics.classification.MulticlassAUROC(4),
-                                             "accuracy": torchmetrics.classification.MulticlassAccuracy(4)})
+    # label -1: a study without a lesion (randomised data) teaches segmentation only
+    metrics = torchmetrics.MetricCollection({"auroc": torchmetrics.classification.MulticlassAUROC(4, ignore_index=-1),
+                                             "accuracy": torchmetrics.classification.MulticlassAccuracy(4, ignore_index=-1)})
     train_ds = cached_dataset(train_items, augment=True, patch=PATCH if config.patches else None)
     val_ds = cached_dataset(val_items, augment=False)
     trainer = Trainer(model, cfg, train_ds, val_ds, collate_fn=collate_studies,
@@ -213,9 +224,13 @@ def train(config: MedicalTrainConfig) -> dict:
                                       modality_dropout=config.modality_dropout, seed=cfg.seed)
     result.last_metrics.update(head_metrics)
     logits, labels = collect_logits(model, val_ds)
-    model.temperature.fill_(fit_temperature(logits, labels))
+    model.temperature.fill_(fit_temperature(logits[labels >= 0], labels[labels >= 0]))
     bundle = export_bundle(model, Path(result.run_dir) / "bundle", {**result.last_metrics, "temperature": float(model.temperature)},
                            note=f"Trained by `mm medical train` on {data} ({len(train_items)} train / {len(val_items)} val studies).\n")
+    from .ood import fit_for_bundle, save
+
+    save(fit_for_bundle(model, train_items, val_items, source=f"{data}: {len(train_items)} train / {len(val_items)} val"),
+         bundle)
     if config.export:
         dst = Path(config.export)
         if dst.exists():

@@ -19,6 +19,7 @@ class MedicalTrainConfig:
 
     data: str                                       # folder with datalist.json (or where to generate one)
     generate: tuple[int, int, int] | None = None    # N_TRAIN, N_VAL, N_TEST demo studies when data has none
+    randomized: tuple[int, int] | None = None       # N_TRAIN, N_VAL domain-randomised studies (apps.medical.randomized)
     data_seed: int = 0
     cache: str | None = None                        # preprocessed-case cache (default DATA/cache)
     fusion: str = "gated"                           # gated | early
@@ -43,7 +44,10 @@ class MedicalTrainConfig:
         generate = tuple(int(x) for x in args.generate.split(",")) if args.generate else None
         if generate is not None and len(generate) != 3:
             raise SystemExit(f"--generate {args.generate}: give N_TRAIN,N_VAL,N_TEST (three integers)")
-        return cls(data=args.data, generate=generate, data_seed=args.data_seed, cache=args.cache, fusion=args.fusion,
+        randomized = tuple(int(x) for x in args.randomized.split(",")) if getattr(args, "randomized", None) else None
+        if randomized is not None and len(randomized) != 2:
+            raise SystemExit(f"--randomized {args.randomized}: give N_TRAIN,N_VAL (two integers)")
+        return cls(data=args.data, generate=generate, randomized=randomized, data_seed=args.data_seed, cache=args.cache, fusion=args.fusion,
                    modalities=tuple(args.modalities.split(",")), modality_dropout=args.modality_dropout,
                    lesion_weight=args.lesion_weight, anneal_steps=args.anneal_steps, patches=args.patches,
                    head_epochs=args.head_epochs, head_only=args.head_only, threads=args.threads, init=args.init,
@@ -55,9 +59,22 @@ def add_device_argument(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda[:N]")
 
 
+def device_from_arg(name: str) -> str:
+    """The ``--device`` value resolved (mmcore's one rule); a wrong value exits with a one-line message."""
+    from mmcore.utils.device import resolve_device
+
+    try:
+        return str(resolve_device(name))
+    except (RuntimeError, ValueError) as exc:
+        raise SystemExit(f"mm medical: {exc}") from None
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="folder with datalist.json (or where to generate one)")
     parser.add_argument("--generate", default=None, help="N_TRAIN,N_VAL,N_TEST demo studies to create when --data has none")
+    parser.add_argument("--randomized", default=None,
+                        help="N_TRAIN,N_VAL domain-randomised studies (many heads, contrasts, acquisitions, 0-3 lesions) "
+                             "rendered into DATA/cache and used instead of DATA's datalist (resumable)")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--cache", default=None, help="preprocessed-case cache (default DATA/cache)")
     parser.add_argument("--fusion", default="gated", choices=["gated", "early"])
