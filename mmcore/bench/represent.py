@@ -26,10 +26,6 @@ import torch
 Row = tuple[str, str, str, str]        # section, metric, measured, reference / target
 
 
-def _fmt(x: float, digits: int = 4) -> str:
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
-
-
 def bench_cca(rows: list[Row], quick: bool) -> None:
     import numpy as np
     from scipy.linalg import sqrtm

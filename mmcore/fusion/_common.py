@@ -9,14 +9,17 @@ The fusion contract:
 
 A modality that is not a key of ``features`` is *omitted*; a modality whose ``present`` row is
 False is *masked*.  Every module gives the same output (up to float rounding) in both cases:
-placeholder rows are never read into the result.
+placeholder rows are never read into the result.  :func:`prepare` makes that hold for any
+placeholder value, NaN and ±inf included: absent rows and padding tokens are *selected* away
+(``torch.where``) before any arithmetic, because multiplying by a zero mask does not remove a
+non-finite value (``0 · inf = nan``).  No gradient reaches a placeholder either.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 Features = Mapping[str, Tensor]
 Masks = Mapping[str, Tensor]
@@ -70,6 +73,33 @@ def check_inputs(
     return out
 
 
+def select_present(features: Features, present: Masks, token_mask: Masks | None = None) -> dict[str, Tensor]:
+    """``features`` with every absent row, and every padding token, replaced by 0 via ``torch.where``.
+
+    Modules still exclude those rows by their masks; this only guarantees that what sits in a
+    placeholder (NaN, ±inf, garbage) cannot reach the output or the gradients.
+    """
+    token_mask = token_mask or {}
+    out = {}
+    for name, x in features.items():
+        keep = present[name].view(-1, *([1] * (x.dim() - 1)))
+        if name in token_mask and x.dim() == 3:
+            keep = keep & token_mask[name].unsqueeze(-1)
+        out[name] = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return out
+
+
+def prepare(
+    features: Features,
+    present: Masks | None,
+    known: Iterable[str],
+    token_mask: Masks | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """:func:`check_inputs` then :func:`select_present`: ``(clean features, full present masks)``."""
+    masks = check_inputs(features, present, known, token_mask)
+    return select_present(features, masks, token_mask), masks
+
+
 def as_tokens(x: Tensor) -> Tensor:
     """``[B, D]`` -> ``[B, 1, D]``; ``[B, T, D]`` unchanged."""
     if x.dim() == 2:
@@ -87,8 +117,9 @@ def pool_tokens(x: Tensor, token_mask: Tensor | None = None) -> Tensor:
         raise ValueError(f"features must be [B, D] or [B, T, D], got shape {tuple(x.shape)}")
     if token_mask is None:
         return x.mean(dim=1)
-    w = token_mask.to(x.dtype).unsqueeze(-1)
-    return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
+    keep = token_mask.unsqueeze(-1)
+    total = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim=1)
+    return total / keep.sum(dim=1).clamp(min=1).to(x.dtype)
 
 
 def pooled(features: Features, token_mask: Masks | None) -> dict[str, Tensor]:
@@ -100,17 +131,19 @@ def masked_mean(values: list[Tensor], weights: list[Tensor]) -> Tensor:
     """``sum_m w_m v_m / sum_m w_m`` per row; rows with no weight give zeros.
 
     ``values``: ``[B, ...]`` each; ``weights``: ``[B]`` each (0/1 present masks or probabilities).
-    A zero weight multiplies a finite value, so a masked row adds exactly 0.
+    A row of zero weight is selected away (not multiplied by 0), so it adds exactly 0 whatever
+    its value, NaN and inf included.
     """
     total = None
     count = None
     for v, w in zip(values, weights):
         w = w.to(v.dtype).view(-1, *([1] * (v.dim() - 1)))
-        total = v * w if total is None else total + v * w
+        term = torch.where(w != 0, v * w, torch.zeros((), dtype=v.dtype, device=v.device))
+        total = term if total is None else total + term
         count = w if count is None else count + w
     if total is None:
         raise ValueError("masked_mean of no values")
-    return total / count.clamp(min=1e-12) * (count > 0).to(total.dtype)
+    return torch.where(count > 0, total / count.clamp(min=1e-12), torch.zeros((), dtype=total.dtype, device=total.device))
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
@@ -119,3 +152,13 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
     any_valid = mask.any(dim=dim, keepdim=True)
     scores = torch.where(any_valid, scores, torch.zeros_like(scores))
     return torch.softmax(scores, dim=dim) * mask.to(scores.dtype)
+
+
+def reset_children(module: nn.Module) -> None:
+    """Call ``reset_parameters()`` on every submodule that has one, descending only into those
+    that do not (containers, plain blocks), so each layer is re-initialised exactly once."""
+    for child in module.children():
+        if callable(getattr(child, "reset_parameters", None)):
+            child.reset_parameters()
+        else:
+            reset_children(child)

@@ -1,37 +1,4 @@
-"""Cross-modal attention (MulT-style, Tsai et al. 2019) for any number of modalities.
-
-Every target modality ``t`` attends to every other modality ``s`` (queries from ``t``, keys
-and values from ``s``), on ``F.scaled_dot_product_attention``: no attention matrix is
-materialised and no head-averaged weights are computed.  One layer:
-
-    q_t = W_q^t LN_q^t(h_t)                 k_s, v_s = W_kv^s LN_kv^s(h_s)   (once per source)
-    a_{t<-s} = softmax(q_t k_s^T / sqrt(D/H)) v_s                          per head, per pair
-    h_t <- h_t + [any s present] * W_o^t( mean_{s in P(b), s != t} a_{t<-s} )
-    h_t <- h_t + MLP^t(LN^t(h_t))
-
-The keys/values of a source are projected once and read by every target (MulT projects them
-again for each ordered pair), which is what makes N modalities cheap.  MulT concatenates the
-``N - 1`` streams of a target; concatenation cannot drop a missing source without zero-filling,
-so the streams are averaged over the *present* sources instead (weights 0/1 from ``present``).
-A target with no present source passes through the attention unchanged.  The fused output is
-
-    z = mean_{t in P(b)} mean_{real tokens} LN^t(h_t)          (zeros if nothing is present)
-
-and :meth:`forward_tokens` returns the per-target token states for models that need tokens.
-
-Shapes.
-
-==============  ====================  ====================================================
-argument        shape                 note
-==============  ====================  ====================================================
-features[m]     [B, T_m, D_m] or      pooled features are one token
-                [B, D_m]
-present[m]      [B] bool
-token_mask[m]   [B, T_m] bool         optional padding mask (True = real token)
-q_t, k_s, v_s   [B, H, T, D/H]        internal
-output          [B, out_dim]          ``out_dim`` = D, the model width
-==============  ====================  ====================================================
-"""
+"""Cross-modal attention (MulT-style) for any number of modalities."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -41,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._blocks import merge_heads, split_heads
-from ._common import as_tokens, check_inputs, masked_mean, pool_tokens
+from ._common import as_tokens, masked_mean, pool_tokens, prepare, reset_children
 
 
 class CrossModalLayer(nn.Module):
@@ -87,6 +54,44 @@ class CrossModalLayer(nn.Module):
 
 
 class CrossModalAttention(nn.Module):
+    r"""Cross-modal attention (MulT-style, Tsai et al. 2019) for any number of modalities.
+
+    Paper: Tsai et al. 2019, "Multimodal Transformer for Unaligned Multimodal Language Sequences"
+    (https://arxiv.org/abs/1906.00295).
+
+    Every target modality ``t`` attends to every other modality ``s`` (queries from ``t``, keys
+    and values from ``s``), on ``F.scaled_dot_product_attention``: no attention matrix is
+    materialised and no head-averaged weights are computed.  One layer:
+
+        q_t = W_q^t LN_q^t(h_t)                 k_s, v_s = W_kv^s LN_kv^s(h_s)   (once per source)
+        a_{t<-s} = softmax(q_t k_s^T / sqrt(D/H)) v_s                          per head, per pair
+        h_t <- h_t + [any s present] * W_o^t( mean_{s in P(b), s != t} a_{t<-s} )
+        h_t <- h_t + MLP^t(LN^t(h_t))
+
+    The keys/values of a source are projected once and read by every target (MulT projects them
+    again for each ordered pair), which is what makes N modalities cheap.  MulT concatenates the
+    ``N - 1`` streams of a target; concatenation cannot drop a missing source without zero-filling,
+    so the streams are averaged over the *present* sources instead (weights 0/1 from ``present``).
+    A target with no present source passes through the attention unchanged.  The fused output is
+
+        z = mean_{t in P(b)} mean_{real tokens} LN^t(h_t)          (zeros if nothing is present)
+
+    and :meth:`forward_tokens` returns the per-target token states for models that need tokens.
+
+    Shapes.
+
+    ==============  ====================  ====================================================
+    argument        shape                 note
+    ==============  ====================  ====================================================
+    features[m]     [B, T_m, D_m] or      pooled features are one token
+                    [B, D_m]
+    present[m]      [B] bool
+    token_mask[m]   [B, T_m] bool         optional padding mask (True = real token)
+    q_t, k_s, v_s   [B, H, T, D/H]        internal
+    output          [B, out_dim]          ``out_dim`` = D, the model width
+    ==============  ====================  ====================================================
+    """
+
     input_kind = "tokens"
 
     def __init__(self, in_dims: Mapping[str, int], out_dim: int = 64, heads: int = 4, depth: int = 1,
@@ -101,10 +106,16 @@ class CrossModalAttention(nn.Module):
         self.layers = nn.ModuleList(CrossModalLayer(self.modalities, out_dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.ModuleDict({m: nn.LayerNorm(out_dim) for m in self.modalities})
 
+    def reset_parameters(self) -> None:
+        """Re-initialise every learnable parameter (the same distributions as at construction)."""
+        reset_children(self)
+        for p in self.pos_emb.values():
+            nn.init.normal_(p, std=0.02)
+
     def forward_tokens(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
                        token_mask: Mapping[str, Tensor] | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Per-target token states ``{m: [B, T_m, D]}`` and the effective present masks."""
-        present = dict(check_inputs(features, present, self.in_dims, token_mask))
+        features, present = prepare(features, present, self.in_dims, token_mask)
         token_mask = token_mask or {}
         h, key_valid = {}, {}
         for m, x in features.items():

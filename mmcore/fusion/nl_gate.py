@@ -1,30 +1,4 @@
-"""Non-local gate (NL-gate, Wang et al. 2020 "What makes training multi-modal classification
-networks hard?"): a primary modality queries the others and adds what it reads to itself.
-
-Maths.  With the primary modality ``p``'s projected tokens ``h_p`` and the tokens of the other
-*present* modalities stacked as ``S`` (absent modalities and padding excluded from the keys):
-
-    q = W_q h_p,   k = W_k S,   v = W_v S
-    a = softmax_{keys present}(q k^T / sqrt(D))          (rows with no key: a = 0)
-    z_tokens = h_p + W_o (a v)
-    z = mean over h_p's real tokens of z_tokens
-
-so the other modalities *gate* information into the primary stream.  When the primary modality
-itself is missing, ``z`` is the mean over the present other modalities of their pooled
-projections; with nothing present ``z = 0``.
-
-Shapes.
-
-==============  ====================  ====================================================
-argument        shape                 note
-==============  ====================  ====================================================
-features[m]     [B, D_m] or           pooled features act as a single token
-                [B, T_m, D_m]
-present[m]      [B] bool
-token_mask[m]   [B, T_m] bool         optional padding mask
-output          [B, out_dim]
-==============  ====================  ====================================================
-"""
+"""Non-local gate (NL-gate): a primary modality queries the others."""
 from __future__ import annotations
 
 import math
@@ -33,10 +7,41 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from ._common import as_tokens, check_inputs, masked_mean, masked_softmax, pool_tokens
+from ._common import as_tokens, masked_mean, masked_softmax, pool_tokens, prepare, reset_children
 
 
 class NLGateFusion(nn.Module):
+    r"""Non-local gate (NL-gate, Wang et al. 2020 "What makes training multi-modal classification
+    networks hard?"): a primary modality queries the others and adds what it reads to itself.
+
+    Paper: Wang, Tran & Feiszli 2020, "What Makes Training Multi-modal Classification Networks Hard?"
+    (https://arxiv.org/abs/1905.12681).
+
+    Maths.  With the primary modality ``p``'s projected tokens ``h_p`` and the tokens of the other
+    *present* modalities stacked as ``S`` (absent modalities and padding excluded from the keys):
+
+        q = W_q h_p,   k = W_k S,   v = W_v S
+        a = softmax_{keys present}(q k^T / sqrt(D))          (rows with no key: a = 0)
+        z_tokens = h_p + W_o (a v)
+        z = mean over h_p's real tokens of z_tokens
+
+    so the other modalities *gate* information into the primary stream.  When the primary modality
+    itself is missing, ``z`` is the mean over the present other modalities of their pooled
+    projections; with nothing present ``z = 0``.
+
+    Shapes.
+
+    ==============  ====================  ====================================================
+    argument        shape                 note
+    ==============  ====================  ====================================================
+    features[m]     [B, D_m] or           pooled features act as a single token
+                    [B, T_m, D_m]
+    present[m]      [B] bool
+    token_mask[m]   [B, T_m] bool         optional padding mask
+    output          [B, out_dim]
+    ==============  ====================  ====================================================
+    """
+
     input_kind = "any"
 
     def __init__(self, in_dims: Mapping[str, int], out_dim: int, primary: str | None = None) -> None:
@@ -52,9 +57,13 @@ class NLGateFusion(nn.Module):
         self.v = nn.Linear(out_dim, out_dim, bias=False)
         self.o = nn.Linear(out_dim, out_dim)
 
+    def reset_parameters(self) -> None:
+        """Re-initialise every learnable parameter (the same distributions as at construction)."""
+        reset_children(self)
+
     def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
                 token_mask: Mapping[str, Tensor] | None = None) -> Tensor:
-        present = check_inputs(features, present, self.in_dims, token_mask)
+        features, present = prepare(features, present, self.in_dims, token_mask)
         token_mask = token_mask or {}
         tokens, valid = {}, {}
         for m, x in features.items():

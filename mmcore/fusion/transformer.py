@@ -1,49 +1,4 @@
-"""Self-attention fusion: a multimodal transformer over every modality's tokens.
-
-Each modality's tokens are projected to width ``D`` and get a learned modality-type embedding
-plus a per-modality position embedding (positions count *within* a modality, so removing one
-modality never shifts another's positions).  Absent modalities and padding tokens are removed
-from every attention through the key-padding mask built from ``present`` and ``token_mask``.
-Three variants (``mode``):
-
-``early``       one sequence ``[CLS; tokens_1; ...; tokens_M]`` through ``depth`` blocks;
-                ``z = LN(CLS)`` (``pool="cls"``) or ``z = LN(mean x)``, the mean over CLS and
-                every present token (``pool="mean"``).
-``bottleneck``  attention bottlenecks (Nagrani et al. 2021): ``fusion_layer`` unimodal blocks per
-                modality over ``[CLS_m; tokens_m]``, then ``depth - fusion_layer`` blocks where
-                each modality attends over ``[CLS_m; tokens_m; B]`` with ``n_bottleneck`` shared
-                tokens ``B``; after each layer ``B`` = mean over the *present* modalities of
-                their updated copies.  ``z = LN(mean over present m of CLS_m)``, or with
-                ``pool="mean"`` of each modality's mean over ``[CLS_m; tokens_m]``.
-``late``        a separate ``depth``-block transformer per modality over ``[CLS_m; tokens_m]``;
-                ``z = LN(mean over present m of CLS_m)`` (or of token means, as above).
-
-Where the final LayerNorm sits (``pool_norm``).  ``"after"`` (default) normalises the pooled
-vector once, as timm's ``fc_norm`` does for average pooling.  ``"before"`` normalises every token
-(or every ``CLS_m``) and then averages them, which is how this module worked before.  Averaging
-``n`` unit-scale vectors shrinks each modality's share of ``z`` by ``1/n``, so the head sees the
-product of two modalities' signals ``n^2`` times weaker.  On the synthetic XOR part, whose label
-is a product of two modalities' bits, that kept the transformers on a plateau at chance for
-thousands of steps.  With ``"after"`` they learn it about as fast as concatenation does.
-Checkpoints saved with the old layout load with ``pool_norm="before"``.
-
-Maths of one block (pre-norm): ``x <- x + Attn(LN x)``, ``x <- x + MLP(LN x)``, with
-``Attn = softmax(Q K^T / sqrt(D/H) + mask) V`` and ``mask = -inf`` on absent keys.  Because
-masked keys get exactly zero weight, a masked modality gives the output of the model run
-without its tokens; a sample with no modality gets ``LN(CLS)`` (early) or zeros.
-
-Shapes.
-
-==============  ====================  ====================================================
-argument        shape                 note
-==============  ====================  ====================================================
-features[m]     [B, T_m, D_m] or      pooled features are one token
-                [B, D_m]
-present[m]      [B] bool
-token_mask[m]   [B, T_m] bool         optional padding mask (True = real token)
-output          [B, out_dim]          ``out_dim`` = D, the model width
-==============  ====================  ====================================================
-"""
+"""Self-attention fusion: a multimodal transformer over every modality's tokens (early, bottleneck, late)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -52,12 +7,62 @@ import torch
 from torch import Tensor, nn
 
 from ._blocks import Block
-from ._common import as_tokens, check_inputs, masked_mean
+from ._common import as_tokens, masked_mean, prepare, reset_children
 
 MODES = ("early", "bottleneck", "late")
 
 
 class MultimodalTransformer(nn.Module):
+    r"""Self-attention fusion: a multimodal transformer over every modality's tokens.
+
+    Papers: Vaswani et al. 2017 (https://arxiv.org/abs/1706.03762); attention bottlenecks, Nagrani et al.
+    2021 (https://arxiv.org/abs/2107.00135).
+
+    Each modality's tokens are projected to width ``D`` and get a learned modality-type embedding
+    plus a per-modality position embedding (positions count *within* a modality, so removing one
+    modality never shifts another's positions).  Absent modalities and padding tokens are removed
+    from every attention through the key-padding mask built from ``present`` and ``token_mask``.
+    Three variants (``mode``):
+
+    ``early``       one sequence ``[CLS; tokens_1; ...; tokens_M]`` through ``depth`` blocks;
+                    ``z = LN(CLS)`` (``pool="cls"``) or ``z = LN(mean x)``, the mean over CLS and
+                    every present token (``pool="mean"``).
+    ``bottleneck``  attention bottlenecks (Nagrani et al. 2021): ``fusion_layer`` unimodal blocks per
+                    modality over ``[CLS_m; tokens_m]``, then ``depth - fusion_layer`` blocks where
+                    each modality attends over ``[CLS_m; tokens_m; B]`` with ``n_bottleneck`` shared
+                    tokens ``B``; after each layer ``B`` = mean over the *present* modalities of
+                    their updated copies.  ``z = LN(mean over present m of CLS_m)``, or with
+                    ``pool="mean"`` of each modality's mean over ``[CLS_m; tokens_m]``.
+    ``late``        a separate ``depth``-block transformer per modality over ``[CLS_m; tokens_m]``;
+                    ``z = LN(mean over present m of CLS_m)`` (or of token means, as above).
+
+    Where the final LayerNorm sits (``pool_norm``).  ``"after"`` (default) normalises the pooled
+    vector once, as timm's ``fc_norm`` does for average pooling.  ``"before"`` normalises every token
+    (or every ``CLS_m``) and then averages them, which is how this module worked before.  Averaging
+    ``n`` unit-scale vectors shrinks each modality's share of ``z`` by ``1/n``, so the head sees the
+    product of two modalities' signals ``n^2`` times weaker.  On the synthetic XOR part, whose label
+    is a product of two modalities' bits, that kept the transformers on a plateau at chance for
+    thousands of steps.  With ``"after"`` they learn it about as fast as concatenation does.
+    Checkpoints saved with the old layout load with ``pool_norm="before"``.
+
+    Maths of one block (pre-norm): ``x <- x + Attn(LN x)``, ``x <- x + MLP(LN x)``, with
+    ``Attn = softmax(Q K^T / sqrt(D/H) + mask) V`` and ``mask = -inf`` on absent keys.  Because
+    masked keys get exactly zero weight, a masked modality gives the output of the model run
+    without its tokens; a sample with no modality gets ``LN(CLS)`` (early) or zeros.
+
+    Shapes.
+
+    ==============  ====================  ====================================================
+    argument        shape                 note
+    ==============  ====================  ====================================================
+    features[m]     [B, T_m, D_m] or      pooled features are one token
+                    [B, D_m]
+    present[m]      [B] bool
+    token_mask[m]   [B, T_m] bool         optional padding mask (True = real token)
+    output          [B, out_dim]          ``out_dim`` = D, the model width
+    ==============  ====================  ====================================================
+    """
+
     input_kind = "tokens"
 
     def __init__(self, in_dims: Mapping[str, int], out_dim: int = 64, mode: str = "early", depth: int = 2,
@@ -106,9 +111,24 @@ class MultimodalTransformer(nn.Module):
             raise ValueError(f"modality '{name}' has {t.shape[1]} tokens, more than max_tokens={self.max_tokens}")
         return self.proj[name](t) + self.type_emb[name] + self.pos_emb[name][: t.shape[1]]
 
+    def reset_parameters(self) -> None:
+        """Re-initialise every learnable parameter (the same distributions as at construction)."""
+        reset_children(self)
+        for p in self.type_emb.values():
+            nn.init.normal_(p, std=0.02)
+        for p in self.pos_emb.values():
+            nn.init.normal_(p, std=0.02)
+        if self.mode == "early":
+            nn.init.normal_(self.cls, std=0.02)
+        else:
+            for p in self.cls_m.values():
+                nn.init.normal_(p, std=0.02)
+        if self.mode == "bottleneck":
+            nn.init.normal_(self.bottleneck, std=0.02)
+
     def forward(self, features: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
                 token_mask: Mapping[str, Tensor] | None = None) -> Tensor:
-        present = check_inputs(features, present, self.in_dims, token_mask)
+        features, present = prepare(features, present, self.in_dims, token_mask)
         token_mask = token_mask or {}
         tokens, valid = {}, {}
         for m, x in features.items():

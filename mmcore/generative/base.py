@@ -27,7 +27,8 @@ rescale a modality's log-likelihood (MMVAE-style balancing of unequal sizes).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -50,12 +51,29 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; every submodule's own mode is restored after,
+    so a library call that evaluates never leaves a training model in eval mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
 @dataclass
 class VAEOutput:
-    loss: Tensor          # scalar to minimise
-    elbo: Tensor          # [B] the objective's value per sample (beta = 1 where it applies)
+    """What ``loss(batch, beta)`` returns.  Only ``loss`` depends on ``beta``; the per-sample
+    diagnostics are always the β = 1 quantities, so they compare between runs and schedules."""
+
+    loss: Tensor          # scalar to minimise: the model's objective at the given beta
+    elbo: Tensor          # [B] recon - kl: the one-sample (MC) ELBO at beta = 1, whatever beta the loss used
     recon: Tensor         # [B] reconstruction log-likelihood part
     kl: Tensor            # [B] KL part (or its Monte-Carlo estimate)
+    iw_bound: Tensor | None = None  # [B] MMVAE: the stratified importance-weighted bound at beta = 1
 
 
 class MultimodalVAE(nn.Module):
@@ -110,13 +128,20 @@ class MultimodalVAE(nn.Module):
         return F.one_hot(batch.fields[self.condition_key].long(), self.num_classes).float()
 
     def _input(self, batch: MultimodalBatch, m: str) -> Tensor:
+        """``[B, F_m]`` inputs of modality m with every absent row set to 0 by selection.
+
+        Absent rows are masked out of every term anyway; selecting (not multiplying) them away
+        here means that no placeholder value, NaN and inf included, reaches an encoder, a
+        likelihood or a gradient (``0 * nan`` is nan, ``where`` is exact).
+        """
         x = batch.get(m)
         if x is None:
             return torch.zeros(batch.batch_size, self.dims[m], device=self._device())
         x = x.reshape(x.shape[0], -1).float()
         if x.shape[1] != self.dims[m]:
             raise ValueError(f"modality '{m}' has {x.shape[1]} features, the model expects {self.dims[m]}")
-        return x
+        keep = batch.mask(m).to(x.device).unsqueeze(-1)
+        return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
     def mask(self, batch: MultimodalBatch, source: Sequence[str] | None = None) -> Tensor:
         """``[M, B]`` present modalities, restricted to ``source`` if given."""
@@ -215,12 +240,13 @@ class MultimodalVAE(nn.Module):
                  sample: bool = False) -> dict[str, Tensor]:
         """Every modality generated from ``source`` only (all present ones if None): ``{m: [B, F_m]}``.
 
-        ``sample=False`` decodes a representative latent (the posterior mean); ``True`` draws one.
+        ``sample=False`` decodes the posterior mean (deterministic: two calls give the same
+        bits, for the mixtures too); ``True`` decodes one draw from the posterior.
         """
         if source is not None and not bool(self.mask(batch, source).any(0).all()):
             raise ValueError(f"some samples have none of the source modalities {list(source)}")
         q = self.posterior(batch, source)
-        z = q.rsample(1)[0] if sample else q.representative()
+        z = q.rsample(1)[0] if sample else q.mean()
         return self.mean(self.decode(z, self.condition(batch)))
 
     def reconstruct(self, batch: MultimodalBatch) -> dict[str, Tensor]:

@@ -2,9 +2,12 @@
 uniform mixture of diagonal Gaussians with a per-sample mask of which components exist.
 
 Both offer ``rsample(K) -> [K, B, D]``, ``log_prob(z [K, B, D]) -> [K, B]`` and
-``representative() -> [B, D]`` (the mean for a Gaussian; the mean of one present component,
-drawn uniformly per sample, for a mixture), so ELBOs, importance-sampled likelihoods and
-cross-generation are written once for all models.
+``mean() -> [B, D]`` (the posterior mean: ``mu`` for a Gaussian, the average of the present
+components' means for a uniform mixture; deterministic for both), so ELBOs, importance-sampled
+likelihoods and cross-generation are written once for all models.
+
+A sample with no modality at all has the prior as its posterior: :func:`prior_where_empty`
+adds a standard-normal component that exists only for such samples.
 """
 from __future__ import annotations
 
@@ -27,11 +30,8 @@ class DiagGaussian:
     def log_prob(self, z: Tensor) -> Tensor:
         return gaussian_log_prob(z, self.mu, self.logvar)
 
-    def representative(self) -> Tensor:
+    def mean(self) -> Tensor:
         return self.mu
-
-    def detach(self) -> "DiagGaussian":
-        return DiagGaussian(self.mu.detach(), self.logvar.detach())
 
 
 @dataclass
@@ -59,9 +59,16 @@ class GaussianMixture:
     def log_prob(self, z: Tensor) -> Tensor:
         return mixture_log_prob(z, self.mu, self.logvar, self.mask)
 
-    def representative(self) -> Tensor:
-        idx = self._pick(1)[0]
-        return self.mu[idx, torch.arange(self.mu.shape[1], device=self.mu.device)]
+    def mean(self) -> Tensor:
+        """``E[z] = 1/|P(b)| · sum_{e in P(b)} mu_e``: ``[B, D]`` (absent components selected away)."""
+        keep = self.mask.unsqueeze(-1)
+        total = torch.where(keep, self.mu, torch.zeros((), dtype=self.mu.dtype, device=self.mu.device)).sum(0)
+        return total / self.mask.sum(0).clamp(min=1).unsqueeze(-1).to(total.dtype)
 
-    def detach(self) -> "GaussianMixture":
-        return GaussianMixture(self.mu.detach(), self.logvar.detach(), self.mask)
+
+def prior_where_empty(mu: Tensor, logvar: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Components ``[E, B, D]`` + mask ``[E, B]`` with one more component, N(0, I), present only in
+    the samples where no other component is: those get the prior, the others are unchanged."""
+    empty = ~mask.any(0, keepdim=True)                                  # [1, B]
+    zeros = torch.zeros_like(mu[:1])
+    return torch.cat([mu, zeros]), torch.cat([logvar, zeros]), torch.cat([mask, empty])

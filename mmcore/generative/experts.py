@@ -97,8 +97,14 @@ def mixture_log_prob(z: Tensor, mu: Tensor, logvar: Tensor, mask: Tensor) -> Ten
 
     ``z``: ``[..., B, D]``; ``mu``/``logvar``: ``[E, B, D]``; ``mask``: ``[E, B]``.
     Returns ``[..., B]``.  Each sample's mixture weights are ``1 / (number of present experts)``.
+    A sample with no present expert has no mixture: its value is 0 and no gradient flows from
+    it (a logsumexp over nothing but ``-inf`` would be ``-inf`` with a NaN gradient, and that NaN
+    would reach every weight through the shared encoders).
     """
     comp = gaussian_log_prob(z.unsqueeze(-3), mu, logvar)            # [..., E, B]
-    comp = torch.where(mask, comp, torch.tensor(float("-inf"), dtype=comp.dtype, device=comp.device))
+    empty = ~mask.any(0)                                              # [B]
+    usable = mask | empty                                             # any finite stand-in for empty rows
+    comp = torch.where(usable, comp, torch.tensor(float("-inf"), dtype=comp.dtype, device=comp.device))
     count = mask.sum(0).clamp(min=1).to(comp.dtype)                  # [B]
-    return torch.logsumexp(comp, dim=-2) - torch.log(count)
+    value = torch.logsumexp(comp, dim=-2) - torch.log(count)
+    return torch.where(empty, torch.zeros((), dtype=value.dtype, device=value.device), value)

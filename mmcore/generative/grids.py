@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..data import MultimodalBatch
 from ..train import atomic_write_bytes
-from .base import MultimodalVAE
+from .base import MultimodalVAE, evaluating
 
 
 def save_grid(images, path: str | Path, scale: int = 4, gap: int = 1) -> Path:
@@ -44,24 +44,32 @@ def save_grid(images, path: str | Path, scale: int = 4, gap: int = 1) -> Path:
 
 @torch.no_grad()
 def cross_generation_grid(model: MultimodalVAE, batch: MultimodalBatch, image_shape: Sequence[int], n: int = 10) -> torch.Tensor:
-    """Rows: for each source s: [real s] + [generated m from s for every m]; ``n`` columns."""
-    model.eval()
+    """Rows: for each source s: [real s] + [generated m from s for every m]; ``n`` columns.
+
+    Decoded in eval mode; the model's training mode is restored afterwards."""
     sub = batch.select(torch.arange(min(n, batch.batch_size)))
     rows = []
-    for s in model.modalities:
-        rows.append(sub[s].reshape(-1, *image_shape).cpu())
-        gen = model.generate(sub.only([s]), [s])
-        rows += [gen[m].reshape(-1, *image_shape).cpu() for m in model.modalities]
+    with evaluating(model):
+        for s in model.modalities:
+            rows.append(sub[s].reshape(-1, *image_shape).cpu())
+            gen = model.generate(sub.only([s]), [s])
+            rows += [gen[m].reshape(-1, *image_shape).cpu() for m in model.modalities]
     return torch.stack(rows)
 
 
 @torch.no_grad()
 def traversal_grid(model: MultimodalVAE, batch: MultimodalBatch, modality: str, image_shape: Sequence[int],
                    dims: Sequence[int] | None = None, steps: int = 9, span: float = 2.5) -> torch.Tensor:
-    """Rows: latent dimensions; columns: values from -span to +span; decoded ``modality``."""
-    model.eval()
+    """Rows: latent dimensions; columns: values from -span to +span; decoded ``modality``.
+
+    Decoded in eval mode; the model's training mode is restored afterwards."""
+    with evaluating(model):
+        return _traversal(model, batch, modality, image_shape, dims, steps, span)
+
+
+def _traversal(model, batch, modality, image_shape, dims, steps, span) -> torch.Tensor:
     one = batch.select(torch.arange(1))
-    base = model.posterior(one).representative()[0]                       # [Z_total]
+    base = model.posterior(one).mean()[0]                       # [Z_total]
     dims = list(dims) if dims is not None else list(range(min(model.total_latent, 8)))
     values = torch.linspace(-span, span, steps, device=base.device)
     z = base.repeat(len(dims), steps, 1)

@@ -15,12 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import MultimodalBatch
-from .base import MultimodalVAE, mlp
+from .base import MultimodalVAE, evaluating, mlp
 
 
 def train_judges(batch: MultimodalBatch, label_key: str = "label", num_classes: int | None = None,
                  hidden: int = 128, steps: int = 400, lr: float = 3e-3, seed: int = 0) -> dict[str, nn.Module]:
-    """A per-modality MLP classifier on the present rows of ``batch`` (full-batch Adam)."""
+    """A per-modality MLP classifier on the present rows of ``batch`` (full-batch Adam).
+
+    Seeded by ``seed`` (initialisation and input noise) inside a forked RNG: the caller's global
+    torch RNG state is the same after the call as before it."""
     labels = batch.fields[label_key].long()
     k = int(num_classes or int(labels.max()) + 1)
     judges = {}
@@ -29,14 +32,15 @@ def train_judges(batch: MultimodalBatch, label_key: str = "label", num_classes: 
         rows = batch.mask(m)
         if x is None or not bool(rows.any()):
             continue
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Flatten(), mlp([x[0].numel(), hidden, hidden, k]))
-        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
-        xs, ys = x[rows].float(), labels[rows]
-        for _ in range(steps):
-            opt.zero_grad()
-            F.cross_entropy(net(xs + 0.05 * torch.randn_like(xs)), ys).backward()
-            opt.step()
+        with torch.random.fork_rng(devices=[x.device.index or 0] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            net = nn.Sequential(nn.Flatten(), mlp([x[0].numel(), hidden, hidden, k])).to(x.device)
+            opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
+            xs, ys = x[rows].float(), labels[rows]
+            for _ in range(steps):
+                opt.zero_grad()
+                F.cross_entropy(net(xs + 0.05 * torch.randn_like(xs)), ys).backward()
+                opt.step()
         judges[m] = net.eval()
     return judges
 
@@ -49,9 +53,10 @@ def judge_accuracy(judge: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> f
 @torch.no_grad()
 def coherence(model: MultimodalVAE, batch: MultimodalBatch, judges: dict[str, nn.Module], source: Sequence[str],
               target: str, label_key: str = "label") -> float:
-    """Accuracy of ``judges[target]`` on ``target`` generated from ``source`` only."""
-    model.eval()
-    gen = model.generate(batch.only(source), source)[target]
+    """Accuracy of ``judges[target]`` on ``target`` generated from ``source`` only (the posterior
+    mean, in eval mode; the model's training mode is restored afterwards)."""
+    with evaluating(model):
+        gen = model.generate(batch.only(source), source)[target]
     return judge_accuracy(judges[target], gen.cpu(), batch.fields[label_key].cpu())
 
 
@@ -59,14 +64,14 @@ def coherence(model: MultimodalVAE, batch: MultimodalBatch, judges: dict[str, nn
 def conditional_coherence(model: MultimodalVAE, judges: dict[str, nn.Module], num_classes: int,
                           per_class: int = 50) -> dict[str, float]:
     """Per modality: how often the judge recognises the condition in prior samples of the class."""
-    model.eval()
     labels = torch.arange(num_classes).repeat_interleave(per_class)
-    gen = model.sample(len(labels), labels)
+    with evaluating(model):
+        gen = model.sample(len(labels), labels)
     return {m: judge_accuracy(judges[m], gen[m].cpu(), labels) for m in judges if m in gen}
 
 
 @torch.no_grad()
 def elbo_and_likelihood(model: MultimodalVAE, batch: MultimodalBatch, samples: int = 64) -> dict[str, float]:
-    model.eval()
-    return {"elbo": float(model.elbo(batch, samples=4).mean()),
-            "log_likelihood": float(model.importance_log_likelihood(batch, samples).mean())}
+    with evaluating(model):
+        return {"elbo": float(model.elbo(batch, samples=4).mean()),
+                "log_likelihood": float(model.importance_log_likelihood(batch, samples).mean())}

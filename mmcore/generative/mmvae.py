@@ -11,6 +11,14 @@ which is what makes MMVAE cross-generate.  DReG evaluates ``log q`` with stopped
 encoder parameters and scales the gradient reaching each z by its normalised importance
 weight; the surrogate ``sum_k w_k log w_k`` then gives the encoder ``w_k^2``-weighted and the
 decoder the plain IWAE gradients (Tucker et al. 2019).
+
+``loss(batch, beta)`` returns ``elbo = recon - kl`` (the stratified one-sample ELBO at β = 1,
+the same meaning as every other model's) and ``iw_bound``, the stratified K-sample
+importance-weighted bound at β = 1 (≥ the ELBO in expectation); only ``loss`` depends on β,
+through ``log w = log p(X | z) + β (log p(z) − log q(z | X))``.
+
+A sample with no modality has no expert: it adds nothing to the loss (value and gradient 0),
+and its posterior is the prior.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import torch
 
 from ..data import MultimodalBatch
 from .base import MultimodalVAE, VAEOutput
-from .distributions import GaussianMixture
+from .distributions import GaussianMixture, prior_where_empty
 from .experts import mixture_log_prob, reparameterize, standard_normal_log_prob
 
 
@@ -34,8 +42,9 @@ class MMVAE(MultimodalVAE):
         self.samples, self.estimator = samples, estimator
 
     def posterior(self, batch: MultimodalBatch, source: Sequence[str] | None = None) -> GaussianMixture:
+        """Mixture of the present experts; the prior for a sample with none."""
         mu, logvar, _, _ = self.experts(batch)
-        return GaussianMixture(mu, logvar, self.mask(batch, source))
+        return GaussianMixture(*prior_where_empty(mu, logvar, self.mask(batch, source)))
 
     def loss(self, batch: MultimodalBatch, beta: float | None = None) -> VAEOutput:
         beta = self.beta if beta is None else beta
@@ -63,4 +72,9 @@ class MMVAE(MultimodalVAE):
             surrogate = bound
         mean_over = lambda t: torch.where(present, t.mean(0), zero).sum(0) / count  # noqa: E731
         recon, kl = mean_over(lpx), mean_over(lqz - lpz)
-        return VAEOutput(-surrogate.mean(), bound.detach() if beta == 1 else recon - kl, recon, kl)
+        if beta == 1:
+            iw_bound = bound.detach()
+        else:   # the bound the loss optimises is a β-weighted one: report the β = 1 bound instead
+            lw1 = (lpx + lpz - lqz).detach()
+            iw_bound = torch.where(present, torch.logsumexp(lw1, 0) - math.log(K), zero).sum(0) / count
+        return VAEOutput(-surrogate.mean(), recon - kl, recon, kl, iw_bound)

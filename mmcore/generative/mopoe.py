@@ -19,7 +19,7 @@ import torch
 
 from ..data import MultimodalBatch
 from .base import MultimodalVAE, VAEOutput
-from .distributions import DiagGaussian, GaussianMixture
+from .distributions import DiagGaussian, GaussianMixture, prior_where_empty
 from .experts import product_of_experts, subsets
 
 
@@ -44,8 +44,9 @@ class MoPoE(MultimodalVAE):
         return torch.stack(mus), torch.stack(lvs), torch.stack(valid)
 
     def posterior(self, batch: MultimodalBatch, source: Sequence[str] | None = None) -> GaussianMixture:
+        """Mixture of the valid subsets' PoEs; the prior for a sample with no modality."""
         mu, logvar, _, _ = self.experts(batch)
-        return GaussianMixture(*self._components(mu, logvar, self.mask(batch, source)))
+        return GaussianMixture(*prior_where_empty(*self._components(mu, logvar, self.mask(batch, source))))
 
     def loss(self, batch: MultimodalBatch, beta: float | None = None) -> VAEOutput:
         beta = self.beta if beta is None else beta

@@ -50,15 +50,24 @@ def adapt(model: nn.Module, source: MultimodalBatch, target: MultimodalBatch, me
     """A copy of ``model`` adapted to ``target``'s domain; ``model`` itself is left unchanged.
 
     ``lr`` is the model's learning rate, ``critic_lr`` (DANN only; default ``lr``) the domain
-    classifier's.
+    classifier's.  ``seed`` fixes the mini-batches, the critic's initialisation and dropout; it
+    is applied inside a forked RNG, so the caller's global torch RNG state is the same after the
+    call as before it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown adaptation method '{method}' ({', '.join(METHODS)})")
     if label_key not in source.fields:
         raise KeyError(f"the source batch needs labels in fields['{label_key}']")
-    model = copy.deepcopy(model).train()
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _adapt(copy.deepcopy(model).train(), source, target, method, steps, batch_size, lr, weight, label_key,
+                      features_fn, seed, critic_lr)
+
+
+def _adapt(model, source, target, method, steps, batch_size, lr, weight, label_key, features_fn, seed,
+           critic_lr) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     with torch.no_grad():
         dim = features_fn(model, source.select(torch.arange(min(2, source.batch_size)))).shape[-1]
     critic = DomainClassifier(dim).to(next(model.parameters()).device) if method == "dann" else None

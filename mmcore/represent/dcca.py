@@ -34,12 +34,14 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
 
 class DCCA(nn.Module):
     def __init__(self, encoder1: nn.Module, encoder2: nn.Module, objective: str = "corr_sq_sum",
-                 k: int | None = None, reg: float = 1e-5) -> None:
+                 k: int | None = None, reg: float = 1e-5, unbiased: bool = False) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown DCCA objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+        if unbiased and objective != "ey":
+            raise ValueError(f"unbiased=True applies to the 'ey' objective only, not {objective!r}")
         self.encoder1, self.encoder2 = encoder1, encoder2
-        self.objective, self.k, self.reg = objective, k, reg
+        self.objective, self.k, self.reg, self.unbiased = objective, k, reg, unbiased
         self.cca: LinearCCA | None = None
 
     def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,7 +60,7 @@ class DCCA(nn.Module):
              present2: torch.Tensor | None = None) -> torch.Tensor:
         keep = self._both_present(x1.shape[0], present1, present2, x1.device)
         h1, h2 = self.encode(x1[keep], x2[keep])
-        return dcca_objective(self.objective, h1, h2, k=self.k, reg=self.reg)
+        return dcca_objective(self.objective, h1, h2, k=self.k, reg=self.reg, unbiased=self.unbiased)
 
     def forward(self, x1, x2, present1=None, present2=None) -> torch.Tensor:
         return self.loss(x1, x2, present1, present2)
@@ -94,7 +96,7 @@ class DCCAE(DCCA):
         n, device = x1.shape[0], x1.device
         keep = self._both_present(n, present1, present2, device)
         h1, h2 = self.encode(x1, x2)
-        corr = dcca_objective(self.objective, h1[keep], h2[keep], k=self.k, reg=self.reg)
+        corr = dcca_objective(self.objective, h1[keep], h2[keep], k=self.k, reg=self.reg, unbiased=self.unbiased)
         terms = {"correlation": corr}
         for name, x, h, dec, present in (("recon1", x1, h1, self.decoder1, present1),
                                           ("recon2", x2, h2, self.decoder2, present2)):

@@ -17,9 +17,11 @@ Gradients: ``corr_sum``/``corr_topk`` differentiate singular values (dσ = u v�
 finite at repeated values, unlike an eigendecomposition of TᵀT followed by an elementwise square
 root.  Cholesky uses jitter when a covariance is singular (rank-deficient batches), so gradients
 stay finite.  ``ey`` (Chapman et al. 2023) is the generalised eigenproblem A u = λ B u with
-A = Var(Z_1 + Z_2) and B = Var(Z_1) + Var(Z_2); its minimum over linear maps is −Σ_k (1+ρ_k)².
-With ``unbiased=True`` the quadratic term uses two disjoint halves of the batch so minibatch
-gradients are unbiased.
+A = Var(Z_1 + Z_2) and B = (C_11 + r I) + (C_22 + r I), the same ridge ``reg`` = r as the other
+objectives; with r = 0 its minimum over linear maps is −Σ_k (1+ρ_k)².  With ``unbiased=True``
+the quadratic term tr(B B) becomes tr(B' B'') with B', B'' from two disjoint halves of the batch,
+so minibatch gradients are unbiased.  ``unbiased`` belongs to ``ey`` only: :func:`dcca_objective`
+refuses it for the other objectives rather than ignore it.
 """
 from __future__ import annotations
 
@@ -78,23 +80,39 @@ def corr_sq_sum(h1: torch.Tensor, h2: torch.Tensor, reg: float = 1e-5) -> torch.
     return -whitened_cross_covariance(h1, h2, reg).square().sum()
 
 
-def ey(z1: torch.Tensor, z2: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
-    """Decomposition-free Eckart–Young CCA objective; minimum over linear maps is −Σ(1+ρ_k)²."""
+def ey(z1: torch.Tensor, z2: torch.Tensor, unbiased: bool = False, reg: float = 0.0) -> torch.Tensor:
+    """Decomposition-free Eckart–Young CCA objective ``−2 tr(A) + tr(B B)``.
+
+    ``reg`` adds ``reg · I`` to each view's covariance in B (ridge, as in the other objectives);
+    with ``reg = 0`` the minimum over linear maps is −Σ(1+ρ_k)².  ``unbiased=True`` takes the
+    quadratic term from two disjoint halves of the batch (needs at least 4 samples).
+    """
     _check_pair(z1, z2)
+    if reg < 0:
+        raise ValueError(f"reg must be >= 0, got {reg}")
     z1 = z1 - z1.mean(0, keepdim=True)
     z2 = z2 - z2.mean(0, keepdim=True)
     a = covariance(z1 + z2)
+    ridge = 2 * reg * torch.eye(z1.shape[1], dtype=z1.dtype, device=z1.device)
+
+    def b_of(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        return covariance(x1) + covariance(x2) + ridge
+
     if unbiased:
+        if z1.shape[0] < 4:
+            raise ValueError(f"ey(unbiased=True) splits the batch in two halves of >= 2 samples; got n={z1.shape[0]}")
         half = z1.shape[0] // 2
-        b_first = covariance(z1[:half]) + covariance(z2[:half])
-        b_second = covariance(z1[half:]) + covariance(z2[half:])
-        return -2 * torch.trace(a) + (b_first * b_second).sum()
-    b = covariance(z1) + covariance(z2)
+        return -2 * torch.trace(a) + (b_of(z1[:half], z2[:half]) * b_of(z1[half:], z2[half:])).sum()
+    b = b_of(z1, z2)
     return -2 * torch.trace(a) + (b * b).sum()
 
 
-def dcca_objective(name: str, h1: torch.Tensor, h2: torch.Tensor, *, k: int | None = None, reg: float = 1e-5) -> torch.Tensor:
-    """Dispatch by name (one of :data:`OBJECTIVES`)."""
+def dcca_objective(name: str, h1: torch.Tensor, h2: torch.Tensor, *, k: int | None = None, reg: float = 1e-5,
+                   unbiased: bool = False) -> torch.Tensor:
+    """Dispatch by name (one of :data:`OBJECTIVES`); ``reg`` reaches every objective, ``unbiased``
+    only ``ey`` (refused for the others)."""
+    if unbiased and name != "ey":
+        raise ValueError(f"unbiased=True applies to the 'ey' objective only, not {name!r}")
     if name == "corr_sum":
         return corr_sum(h1, h2, reg)
     if name == "corr_topk":
@@ -104,5 +122,5 @@ def dcca_objective(name: str, h1: torch.Tensor, h2: torch.Tensor, *, k: int | No
     if name == "corr_sq_sum":
         return corr_sq_sum(h1, h2, reg)
     if name == "ey":
-        return ey(h1, h2)
+        return ey(h1, h2, unbiased=unbiased, reg=reg)
     raise ValueError(f"unknown DCCA objective {name!r}; choose from {', '.join(OBJECTIVES)}")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .text_encoder import Vocabulary, tokenize
+from .text_encoder import Vocabulary
 
 
 def skipgram_pairs(texts: Sequence[str], vocab: Vocabulary, window: int = 2) -> torch.Tensor:
@@ -127,7 +127,3 @@ def similarity_correlation(vectors: torch.Tensor, reference: torch.Tensor) -> fl
     cos = v @ v.T
     iu = torch.triu_indices(len(v), len(v), offset=1)
     return float(spearmanr(cos[iu[0], iu[1]].numpy(), reference[iu[0], iu[1]].numpy()).statistic)
-
-
-def tokens_of(texts: Sequence[str]) -> list[str]:
-    return [w for t in texts for w in tokenize(t)]

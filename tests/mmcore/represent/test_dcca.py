@@ -113,3 +113,22 @@ def test_dcca_learns_nonlinear_shared_signal_and_dccae_reconstructs():
         opt.step()
     last = ae.loss_terms(x1, x2, present1=present)
     assert last["recon2"] < 0.7 * first["recon2"] and last["correlation"] < first["correlation"]
+
+
+def test_ey_honours_reg_and_unbiased_and_the_dispatcher_passes_them():
+    """Issue 14 defect 10: ``dcca_objective("ey", ...)`` ignored ``reg`` and had no ``unbiased``."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(40, 3, generator=g, dtype=torch.float64), torch.randn(40, 3, generator=g, dtype=torch.float64)
+    c1, c2 = z1 - z1.mean(0), z2 - z2.mean(0)
+    a = (c1 + c2).T @ (c1 + c2) / 39
+    b = c1.T @ c1 / 39 + c2.T @ c2 / 39 + 2 * 0.1 * torch.eye(3, dtype=torch.float64)
+    expected = (-2 * torch.trace(a) + (b * b).sum()).item()
+    assert ey(z1, z2, reg=0.1).item() == pytest.approx(expected, rel=1e-12)
+    assert dcca_objective("ey", z1, z2, reg=0.1).item() == pytest.approx(expected, rel=1e-12)
+    assert dcca_objective("ey", z1, z2, reg=0.0).item() != pytest.approx(expected, rel=1e-6)
+    assert dcca_objective("ey", z1, z2, reg=0.1, unbiased=True).item() == ey(z1, z2, unbiased=True, reg=0.1).item()
+    assert ey(z1, z2, unbiased=True).item() != ey(z1, z2).item()
+    with pytest.raises(ValueError, match="'ey' objective only"):
+        dcca_objective("corr_sum", z1, z2, unbiased=True)
+    with pytest.raises(ValueError, match="'ey' objective only"):
+        DCCA(torch.nn.Identity(), torch.nn.Identity(), objective="corr_sq_sum", unbiased=True)

@@ -43,3 +43,26 @@ def test_vicreg_terms_by_hand():
     assert vicreg_terms(collapsed, collapsed)["variance"].item() == pytest.approx(2 * (1 - 1e-2), rel=1e-3)
     with pytest.raises(ValueError, match="same shape"):
         barlow_twins_loss(z1, z2[:, :2])
+
+
+@pytest.mark.parametrize("loss_fn", [barlow_twins_loss, vicreg_loss], ids=["barlow", "vicreg"])
+def test_present_mask_masked_equals_omitted(loss_fn):
+    """Issue 14 defect 9: rows missing either view are left out, whatever they hold."""
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(12, 4, generator=g, dtype=torch.float64), torch.randn(12, 4, generator=g, dtype=torch.float64)
+    p1 = torch.tensor([1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
+    p2 = torch.tensor([1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=torch.bool)
+    keep = p1 & p2
+    omitted = loss_fn(z1[keep], z2[keep])
+    junk1 = torch.where(p1.unsqueeze(-1), z1, torch.full_like(z1, float("nan"))).requires_grad_()
+    junk2 = torch.where(p2.unsqueeze(-1), z2, torch.full_like(z2, float("inf"))).requires_grad_()
+    masked = loss_fn(junk1, junk2, present=(p1, p2))
+    assert masked.item() == pytest.approx(omitted.item(), rel=1e-12)
+    assert loss_fn(z1, z2, present=keep).item() == pytest.approx(omitted.item(), rel=1e-12)
+    masked.backward()
+    assert torch.isfinite(junk1.grad).all() and torch.isfinite(junk2.grad).all()
+    assert junk1.grad[~keep].abs().sum() == 0 and junk2.grad[~keep].abs().sum() == 0
+    one_row = loss_fn(z1, z2, present=torch.arange(12) == 0)           # nothing to standardise: 0, not NaN
+    assert one_row.item() == 0.0
+    with pytest.raises(ValueError, match="present"):
+        loss_fn(z1, z2, present=torch.ones(11, dtype=torch.bool))
