@@ -2,11 +2,11 @@ import csv
 
 import pytest
 import torch
+from masked_mean import MaskedMeanClassifier
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from mmcore.data import MultimodalBatch, MultimodalCollator, ToyMultimodalDataset
-from mmcore.demo import MaskedMeanClassifier
 from mmcore.train import StepOutput, TrainConfig, Trainer
 
 DIMS = {"image": 16, "text": 8}
