@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
-from .train_args import add_arguments, add_device_argument
+from .train_args import add_arguments, add_device_argument, device_from_arg
+
+log = logging.getLogger(__name__)
 
 
 def _threads(n: int) -> None:
@@ -27,18 +30,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     results = analyze_path(Path(args.study), Path(args.out), model, register=not args.no_register,
                            progress=not args.no_progress)
     bad = [r for r in results if r["status"] != "ok"]
-    print(f"[medical] {len(results) - len(bad)}/{len(results)} studies analysed; outputs under {Path(args.out).resolve()}")
+    log.info("%d/%d studies analysed; outputs under %s", len(results) - len(bad), len(results), Path(args.out).resolve())
     return 1 if bad and len(bad) == len(results) else 0
 
 
 def _device(name: str) -> str:
     """``--device``: ``auto`` is CUDA when a GPU is visible, else the CPU (mmcore's one rule)."""
-    from mmcore.utils.device import resolve_device
-
-    try:
-        return str(resolve_device(name))
-    except (RuntimeError, ValueError) as exc:
-        raise SystemExit(f"mm medical: {exc}") from None
+    return device_from_arg(name)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -47,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = MedicalTrainConfig.from_args(args)
     config.trainer.device = _device(config.trainer.device)
     result = train(config)
-    print(f"[medical] trained: bundle {result['bundle']}")
+    log.info("trained: bundle %s", result["bundle"])
     return 0
 
 
@@ -55,14 +53,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .analyze import load_model
     from .datasets import read_datalist
     from .evaluate import evaluate
+    from .scoring import format_table
 
     _threads(args.threads)
     model = load_model(args.bundle, _device(args.device))
-    entries = read_datalist(Path(args.data) / "datalist.json")[args.split]
-    if args.limit:
-        entries = entries[: args.limit]
-    summary = evaluate(model, entries, Path(args.out), register=not args.no_register)
-    print(json.dumps(summary, indent=2))
+    summaries = {}
+    for i, data in enumerate(args.data):
+        entries = read_datalist(Path(data) / "datalist.json")[args.split]
+        if args.limit:
+            entries = entries[: args.limit]
+        out = Path(args.out) if len(args.data) == 1 else Path(args.out) / f"set{i}-{Path(data).name}"
+        summaries[Path(data).name] = evaluate(model, entries, out, register=not args.no_register,
+                                              guard=not args.no_guard)
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    print(format_table(summaries))
+    return 0
+
+
+def cmd_fit_ood(args: argparse.Namespace) -> int:
+    """Refit the bundle's out-of-domain statistics on cached training/validation studies."""
+    from .analyze import load_model
+    from .bundle import DEFAULT_BUNDLE
+    from .datasets import prepare_cases, read_datalist
+    from .ood import fit_for_bundle, save
+
+    _threads(args.threads)
+    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
+    lists = read_datalist(Path(args.data) / "datalist.json")
+    for split in ("training", "validation"):      # study entries (mm medical generate) are preprocessed once, cached
+        if not all("cache" in it for it in lists.get(split, [])):
+            lists[split] = prepare_cases(lists.get(split, []), Path(args.data) / "cache")
+    stats = fit_for_bundle(load_model(bundle, "cpu"), lists["training"], lists.get("validation", []),
+                           source=f"{args.data}: {len(lists['training'])} train / {len(lists.get('validation', []))} val")
+    path = save(stats, bundle)
+    print(json.dumps({k: {kk: v[kk] for kk in ("threshold", "train_studies", "validation_studies", "validation_flag_rate")}
+                      for k, v in stats["patterns"].items()}, indent=2))
+    print(f"wrote {path}")
     return 0
 
 
@@ -81,8 +108,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .demo_data import generate
 
     n = [int(x) for x in args.n.split(",")]
-    generate(Path(args.out), *n, seed=args.seed, dicom_every=args.dicom_every, drop_every=args.drop_every)
-    print(f"[medical] wrote {sum(n)} studies and datalist.json under {Path(args.out).resolve()}")
+    if args.family:
+        from .eval_family import generate_family
+
+        generate_family(Path(args.out), sum(n), seed=args.seed)
+    else:
+        generate(Path(args.out), *n, seed=args.seed, dicom_every=args.dicom_every, drop_every=args.drop_every)
+    log.info("wrote %d studies and datalist.json under %s", sum(n), Path(args.out).resolve())
     return 0
 
 
@@ -111,8 +143,12 @@ def register(subparsers) -> None:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="held-out metrics: TRE, Dice, HD95, AUROC (fused/single/late), ECE")
-    e.add_argument("--data", required=True)
+    e.add_argument("--data", required=True, action="append",
+                   help="folder with datalist.json; repeat for one table column per set (e.g. in-distribution and "
+                        "the evaluation family)")
     e.add_argument("--split", default="test")
+    e.add_argument("--no-guard", action="store_true", help="keep lesion predicted outside the intracranial volume")
+    e.add_argument("--json", action="store_true", help="also print the full summaries as JSON")
     e.add_argument("--bundle", default=None)
     e.add_argument("--out", default="runs/medical-eval")
     e.add_argument("--limit", type=int, default=None)
@@ -130,12 +166,22 @@ def register(subparsers) -> None:
     add_device_argument(c)
     c.set_defaults(func=cmd_calibrate)
 
+    o = sub.add_parser("fit-ood", help="refit the bundle's out-of-domain statistics (rewrites configs/ood.json)")
+    o.add_argument("--data", required=True, help="folder with datalist.json: training studies give the statistics, "
+                                                  "validation studies the thresholds (the model's own training distribution)")
+    o.add_argument("--bundle", default=None, help="default: the shipped data/medical/model")
+    o.add_argument("--threads", type=int, default=1)
+    o.set_defaults(func=cmd_fit_ood)
+
     g = sub.add_parser("generate", help="write demo studies from nilearn's MNI152 template")
     g.add_argument("--out", required=True)
     g.add_argument("--n", default="0,0,8", help="N_TRAIN,N_VAL,N_TEST")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dicom-every", type=int, default=4)
     g.add_argument("--drop-every", type=int, default=0)
+    g.add_argument("--family", action="store_true",
+                   help="the evaluation family instead (independent analytic heads, lobulated lesions, no-lesion, "
+                        "MR-only and CT-only studies; all N as test studies)")
     g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("demo", help="generate a few studies, analyse them with the shipped model, score them")
