@@ -166,12 +166,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .abstain import guard
+    from .batching import BatchPolicy
     from .server import serve
     from .session import load_backend
 
     backend = guard(load_backend(args.model, _device(args.device)))
+    batching = None if args.no_batching else BatchPolicy(args.batch_max, args.batch_wait_ms, args.batch_queue)
     print(f"serving {backend.name} on http://{args.host}:{args.port}/  (conversations in {args.db})")
-    serve(backend, args.host, args.port, args.db, args.max_body_bytes)
+    serve(backend, args.host, args.port, args.db, args.max_body_bytes, cache_bytes=int(args.kv_cache_mb * 2**20),
+          batching=batching)
     return 0
 
 
@@ -298,6 +301,13 @@ def register(subparsers) -> None:
     s.add_argument("--db", default="runs/dialogue/conversations.sqlite", help="SQLite file keeping conversations")
     s.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--kv-cache-mb", type=float, default=256.0,
+                   help="memory for the conversations' keys/values and mention memory, LRU (0 = recompute every turn)")
+    s.add_argument("--batch-max", type=int, default=16, help="turns answered together in one forward pass")
+    s.add_argument("--batch-wait-ms", type=float, default=2.0,
+                   help="under concurrent load, how long a batch that is not full waits for company")
+    s.add_argument("--batch-queue", type=int, default=1024, help="turns allowed to wait; more get HTTP 503")
+    s.add_argument("--no-batching", action="store_true", help="answer each request on its own")
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="a short dialogue about a new scene with the shipped model")

@@ -16,7 +16,13 @@ route                       what
 
 Bad input never reaches the model as an exception: malformed JSON, bad base64, non-image or
 corrupt uploads, empty or over-long questions -> 400; unknown conversation ids -> 404;
-bodies over ``max_body_bytes`` or images over ``max_pixels`` (decompression bombs) -> 413.
+bodies over ``max_body_bytes`` or images over ``max_pixels`` (decompression bombs) -> 413;
+more turns waiting for the model than the batch policy's ``max_queue`` -> 503.
+
+Speed (``serve``): the embedded backend keeps each conversation's keys/values and mention memory
+(:mod:`.kv_cache`, ``cache_bytes``) and answers the turns of concurrent requests in one forward
+pass (:mod:`.batching`); each request still streams its own answer.  Requests run in the thread
+pool, so concurrent ones meet in the backend's batcher.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import binascii
 import io
 import json
 import sqlite3
+import threading
 import time
 import uuid
 import warnings
@@ -35,7 +42,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from .session import MAX_QUESTION_CHARS, BadInput, check_question
+from .batching import Overloaded
+from .prompt import MAX_QUESTION_CHARS, BadInput, check_question
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
@@ -50,17 +58,29 @@ class HTTPError(Exception):
 
 # ----------------------------------------------------------------------------- storage
 class ConversationStore:
-    """Conversations by id in SQLite (image as PNG bytes, history as JSON): they survive restarts."""
+    """Conversations by id in SQLite (image as PNG bytes, history as JSON): they survive restarts.
+
+    Write-ahead log with ``synchronous=NORMAL`` and one connection per thread: a turn's commit
+    does not wait for an fsync (measured here: ~40 ms per update with the default rollback journal
+    on a busy disk, ~0.05 ms in WAL).  The database stays consistent through crashes; a power cut
+    can lose the last turns' commits.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, created REAL, "
                        "image BLOB, history TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.path, timeout=30)
+            db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     def create(self, image_png: bytes | None) -> str:
         cid = "conv-" + uuid.uuid4().hex[:16]
@@ -78,6 +98,11 @@ class ConversationStore:
     def update(self, cid: str, image_png: bytes | None, history: list) -> None:
         with self._connect() as db:
             db.execute("UPDATE conversations SET image = ?, history = ? WHERE id = ?", (image_png, json.dumps(history), cid))
+
+    def update_history(self, cid: str, history: list) -> None:
+        """The history only (the stored image is unchanged: no PNG to encode again)."""
+        with self._connect() as db:
+            db.execute("UPDATE conversations SET history = ? WHERE id = ?", (json.dumps(history), cid))
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -156,7 +181,8 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
     store = ConversationStore(db_path)
 
     def error(status: int, message: str) -> JSONResponse:
-        kind = {400: "invalid_request_error", 404: "not_found_error", 413: "request_too_large"}.get(status, "server_error")
+        kind = {400: "invalid_request_error", 404: "not_found_error", 413: "request_too_large",
+                503: "overloaded_error"}.get(status, "server_error")
         return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
     @app.exception_handler(HTTPError)
@@ -215,12 +241,13 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
         cid = body.get("conversation_id")
         if cid is not None and not isinstance(cid, str):
             raise HTTPError(400, "conversation_id must be a string")
+        new_image = image is not None
         if cid:
-            stored_png, stored = store.get(cid)
+            stored_png, stored = await run_in_threadpool(store.get, cid)
             # a new image starts a new scene context (as the CLI's :image does): the old rounds were about another picture
             history = [tuple(x) for x in stored] if image is None else []
             if image is None and stored_png is not None:
-                image = Image.open(io.BytesIO(stored_png)).convert("RGB")
+                image = await run_in_threadpool(lambda: Image.open(io.BytesIO(stored_png)).convert("RGB"))
             new_turns = turns
         else:
             history, new_turns = [], turns
@@ -239,7 +266,8 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
         if image is None and backend.needs_image:
             raise HTTPError(400, "this model answers questions about an image: add an image_url part")
         if not cid:
-            cid = store.create(_png(image))
+            cid = await run_in_threadpool(store.create, _png(image))
+            new_image = False
         created, rid = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:20]
 
         def answer_pieces():
@@ -247,9 +275,15 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
                 yield from backend.stream(image, history, question)
             except BadInput as exc:
                 raise HTTPError(400, str(exc)) from None
+            except Overloaded as exc:
+                raise HTTPError(503, str(exc)) from None
 
         def save(answer: str) -> None:
-            store.update(cid, _png(image), [*map(list, history), [question, answer]])
+            rounds = [*map(list, history), [question, answer]]
+            if new_image:
+                store.update(cid, _png(image), rounds)
+            else:
+                store.update_history(cid, rounds)
 
         def chunk(delta: dict, finish: str | None = None) -> str:
             return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
@@ -288,7 +322,12 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
 
 
 def serve(backend, host: str = "127.0.0.1", port: int = 8000, db_path: str | Path = "runs/dialogue/conversations.sqlite",
-          max_body_bytes: int = MAX_BODY_BYTES) -> None:
+          max_body_bytes: int = MAX_BODY_BYTES, cache_bytes: int | None = None, batching=None) -> None:
+    """Serve ``backend``; for the embedded model, ``cache_bytes`` (0 = off, None = the backend's
+    default) and ``batching`` (a :class:`~.batching.BatchPolicy`, None = off) set its speed-ups."""
     import uvicorn
 
+    if hasattr(backend, "configure"):
+        kwargs = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
+        backend.configure(batching=batching, **kwargs)
     uvicorn.run(create_app(backend, db_path, max_body_bytes), host=host, port=port, log_level="warning")

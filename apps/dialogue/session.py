@@ -13,34 +13,33 @@ in a worker thread).  Questions are checked first: empty or over-long ones raise
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
 
+from .prompt import MAX_QUESTION_CHARS, BadInput, check_question  # noqa: F401 - re-exported for callers
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "data" / "dialogue" / "scenes"
 SOC_MODEL = REPO_ROOT / "data" / "dialogue" / "sort_of_clevr"
-MAX_QUESTION_CHARS = 500
-
-
-class BadInput(ValueError):
-    """The user's input cannot be answered (empty or too long question, missing image, ...)."""
-
-
-def check_question(question: str) -> str:
-    if not isinstance(question, str) or not question.strip():
-        raise BadInput("the question is empty")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise BadInput(f"the question has {len(question)} characters; at most {MAX_QUESTION_CHARS} are accepted")
-    return question.strip()
+DEFAULT_CACHE_BYTES = 256 * 2**20
 
 
 class EmbeddedBackend:
-    """The suite's own SceneVLM, loaded with ``AutoModelForImageTextToText`` from a directory."""
+    """The suite's own SceneVLM, loaded with ``AutoModelForImageTextToText`` from a directory.
 
-    def __init__(self, path: str | Path = DEFAULT_MODEL, device: str = "cpu", max_new_tokens: int = 4) -> None:
+    Turns go through the incremental engine (:mod:`.engine`: per-conversation KV cache of
+    ``cache_bytes``, and with ``batching`` a :class:`~.batching.Batcher` that answers concurrent
+    turns in one forward pass) when the model has a reasoner; ``cache_bytes=0`` and no batching
+    (or an older model) generate from the full prompt with ``generate``, as before.  Both give the
+    same answers (tests/apps/dialogue/test_kv_cache.py).
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_MODEL, device: str = "cpu", max_new_tokens: int = 4,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, batching=None) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, PreTrainedTokenizerFast
 
@@ -56,32 +55,65 @@ class EmbeddedBackend:
         self.needs_image = True
         self.max_new_tokens = max_new_tokens
         self.lock = threading.Lock()
+        self.engine = self.batcher = None
+        self.configure(cache_bytes, batching)
+
+    def configure(self, cache_bytes: int = DEFAULT_CACHE_BYTES, batching=None) -> None:
+        """Switch the KV cache (``cache_bytes``, 0 = off) and dynamic batching (a
+        :class:`~.batching.BatchPolicy`, None = off); cached states are dropped."""
+        from .batching import Batcher
+        from .engine import DialogueEngine
+
+        if self.batcher is not None:
+            self.batcher.close()
+        self.engine = self.batcher = None
+        if DialogueEngine.supports(self.model) and (cache_bytes or batching is not None):
+            self.engine = DialogueEngine(self.model, self.tokenizer, self._objects, self.max_new_tokens,
+                                         cache_bytes, lock=self.lock)
+            if batching is not None:
+                self.batcher = Batcher(self.engine.run, batching)
+
+    def _objects(self, image: Image.Image) -> dict:
+        """``{"object_pixels" [K,3,P,P], "object_geometry" [K,9], "object_mask" [K]}`` of ``image``."""
+        from .objects import extract_objects
+
+        return extract_objects(image, slots=self.model.config.num_image_tokens)
 
     def _inputs(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> dict:
-        from .objects import extract_objects
-        from .tokenizer import IMAGE, build_prompt
+        import torch
 
-        k = self.model.config.num_image_tokens
-        limit = self.model.config.text_config.max_position_embeddings - self.max_new_tokens - 2
-        history = list(history)
-        while True:  # drop the oldest rounds when the prompt would not fit the context
-            prompt = build_prompt(history, question, layout=self.model.config.image_layout)
-            prompt = prompt.replace(IMAGE, " ".join([IMAGE] * k))
-            ids = self.tokenizer(prompt, return_tensors="pt").input_ids
-            if ids.shape[1] <= limit or not history:
-                break
-            history.pop(0)
-        if ids.shape[1] > limit:
-            raise BadInput(f"the question is too long for this model ({ids.shape[1]} tokens, at most {limit})")
-        objs = {k_: v[None].to(self.device) for k_, v in extract_objects(image, slots=k).items()}
+        from .prompt import prompt_ids
+
+        ids = torch.tensor([prompt_ids(self.tokenizer, self.model.config, self.max_new_tokens, history, question)])
+        objs = {k_: v[None].to(self.device) for k_, v in self._objects(image).items()}
         return {"input_ids": ids.to(self.device), "attention_mask": ids.new_ones(ids.shape).to(self.device), **objs}
 
     def stream(self, image: Image.Image | None, history: list[tuple[str, str]], question: str) -> Iterator[str]:
         if image is None:
             raise BadInput("this model answers questions about an image: send one first")
+        if self.engine is not None:
+            yield from self._engine_stream(image, history, question)
+        else:
+            yield from self.generate_stream(image, history, question)
+
+    def generate_stream(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> Iterator[str]:
+        """The whole conversation through ``generate`` (no cache, no batching): the reference path."""
         inputs = self._inputs(image, history, question)
         yield from _generate_streaming(self.model, self.tokenizer, inputs, self.max_new_tokens, self.lock,
                                        prefix_allowed_tokens_fn=self._answers_then_eos(inputs["input_ids"].shape[1]))
+
+    def _engine_stream(self, image: Image.Image, history: list[tuple[str, str]], question: str) -> Iterator[str]:
+        from .engine import Turn
+
+        turn = Turn(image, list(history), question, pieces=queue.Queue())
+        if self.batcher is not None:
+            self.batcher.submit(turn)
+        else:
+            self.engine.run([turn])
+        while (piece := turn.pieces.get(timeout=300)) is not None:
+            yield piece
+        if turn.error is not None:
+            raise turn.error
 
     def _answers_then_eos(self, prompt_len: int):
         """The embedded model answers in one word of its answer vocabulary, then ``</s>`` (never a
