@@ -18,7 +18,7 @@ define install_pinned
 	  $(PIP) install -q -c constraints.txt -e "$(1)"
 endef
 
-.PHONY: demo test lint install install-dev bench clean browser
+.PHONY: demo test lint install install-dev bench clean browser pacs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/mm demo
 
-test: $(VENV)/.installed-dev browser
+test: $(VENV)/.installed-dev browser pacs
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -48,6 +48,14 @@ browser:
 	    echo "installing Debian's chromium for the browser test"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found and cannot apt-get it: the browser test will be skipped"; fi; }
+
+# The medical PACS tests run against a real Orthanc with its DICOMweb plugin; install them once if we may.
+pacs:
+	@{ command -v Orthanc >/dev/null 2>&1 && ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's orthanc and orthanc-dicomweb for the PACS tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; \
+	  else echo "Orthanc not found and cannot apt-get it: the PACS tests will be skipped"; fi; }
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

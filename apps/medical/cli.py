@@ -184,6 +184,10 @@ def register(subparsers) -> None:
                         "MR-only and CT-only studies; all N as test studies)")
     g.set_defaults(func=cmd_generate)
 
+    from .pacs.cli import register as register_pacs
+
+    register_pacs(sub)
+
     d = sub.add_parser("demo", help="generate a few studies, analyse them with the shipped model, score them")
     d.add_argument("--out", default="runs/medical-demo")
     add_device_argument(d)

@@ -1,0 +1,94 @@
+"""One study from archive to archive: skip if done, pull, analyse (warm model), push SEG + SR.
+
+:class:`Worker` keeps the model loaded; :meth:`Worker.process` handles a study on a DICOMweb
+archive and :meth:`Worker.process_folder` one already on disk (the DIMSE listener's path). Every
+outcome is a dict with ``outcome``: ``done`` | ``skipped`` | ``refused`` (the study cannot be
+analysed; retrying will not help) | ``failed`` (transient: retry later) and a one-line ``message``.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from .archive import Archive, ArchiveError
+from .results import build_sr, finalize_seg, model_version, result_uids, series_tag
+
+log = logging.getLogger(__name__)
+
+def _reportable(findings: dict) -> bool:
+    """True when analyze produced findings worth a report (ok, or a new state like withheld / no lesion)."""
+    return findings.get("status") not in ("refused", "error") and ("lesion" in findings or "probabilities" in findings)
+
+
+class Worker:
+    """Holds the warm model; ``out_root/<StudyInstanceUID>/`` keeps each study's local outputs."""
+
+    def __init__(self, model, bundle: Path, out_root: Path, *, register: bool = True, scratch: Path | None = None) -> None:
+        self.model, self.register = model, register
+        self.version = model_version(bundle)
+        self.tag = series_tag(self.version)
+        self.out_root = Path(out_root)
+        self.scratch = Path(scratch) if scratch else None
+
+    # ------------------------------------------------------------------ DICOMweb
+    def process(self, archive: Archive, study_uid: str, *, force: bool = False) -> dict:
+        t0 = time.perf_counter()
+        try:
+            if not force:
+                have = archive.results_of(study_uid, self.tag)
+                if have["SEG"] and have["SR"]:
+                    return {"study": study_uid, "outcome": "skipped", "seconds": time.perf_counter() - t0,
+                            "message": f"already holds our SEG and SR for model {self.version} (--force re-runs)"}
+            tmp = Path(tempfile.mkdtemp(prefix="mm-pacs-", dir=self.scratch))
+            try:
+                t1 = time.perf_counter()
+                stats = archive.download_study(study_uid, tmp / "study")
+                download_s = time.perf_counter() - t1
+                if not stats["instances"]:
+                    return {"study": study_uid, "outcome": "refused", "seconds": time.perf_counter() - t0,
+                            "message": f"study {study_uid} has no image series ({', '.join(stats['skipped_series']) or 'empty'})"}
+                out = self.process_folder(tmp / "study", study_uid, sink=archive, force=force)
+                out.update(download_seconds=round(download_s, 3), downloaded=stats)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except ArchiveError as exc:
+            out = {"study": study_uid, "outcome": "failed" if exc.transient else "refused", "message": str(exc)}
+        out["seconds"] = round(time.perf_counter() - t0, 3)
+        return out
+
+    # ------------------------------------------------------------------ a study on disk
+    def process_folder(self, folder: Path, study_uid: str, *, sink, force: bool = False) -> dict:
+        """Analyse the study in ``folder`` and store SEG + SR through ``sink.store(datasets, study_uid)``."""
+        import pydicom
+
+        from ..analyze import analyze_study
+
+        out_dir = self.out_root / study_uid
+        t0 = time.perf_counter()
+        findings = analyze_study(folder, out_dir, self.model, register=self.register)
+        analyse_s = time.perf_counter() - t0
+        base = {"study": study_uid, "analyse_seconds": round(analyse_s, 3), "findings": str(out_dir / "findings.json"),
+                "status": findings.get("status")}
+        if not _reportable(findings):
+            return {**base, "outcome": "refused", "message": f"study {study_uid}: {findings.get('status')}: {findings.get('error')}"}
+        uids = result_uids(study_uid, self.version, uuid.uuid4().hex if force else "")
+        seg = None
+        if (findings.get("outputs") or {}).get("dicom_seg"):
+            seg = finalize_seg(out_dir / findings["outputs"]["dicom_seg"], self.version, uids)
+        used = {s.get("uid") for s in (findings.get("series") or {}).values()}
+        sources = [d for d in (pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(Path(folder).rglob("*.dcm")))
+                   if str(getattr(d, "SeriesInstanceUID", "")) in used]
+        sr = build_sr(findings, seg, sources, self.version, uids)
+        objects = [x for x in (seg, sr) if x is not None]
+        for name, ds in (("seg", seg), ("sr", sr)):
+            if ds is not None:
+                ds.save_as(out_dir / f"pacs_{name}.dcm", enforce_file_format=True)
+        t1 = time.perf_counter()
+        sink.store(objects, study_uid)
+        return {**base, "outcome": "done", "push_seconds": round(time.perf_counter() - t1, 3),
+                "message": f"stored {'SEG + ' if seg is not None else ''}SR (model {self.version}); status {findings.get('status')}",
+                "seg_sop": seg.SOPInstanceUID if seg is not None else None, "sr_sop": sr.SOPInstanceUID}
