@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mmcore.represent.memory_bank import MemoryBank
 from mmcore.represent.pirl import PIRLLoss, nce_loss
 from mmcore.represent.xid import XIDLoss, memory_infonce
+from mmcore.train.checkpoint import load_weights, save_weights
 
 
 def test_bank_negatives_exclude_self_update_and_round_trip():
@@ -105,3 +106,25 @@ def test_xid_skips_rows_with_absent_modality():
     assert with_absent.item() == pytest.approx(only_present.item(), rel=1e-6)
     with pytest.raises(ValueError, match="mode"):
         XIDLoss(10, 4, mode="joint")
+
+
+@pytest.mark.parametrize("kind", ["pirl", "xid"])
+def test_negative_sampling_generator_travels_in_the_state_dict(kind, tmp_path):
+    """A loss rebuilt from a state dict draws the same negatives as the one that kept running
+    (issue 14: the generators used to be outside ``state_dict`` and restarted from the seed)."""
+    def make():
+        return PIRLLoss(50, 4, num_negatives=6) if kind == "pirl" else XIDLoss(50, 4, num_negatives=6)
+
+    def draw(loss_fn):
+        bank = loss_fn.bank if kind == "pirl" else loss_fn.banks["audio"]
+        return bank.sample_negatives(torch.arange(5), 6, loss_fn.generator)
+
+    running = make()
+    for _ in range(3):
+        draw(running)
+    rebuilt = make()
+    rebuilt.load_state_dict(running.state_dict())
+    torch.testing.assert_close(draw(rebuilt), draw(running), rtol=0, atol=0)
+    save_weights(running, tmp_path / "m.safetensors")     # and through a safetensors checkpoint
+    again = load_weights(make(), tmp_path / "m.safetensors")
+    torch.testing.assert_close(draw(again), draw(running), rtol=0, atol=0)
