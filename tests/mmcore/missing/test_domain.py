@@ -70,3 +70,18 @@ def test_adaptation_recovers_accuracy_on_the_target_domain_without_its_labels(me
     assert all(torch.equal(w, p) for w, p in zip(weights, model.parameters()))     # original untouched
     with pytest.raises(ValueError, match="unknown adaptation"):
         adapt(model, src, tgt, method="magic")
+
+
+@pytest.mark.parametrize("method", ["coral", "dann"])
+def test_adapt_leaves_the_global_rng_alone_and_stays_seeded(method):
+    """Issue 14 defect 6: ``adapt`` called ``torch.manual_seed(seed)`` on the caller's RNG."""
+    torch.manual_seed(0)
+    model = MultimodalModel({"a": MLPEncoder(6, 8, hidden=8), "b": MLPEncoder(4, 8, hidden=8)},
+                            EarlyFusion({"a": 8, "b": 8}, 8), build_head(8, 3, hidden=None))
+    src, tgt = shifted(40, 0, 0.0), shifted(40, 1, 6.0)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = adapt(model, src, tgt, method=method, steps=3, batch_size=8, seed=4)
+    assert torch.equal(torch.get_rng_state(), before)
+    second = adapt(model, src, tgt, method=method, steps=3, batch_size=8, seed=4)
+    assert all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters()))
