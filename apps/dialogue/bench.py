@@ -1,7 +1,7 @@
 """Serving speed of the dialogue server, with the KV cache + dynamic batching on and off, in one run.
 
     mm bench dialogue [--clients 32] [--duration 60] [--conversations 10] [--rounds 10]
-                      [--threads 1] [--device cpu] [--model PATH] [--only single,load]
+                      [--threads 1] [--device cpu] [--model PATH] [--guard] [--only single,load]
                       [--out benchmarks/results/dialogue]
 
 One process, one model, one uvicorn server on loopback; between phases the backend is switched
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default=None)
+    p.add_argument("--guard", action="store_true",
+                   help="serve through the abstention guard, as `mm dialogue serve` does (default: the model alone)")
     p.add_argument("--out", default="benchmarks/results/dialogue")
     args = p.parse_args(argv)
     parts = {x.strip() for x in args.only.split(",") if x.strip()}
@@ -185,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     backend = load_backend(args.model, args.device)
+    if args.guard:
+        from .abstain import guard
+
+        backend = guard(backend)
     if not hasattr(backend, "configure"):
         p.error(f"{backend.name}: only the embedded SceneVLM has the cache and batching to compare")
     modes = {"off": {"cache_bytes": 0, "batching": None},
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "mm bench dialogue " + " ".join(argv or []),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
                          f"load average {os.getloadavg()[0]:.1f} at start",
-              "device": args.device, "torch_threads": args.threads, "model": backend.name,
+              "device": args.device, "torch_threads": args.threads, "model": backend.name, "guard": args.guard,
               "modes": {m: {k: (v if not isinstance(v, BatchPolicy) else vars(v)) for k, v in c.items()} for m, c in modes.items()}}
     with tempfile.TemporaryDirectory() as tmp:
         with socket.socket() as s:
@@ -217,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             thread.join(timeout=10)
     result["load_average_end"] = round(os.getloadavg()[0], 1)
     lines = [f"# Dialogue serving: KV cache + dynamic batching on vs off ({result['date']})", "",
-             f"`{result['command']}`, {result['machine']}, torch threads {args.threads}, device {args.device}", "",
+             f"`{result['command']}`, {result['machine']}, torch threads {args.threads}, device {args.device}, "
+             f"abstention guard {'on' if args.guard else 'off'}", "",
              "| measurement | off | on | on / off |", "|---|---|---|---|"]
     if "single" in result:
         s_off, s_on = result["single"]["off"], result["single"]["on"]

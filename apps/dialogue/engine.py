@@ -112,6 +112,10 @@ class DialogueEngine:
         self.max_new_tokens = max_new_tokens
         self.cache = ConversationCache(cache_bytes)
         self.lock = lock or threading.Lock()
+        # torch's thread count as set where the engine is made: threads that did not call
+        # set_num_threads themselves (a batcher, a server's pool) would otherwise run a default-sized
+        # OpenMP team, 100x slower per op here on a loaded 2-core machine
+        self.num_threads = torch.get_num_threads()
         vocab = vocabulary()
         self.user_id, self.assistant_id = vocab.index(USER), vocab.index(ASSISTANT)
         self.vocab = vocab
@@ -131,6 +135,7 @@ class DialogueEngine:
         jobs: list[_Job] = []
         try:
             with self.lock, torch.inference_mode():
+                torch.set_num_threads(self.num_threads)
                 jobs = self._prepare(turns)
                 if jobs:
                     self._start_states([j for j in jobs if j.state is None])

@@ -161,10 +161,12 @@ def _generate_streaming(model, tokenizer, inputs: dict, max_new_tokens: int, loc
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
     errors: list[BaseException] = []
+    threads = torch.get_num_threads()
 
     def work() -> None:
         try:
             with lock, torch.inference_mode():
+                torch.set_num_threads(threads)   # a new thread runs a default-sized OpenMP team otherwise
                 model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                                **generate_kwargs)
