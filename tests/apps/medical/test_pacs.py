@@ -225,7 +225,7 @@ def test_bad_archives_and_studies_give_clear_messages_and_lose_nothing(orthanc, 
     # HTTP 500 and a transfer cut mid-stream: failed (retry later), then done once the archive is healthy
     study = write_study(tmp_path, "FAULTS", seed=21)
     orthanc.upload(study["folder"])
-    proxy = FaultProxy(orthanc.url)
+    proxy = FaultProxy(orthanc.root)
     try:
         via = Archive(proxy.url, environ=orthanc.env)
         ledger = Ledger(tmp_path / "faults.sqlite", "f")

@@ -65,6 +65,7 @@ class FaultProxy:
     ``"cut"`` (WADO-RS instance data: send the headers and ~half the body, then close)."""
 
     def __init__(self, target: str) -> None:
+        """``target``: the archive's server root (``http://host:port``); ``url`` is our DICOMweb root."""
         self.target, self.mode = target.rstrip("/"), None
         proxy = self
 
