@@ -29,12 +29,14 @@ DISCLAIMER = ("Research demo trained on synthetic phantoms only; not for clinica
 
 
 @torch.no_grad()
-def predict(model, image: torch.Tensor, present: torch.Tensor, icv: torch.Tensor | None = None) -> dict:
+def predict(model, image: torch.Tensor, present: torch.Tensor, icv: torch.Tensor | None = None,
+            unguarded: bool = False) -> dict:
     """Sliding-window segmentation on ``image`` [2, *S] then the diagnosis pooled in the lesion.
 
     ``icv`` [*S] (0/1): the intracranial volume; lesion probability outside it is set to 0 *before*
     the largest component is chosen and the diagnosis pools its features (the anatomical guard).
-    Returns ``lesion_prob`` (guarded, largest component), ``lesion_prob_raw`` (the network's own)."""
+    Returns ``lesion_prob`` (guarded, largest component), ``lesion_prob_raw`` (the network's own) and,
+    with ``unguarded``, the largest component and diagnosis without the guard (evaluation compares them)."""
     from monai.inferers import sliding_window_inference
 
     model.eval()
@@ -60,8 +62,13 @@ def predict(model, image: torch.Tensor, present: torch.Tensor, icv: torch.Tensor
     inside = raw if icv is None else raw * icv.to(raw.device, raw.dtype).view(1, 1, *raw.shape[-3:])
     prob = keep_largest_lesion(inside)
     logits = model.diagnose(maps, prob, pres) / model.temperature
-    return {"lesion_prob": prob[0, 0].cpu(), "lesion_prob_raw": raw[0, 0].cpu(), "probs": logits.softmax(-1)[0].cpu(),
-            "logits": logits[0].cpu()}
+    out = {"lesion_prob": prob[0, 0].cpu(), "lesion_prob_raw": raw[0, 0].cpu(), "probs": logits.softmax(-1)[0].cpu(),
+           "logits": logits[0].cpu()}
+    if icv is not None and unguarded:     # what the network alone answers (evaluation's before/after)
+        alone = keep_largest_lesion(raw)
+        out["unguarded"] = {"lesion_prob": alone[0, 0].cpu(),
+                            "probs": (model.diagnose(maps, alone, pres) / model.temperature).softmax(-1)[0].cpu()}
+    return out
 
 
 def _location(centroid: np.ndarray, reference: np.ndarray | None) -> str:
@@ -124,11 +131,13 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
         present = d["present"]
         image = d["image"].as_tensor()
         icv_grid = d["icv"].as_tensor()[0] if guard else None
-        pred = predict(model, image, present, icv_grid)
+        pred = predict(model, image, present, icv_grid, unguarded=keep is not None)
         stack = [pred["lesion_prob"], pred["lesion_prob_raw"]] + ([icv_grid.float()] if guard else [])
+        if "unguarded" in pred:
+            stack.append(pred["unguarded"]["lesion_prob"])
         native = invert_to_native(pipe, d, torch.stack(stack))
         affine = np.asarray(native.affine, float)
-        mask, guard_record, icv_native = _guard(native, affine, d.get("icv_method") if guard else None)
+        mask, guard_record, icv_native = _guard(native, affine, d.get("intracranial_method") if guard else None)
         voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
         used = [m for m, p in zip(MODALITIES, present.tolist()) if p and m in model.modalities]
         missing = [m for m in MODALITIES if m not in used]
@@ -140,7 +149,8 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
             lesion["centroid_ras_mm"] = [round(float(v), 1) for v in c[:3]]
             lesion["location"] = _location(c[:3], ref)
         stats = getattr(model, "ood_stats", None)
-        ood = (ood_score(stats, study_features(model, image.to(model.temperature.device), present).cpu(), present.tolist())
+        features = study_features(model, image.to(model.temperature.device), present).cpu()
+        ood = (ood_score(stats, features, present.tolist())
                if stats else {"flagged": False, "reason": None, "note": "this bundle has no out-of-domain statistics"})
         withheld = None
         if not mask.any():
@@ -168,7 +178,9 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
             findings["messages"].append(f"diagnosis withheld: {withheld}")
         if keep is not None:
             keep.update({"native_mask": mask, "native_affine": affine, "probs": pred["probs"], "data": d,
-                         "native_icv": icv_native})
+                         "native_icv": icv_native, "ood_features": features})
+            if "unguarded" in pred:
+                keep["unguarded"] = {"native_mask": native[3].numpy() > 0.5, "probs": pred["unguarded"]["probs"]}
         if write:
             write_nifti_mask(out / "lesion_mask.nii.gz", mask, affine)
             findings["outputs"] = {"mask_nifti": "lesion_mask.nii.gz", "report": "report.html"}

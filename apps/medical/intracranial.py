@@ -147,7 +147,8 @@ def intracranial_mask(mr: np.ndarray | None, ct_hu: np.ndarray | None, affine: n
 
 class IntracranialMaskd:
     """After :class:`~apps.medical.transforms.CoRegisterd`: ``icv`` (a MetaTensor [1, *S] on the
-    reference grid, same geometry history as ``image``) and ``icv_method``."""
+    reference grid, same geometry history as ``image``) and ``intracranial_method`` (not ``icv_*``: MONAI's Spacingd treats keys starting with ``icv_``
+    as icv's meta dictionaries)."""
 
     def __call__(self, data: dict) -> dict:
         import torch
@@ -160,7 +161,7 @@ class IntracranialMaskd:
         mask, method, notes = intracranial_mask(mr, ct, np.asarray(img.affine, float))
         d["icv"] = MetaTensor(torch.from_numpy(mask[None].astype(np.float32)), affine=img.affine, meta=dict(img.meta),
                               applied_operations=list(img.applied_operations))
-        d["icv_method"] = method
+        d["intracranial_method"] = method
         if notes:
             d.setdefault("messages", []).extend(notes)
         return d
