@@ -76,6 +76,7 @@ def evaluate(model, dataset, protocol: str = "true", blind: bool = False, batch_
     was_training = model.training
     model.eval()
     families = SOC_FAMILIES if dataset.mode == "sort_of_clevr" else DIALOGUE_FAMILIES
+    vocab = vocabulary()
     candidates = answer_ids(device)
     stats: dict[str, dict] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     rr_sum, r1, r5, total = 0.0, 0, 0, 0
@@ -101,14 +102,16 @@ def evaluate(model, dataset, protocol: str = "true", blind: bool = False, batch_
         r1 += int((rank <= 1).sum())
         r5 += int((rank <= 5).sum())
         total += len(truth)
-        for c, f, d, r, fu in zip(correct.tolist(), family.tolist(), distance.tolist(), rounds.tolist(),
-                                  followup.tolist()):
+        for c, f, d, r, fu, t in zip(correct.tolist(), family.tolist(), distance.tolist(), rounds.tolist(),
+                                     followup.tolist(), truth.tolist()):
             name = families[f]
             keys = [("family", name), ("round", str(r)), ("distance", str(d) if d < 4 else ">=4"), ("overall", "all")]
             if fu:       # "what size is it ?" right after "is there a red circle ?" / "how many ... ?"
                 keys.append(("followup", "after exist/count"))
             if dataset.mode == "sort_of_clevr":
                 keys.append(("kind", name.split("-")[0]))
+            if name in ("rel-count", "count"):      # every count value must be answered, not just the common ones
+                keys.append(("count_value", vocab[t]))
             for group, key in keys:
                 stats[group][key][0] += c
                 stats[group][key][1] += 1
@@ -162,7 +165,7 @@ def breakdown_table(reports: dict[str, dict]) -> str:
     names = list(reports)
     lines = [f"{'group':<10} {'key':<22} " + " ".join(f"{n + ' history':>14}" for n in names) + f" {'n':>6}"]
     first = reports[names[0]]
-    for group in ("kind", "family", "round", "distance"):
+    for group in ("kind", "family", "count_value", "round", "distance"):
         keys = first.get(group, {})
         for key in sorted(keys, key=lambda k: (len(k), k) if group in ("round", "distance") else k):
             accs = " ".join(f"{reports[n].get(group, {}).get(key, float('nan')) * 100:>13.1f}%" for n in names)

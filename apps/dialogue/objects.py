@@ -60,13 +60,62 @@ def segment(arr: np.ndarray) -> dict:
     background = np.median(border, axis=0)
     distance = np.linalg.norm(smooth - background, axis=-1)
     labels, n = ndimage.label(distance > FOREGROUND_DISTANCE, structure=_FOUR)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)
     min_area = max(6, int(0.0004 * h * w))
+    labels, n = split_touching(labels, n, smooth, min_area)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
     regions = [(int(areas[lab]), lab, box) for lab, box in enumerate(ndimage.find_objects(labels), start=1)
                if box is not None and areas[lab] >= min_area]
     border_distance = np.linalg.norm(border - background, axis=-1)
     return {"smooth": smooth, "background": background, "labels": labels, "regions": regions,
             "border_uniform": float((border_distance < FOREGROUND_DISTANCE / 2).mean())}
+
+
+def split_touching(labels: np.ndarray, n: int, smooth: np.ndarray, min_area: int) -> tuple[np.ndarray, int]:
+    """Split foreground components that hold touching objects of different colours (Sort-of-CLEVR
+    places objects edge to edge).
+
+    Inside each component, the pixels one erosion in from its edge (blended edge pixels excluded) are
+    named by their nearest palette colour (CIELAB); each colour's 4-connected cores of at least
+    ``max(min_area, 15% of the core)`` pixels are seeds (smaller ones are JPEG colour fringes), except a core whose bounding box holds another core's centre
+    (an outline ring around a fill); with two or more seeds every pixel of the component goes to the
+    nearest seed. ``labels [H, W]`` (0 = background) -> relabelled copy and the new count.
+    """
+    from .scenes import PALETTE
+
+    palette = srgb_to_lab(torch.tensor(list(PALETTE.values()), dtype=torch.float32) / 255.0)
+    out, count = labels.copy(), n
+    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        comp = labels[box] == lab
+        core = ndimage.binary_erosion(comp, structure=_FOUR)
+        if core.sum() < min_area:
+            continue
+        lab_px = srgb_to_lab(torch.from_numpy(smooth[box][core] / 255.0))
+        names = np.full(comp.shape, -1)
+        names[core] = torch.cdist(lab_px, palette).argmin(-1).numpy()
+        seeds = []
+        for name in np.unique(names[core]):
+            parts, m = ndimage.label(names == name, structure=_FOUR)
+            for part, pbox in enumerate(ndimage.find_objects(parts), start=1):
+                if pbox is not None and (parts[pbox] == part).sum() >= max(min_area, 0.15 * core.sum()):
+                    seeds.append((parts == part, pbox))
+        centres = [((b[0].start + b[0].stop) / 2, (b[1].start + b[1].stop) / 2) for _, b in seeds]
+        seeds = [(m, b) for i, (m, b) in enumerate(seeds)
+                 if not any(j != i and b[0].start <= cy < b[0].stop and b[1].start <= cx < b[1].stop
+                            for j, (cy, cx) in enumerate(centres))]
+        if len(seeds) < 2:
+            continue
+        seed_map = np.zeros(comp.shape, dtype=np.int32)
+        for i, (m, _) in enumerate(seeds, start=1):
+            seed_map[m] = i
+        _, (iy, ix) = ndimage.distance_transform_edt(seed_map == 0, return_indices=True)
+        nearest = seed_map[iy, ix]
+        region = out[box]
+        for i in range(2, len(seeds) + 1):
+            count += 1
+            region[comp & (nearest == i)] = count
+    return out, count
 
 
 def interior_colour(smooth: np.ndarray, region: np.ndarray) -> np.ndarray:

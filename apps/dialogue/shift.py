@@ -78,6 +78,9 @@ def suite_table(reports: dict[str, dict], abstention: dict | None = None) -> str
     families = sorted({k for r in reports.values() for k in r.get("family", {})})
     for fam in families:
         row(f"family {fam}", "family", fam)
+    values = sorted({k for r in reports.values() for k in r.get("count_value", {})}, key=int)
+    for value in values:
+        row(f"count answer {value}", "count_value", value)
     if abstention:
         lines.append("")
         lines.append(f"abstention (through the bot, {abstention['answerable']} answerable + "
