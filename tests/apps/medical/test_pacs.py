@@ -245,3 +245,10 @@ def test_bad_archives_and_studies_give_clear_messages_and_lose_nothing(orthanc, 
     finally:
         proxy.stop()
     assert [len(x) for x in ours(orthanc, study["study_uid"])] == [1, 1]
+    # archives without a change log: QIDO by date, a study is stable once its instance count held for a poll
+    from apps.medical.pacs.watch import QidoPoll
+
+    poll = QidoPoll(archive, lookback_days=100_000)          # the test studies are dated 2024-01-01
+    first, _ = poll.new_stable_studies(None)
+    second, _ = poll.new_stable_studies(None)
+    assert first == [] and study["study_uid"] in second
