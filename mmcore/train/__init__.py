@@ -12,6 +12,7 @@ _EXPORTS = {
     "CheckpointManager": "checkpoint", "UnsafeCheckpointError": "checkpoint", "save_weights": "checkpoint",
     "load_weights": "checkpoint", "safe_torch_load": "checkpoint", "atomic_write_bytes": "mmcore.utils.io",
     "atomic_write_text": "mmcore.utils.io", "atomic_write_json": "mmcore.utils.io",
+    "NonFiniteTrainingError": "guards",
 }
 
 __all__ = list(_EXPORTS)

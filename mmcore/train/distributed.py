@@ -6,11 +6,18 @@ Without them everything degrades to a single process and the helpers are no-ops.
 """
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from ..utils.seed import rng_state, set_rng_state
+from .guards import unused_parameters
 
 
 @dataclass(frozen=True)
@@ -51,3 +58,32 @@ def local_device(device: torch.device, info: DistInfo) -> torch.device:
     if device.type == "cuda" and info.enabled:
         return torch.device("cuda", info.local_rank)
     return device
+
+
+def unused_on_any_rank(model: nn.Module, compute_loss: Callable[[], torch.Tensor], stateful: dict[str, Any],
+                       device: torch.device) -> list[str]:
+    """Names of trainable parameters that ``compute_loss()`` leaves unused on at least one rank.
+
+    Runs one forward (no backward) and walks its autograd graph.  The forward's side effects are
+    undone: RNG states, buffers and extra states of ``model`` (memory banks, batch-norm statistics,
+    sampling generators) and the ``state_dict`` of each object in ``stateful``, so a run that
+    probes is bit-for-bit the run that does not.  A collective: every rank must call it.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = {n for n, _ in model.named_parameters()}
+    model_state = {k: copy.deepcopy(v.detach() if torch.is_tensor(v) else v)
+                   for k, v in model.state_dict().items() if k not in params}
+    objects = {k: copy.deepcopy(v.state_dict()) for k, v in stateful.items()}
+    rng = rng_state()
+    try:
+        loss = compute_loss()
+        local = set(unused_parameters(named, loss))
+        del loss
+    finally:
+        set_rng_state(rng)
+        model.load_state_dict(model_state, strict=False)
+        for k, v in stateful.items():
+            v.load_state_dict(objects[k])
+    flags = torch.tensor([n in local for n, _ in named], dtype=torch.int64, device=device)
+    dist.all_reduce(flags)
+    return [n for (n, _), f in zip(named, flags.tolist()) if f]

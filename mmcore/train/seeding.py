@@ -1,4 +1,6 @@
-"""Random per-item work (augmentation) that does not depend on workers, ranks or restarts.
+"""Data order and random per-item work (augmentation) that do not depend on workers, ranks or restarts.
+
+:class:`ResumableSampler` replays a DistributedSampler's epoch permutation from any position.
 
 A DataLoader with ``num_workers >= 1`` seeds each worker from a base seed it draws from the
 loader's generator once per epoch, and hands batches to workers round-robin.  A run that resumes
@@ -19,10 +21,11 @@ generator a seed per epoch for the same reason (``worker_init_fn`` code that rea
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
 def mix_seed(*parts: int) -> int:
@@ -65,3 +68,23 @@ class SeededItems(Dataset):
             torch.set_rng_state(torch_state)
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+class ResumableSampler(Sampler[int]):
+    """The per-epoch permutation of a DistributedSampler, starting ``skip`` indices in."""
+
+    def __init__(self, inner: DistributedSampler) -> None:
+        self.inner = inner
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.inner.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        for i, index in enumerate(self.inner):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(0, len(self.inner) - self.skip)

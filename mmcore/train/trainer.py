@@ -22,12 +22,11 @@ first step does not use are named and handled (``TrainConfig.find_unused_paramet
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..utils.device import resolve_device
@@ -45,9 +44,9 @@ from ..utils.seed import rng_state, seed_everything, set_rng_state
 from . import distributed as D
 from .checkpoint import CheckpointManager, save_weights
 from .config import TrainConfig
-from .guards import NonFiniteGuard, NonFiniteTrainingError, first_nonfinite, unused_parameters
+from .guards import NonFiniteGuard, NonFiniteTrainingError, first_nonfinite
 from .history import History
-from .seeding import SeededItems, epoch_seed
+from .seeding import ResumableSampler, SeededItems, epoch_seed
 
 log = logging.getLogger(__name__)
 
@@ -83,26 +82,6 @@ class TrainResult:
     last_metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
-
-
-class _ResumableSampler(Sampler[int]):
-    """The per-epoch permutation of a DistributedSampler, starting ``skip`` indices in."""
-
-    def __init__(self, inner: DistributedSampler) -> None:
-        self.inner = inner
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.inner.set_epoch(epoch)
-        self.skip = skip
-
-    def __iter__(self) -> Iterator[int]:
-        for i, index in enumerate(self.inner):
-            if i >= self.skip:
-                yield index
-
-    def __len__(self) -> int:
-        return max(0, len(self.inner) - self.skip)
 
 
 def _lr_lambda(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
@@ -187,7 +166,7 @@ class Trainer:
         self.history = History()
         self.guard = NonFiniteGuard(config.max_nonfinite_steps)
 
-        self.sampler = _ResumableSampler(DistributedSampler(
+        self.sampler = ResumableSampler(DistributedSampler(
             train_data, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=config.seed,
         ))
         # items are seeded from (seed, epoch, index) and the loader's generator from (seed, epoch):
@@ -207,6 +186,7 @@ class Trainer:
         # DDP is built on the first batch, once the parameters that batch leaves unused are known
         self.ddp_model: nn.Module = self.model
         self._ddp_pending = self.dist.enabled
+        self._rank_buffers: dict[str, torch.Tensor] | None = None
         params = [p for p in self.model.parameters() if p.requires_grad]
         if optimizer is not None:
             self.optimizer = optimizer
@@ -224,6 +204,7 @@ class Trainer:
         self.bad_epochs = 0
         self.stopped_early = False
         self.last_metrics: dict[str, float] = {}
+        self.window: list = [0.0, 0]        # [sum of step losses, steps] since the last train row
         self._saved_at: tuple[int, int, int] | None = None   # (step, epoch, batch) of the last checkpoint
 
     # ------------------------------------------------------------------ state
@@ -246,7 +227,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "best_metric": self.best_metric, "best_step": self.best_step, "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early, "history": self.history.rows,
-            "world_size": self.dist.world_size, "nonfinite": self.guard.state_dict(),
+            "world_size": self.dist.world_size, "nonfinite": self.guard.state_dict(), "loss_window": self.window,
         }
 
     def _stateful_objects(self) -> dict[str, Any]:
@@ -262,8 +243,13 @@ class Trainer:
         """What differs between ranks: RNG streams, stateful objects, and the model's extra states
         (e.g. a memory bank's sampling generator), none of which DDP keeps in step."""
         extra = {k: v for k, v in self.model.state_dict().items() if k.endswith("_extra_state")}
-        return {"rng": rng_state(), "stateful": {k: v.state_dict() for k, v in self._stateful_objects().items()},
-                "extra": extra}
+        state = {"rng": rng_state(), "stateful": {k: v.state_dict() for k, v in self._stateful_objects().items()},
+                 "extra": extra}
+        if not self.dist.is_main:
+            # rank 0's buffers are in model.safetensors; another rank's may have moved on locally
+            # (a memory bank updated from its own shard), and DDP does not keep them in step
+            state["buffers"] = {k: v.detach().cpu().clone() for k, v in self.model.named_buffers()}
+        return state
 
     def save_checkpoint(self) -> None:
         """Write a checkpoint of this exact position (once per position; never from NaN/inf weights)."""
@@ -305,6 +291,8 @@ class Trainer:
         set_rng_state(mine["rng"])
         if mine.get("extra"):
             self.model.load_state_dict(mine["extra"], strict=False)
+        self._rank_buffers = mine.get("buffers") or None
+        self._restore_rank_buffers(keep=True)    # and again once DDP's constructor has broadcast rank 0's
         saved = mine.get("stateful", {})
         for name, obj in self._stateful_objects().items():
             if name in saved:
@@ -314,6 +302,7 @@ class Trainer:
         for key in ("step", "epoch", "batch_in_epoch", "best_metric", "best_step", "bad_epochs", "stopped_early"):
             setattr(self, key, ts[key])
         self.guard.load_state_dict(ts.get("nonfinite", {}))
+        self.window = list(ts.get("loss_window", [0.0, 0]))
         self.history = History(ts.get("history", []))
         self._saved_at = self._position()
         if self.dist.is_main:
@@ -341,28 +330,25 @@ class Trainer:
                             "DDP(find_unused_parameters=True)", len(unused), unused[:10])
             find = bool(unused)
         self.ddp_model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=find)
+        self._restore_rank_buffers(keep=False)
+
+    @torch.no_grad()
+    def _restore_rank_buffers(self, keep: bool) -> None:
+        if not self._rank_buffers:
+            return
+        own = dict(self.model.named_buffers())
+        for name, value in self._rank_buffers.items():
+            if name in own:
+                own[name].copy_(value)
+        if not keep:
+            self._rank_buffers = None
 
     def _probe_unused(self, batch: Any) -> list[str]:
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        params = {n for n, _ in self.model.named_parameters()}
-        # a forward may draw random numbers or update buffers (memory banks, batch norm): undo it
-        model_state = {k: copy.deepcopy(v.detach() if torch.is_tensor(v) else v)
-                       for k, v in self.model.state_dict().items() if k not in params}
-        objects = {k: copy.deepcopy(v.state_dict()) for k, v in self._stateful_objects().items()}
-        rng = rng_state()
-        try:
+        def loss() -> torch.Tensor:
             with self._autocast():
-                loss = self.step_fn(self.model, batch).loss
-            local = set(unused_parameters(named, loss))
-            del loss
-        finally:
-            set_rng_state(rng)
-            self.model.load_state_dict(model_state, strict=False)
-            for k, v in self._stateful_objects().items():
-                v.load_state_dict(objects[k])
-        flags = torch.tensor([n in local for n, _ in named], dtype=torch.int64, device=self.device)
-        torch.distributed.all_reduce(flags)     # unused on any rank counts
-        return [n for (n, _), f in zip(named, flags.tolist()) if f]
+                return self.step_fn(self.model, batch).loss
+
+        return D.unused_on_any_rank(self.model, loss, self._stateful_objects(), self.device)
 
     # ------------------------------------------------------------------ loop
     def _autocast(self):
@@ -457,7 +443,10 @@ class Trainer:
         bar = tqdm(total=self.batches_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and self.dist.is_main), dynamic_ncols=True, leave=False,
                    mininterval=0.5 if sys.stderr.isatty() else 10.0)
-        window_loss, window_n, window_samples, t0 = 0.0, 0, 0, time.perf_counter()
+        # the logged loss averages the steps since the last log row; a resume continues that window
+        if self.batch_in_epoch == 0:
+            self.window = [0.0, 0]
+        window_samples, t0 = 0, time.perf_counter()
         micro, group_size, group_loss, group_ok = 0, 1, 0.0, True
         for batch in self.loader:
             batch = self._to_device(batch)
@@ -488,16 +477,16 @@ class Trainer:
                 continue
             self.guard.record(True, self.step + 1)
             self._optimizer_step()
-            window_loss += group_loss / group_size
-            window_n += 1
+            self.window[0] += group_loss / group_size
+            self.window[1] += 1
             elapsed = max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{window_loss / window_n:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+            bar.set_postfix(loss=f"{self.window[0] / self.window[1]:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
                             samples_s=f"{window_samples / elapsed:.0f}")
             if self.step % max(1, cfg.log_every) == 0 or last_of_epoch:
                 self.history.log(epoch=self.epoch, step=self.step, split="train",
-                                 loss=window_loss / window_n, lr=self.scheduler.get_last_lr()[0],
+                                 loss=self.window[0] / self.window[1], lr=self.scheduler.get_last_lr()[0],
                                  grad_norm=grad_norm, samples_per_s=window_samples / elapsed)
-                window_loss, window_n, window_samples, t0 = 0.0, 0, 0, time.perf_counter()
+                self.window, window_samples, t0 = [0.0, 0], 0, time.perf_counter()
             for cb in self.callbacks:
                 if hasattr(cb, "on_step_end"):
                     cb.on_step_end(self)
