@@ -82,8 +82,8 @@ def topic_clusters(texts: list, features: np.ndarray, present: np.ndarray, k: in
 
 def run_analytics(store, seed: int = 0, n_topics: int = 8) -> dict:
     users = user_analytics(store.graph, seed)
-    text = store.text.numpy()
-    topic, topics = topic_clusters(store.posts.text.tolist(), text, store.text_present.numpy(), n_topics, seed)
+    text = store.post["text"].numpy()
+    topic, topics = topic_clusters(store.posts.text.tolist(), text, store.post.present["text"].numpy(), n_topics, seed)
     cascades = propagation_trees(store.posts, store.graph)
     return {"users": users, "post_topic": topic, "topics": topics, "cascades": cascades,
             "modularity": modularity(store.graph, users.community.to_numpy()),

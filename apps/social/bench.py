@@ -1,7 +1,8 @@
 """``mm bench social``: stage throughput (posts/s) at several sizes, and the acceptance figures.
 
     mm bench social --throughput --sizes 10000,100000,1000000
-    mm bench social --acceptance --posts 20000
+    mm bench social --acceptance --posts 20000 --seeds 5
+    mm bench social --leakage --posts 20000 --seed 0
 
 Throughput (``apps/social/throughput.py`` has the stage table): the MiniLM cache is warmed once
 with the streaming generator's whole text vocabulary (its rate is compared with the bare encoder's
@@ -16,6 +17,8 @@ import json
 import platform
 import time
 from pathlib import Path
+
+from mmcore.utils.io import atomic_write_json
 
 OUT = Path("benchmarks/results/social")
 
@@ -78,43 +81,81 @@ def _write_throughput(rows: list[dict], encoder: dict, out: Path, threads: int) 
     print(table, flush=True)
 
 
-def acceptance(n_posts: int, work: Path, epochs: int = 12, threads: int = 1) -> dict:
+def acceptance(n_posts: int, work: Path, epochs: int = 12, threads: int = 1, seed: int = 0, split: str = "hash") -> dict:
+    """One seed of the acceptance run: the generator at ``seed``, every model trained with ``seed``,
+    the figures on the test split, and the data's single-feature leakage beside them."""
     import torch
 
     from .dataset import build_tensors, load_tables
+    from .leakage import leakage_table
     from .synthetic import ceilings, generate
     from .synthetic_io import write_canonical
     from .train import default_train_config, train_all
 
     torch.set_num_threads(threads)
     t = _timer()
-    data = generate(n_posts=n_posts, seed=0)
+    data = generate(n_posts=n_posts, seed=seed)
     write_canonical(data, work / "data")
-    store = build_tensors(load_tables(work / "data"))
-    report = train_all(store, work / "out", default_train_config(epochs=epochs, batch_size=512, device="cpu"), fanouts=(15,),
-                       post_models=("image", "text", "graph", "fused"), user_models=("text", "metadata", "graph"))
+    tables = load_tables(work / "data")
+    leak = leakage_table(tables)
+    store = build_tensors(tables, split=split)
+    report = train_all(store, work / "out", default_train_config(epochs=epochs, batch_size=512, device="cpu", seed=seed),
+                       fanouts=(15,), post_models=("image", "text", "graph", "fused"),
+                       user_models=("text", "metadata", "graph"))
     test = store.post_split == "test"
-    labels, group = store.post_label.numpy(), data.truth.group.to_numpy()
+    labels = store.post_label.numpy()
+    group = data.truth.set_index("post_id").group.reindex(store.posts.post_id).to_numpy()
     acc = {k: v["accuracy"] for k, v in report["post"].items()}
     xor = test & (group == "X")
     per_xor = {k: float((p.argmax(1)[xor] == labels[xor]).mean()) for k, p in report["post_probs"].items()}
     ceil = ceilings(data.truth, store.posts.post_id[test])
     best_uni = max(acc[k] for k in ("text", "image", "graph"))
     bots = report["user"]
-    return {"posts": n_posts, "test_posts": int(test.sum()), "seconds": round(t(), 1), "accuracy": acc,
-            "ceilings": ceil, "xor_accuracy": per_xor, "bots": bots,
+    max_auc = {task: float(part.auc.max()) for task, part in leak.groupby("task")}
+    return {"posts": n_posts, "seed": seed, "split": split, "test_posts": int(test.sum()), "seconds": round(t(), 1),
+            "accuracy": acc, "ceilings": ceil, "xor_accuracy": per_xor, "bots": bots,
+            "leakage_max_auc": max_auc, "leakage": leak.to_dict("records"),
             "checks": {"fused_minus_best_unimodal": acc["fused"] - best_uni,
                        "ceiling_minus_fused": ceil["all"] - acc["fused"],
                        "xor_fused": per_xor["fused"], "xor_late_fusion": per_xor.get("late_fusion"),
-                       "bot_f1_graph_minus_text": bots["graph"]["f1_positive"] - bots["text"]["f1_positive"]}}
+                       "bot_f1_graph": bots["graph"]["f1_positive"], "bot_f1_text": bots["text"]["f1_positive"],
+                       "bot_f1_graph_minus_text": bots["graph"]["f1_positive"] - bots["text"]["f1_positive"],
+                       "max_single_feature_auc": max(max_auc.values())}}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """mean and sd (ddof=1; 0 for one run) of every check over the seeds."""
+    import numpy as np
+
+    out = {}
+    for key in runs[0]["checks"]:
+        values = np.array([r["checks"][key] for r in runs if r["checks"][key] is not None], float)
+        out[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "values": values.round(4).tolist()}
+    return out
+
+
+def leakage(n_posts: int, seed: int, work: Path) -> str:
+    from .dataset import load_tables
+    from .leakage import format_table, leakage_table
+    from .synthetic import generate
+    from .synthetic_io import write_canonical
+
+    data = generate(n_posts=n_posts, seed=seed)
+    write_canonical(data, work / "data")
+    return format_table(leakage_table(load_tables(work / "data")))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="mm bench social")
     p.add_argument("--throughput", action="store_true")
     p.add_argument("--acceptance", action="store_true")
+    p.add_argument("--leakage", action="store_true", help="print each single feature's AUC for each label")
     p.add_argument("--sizes", default="10000,100000,1000000")
     p.add_argument("--posts", type=int, default=20000)
+    p.add_argument("--seed", type=int, default=0, help="first seed (generator and training)")
+    p.add_argument("--seeds", type=int, default=1, help="acceptance: run seeds seed .. seed+N-1, report mean and sd")
+    p.add_argument("--split", default="hash", choices=["hash", "time"], help="acceptance: split posts by ID hash or by time")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--vocab", type=int, default=1024, help="distinct texts of the throughput generator")
     p.add_argument("--train-steps", type=int, default=20, help="mini-batch steps timed by the train stage")
@@ -125,13 +166,23 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not (args.throughput or args.acceptance):
+    if not (args.throughput or args.acceptance or args.leakage):
         args.throughput = True
     meta = {"machine": platform.platform(), "python": platform.python_version()}
+    if args.leakage:
+        print(leakage(args.posts, args.seed, Path(args.work) / f"leakage-{args.posts}-{args.seed}"))
     if args.acceptance:
-        res = acceptance(args.posts, Path(args.work) / f"acceptance-{args.posts}", args.epochs, args.threads)
-        (out / f"acceptance_{args.posts}.json").write_text(json.dumps({**meta, **res}, indent=1))
-        print(json.dumps(res["checks"], indent=1))
+        runs = []
+        name = f"acceptance_{args.posts}" + ("_time" if args.split == "time" else "")
+        for seed in range(args.seed, args.seed + args.seeds):
+            res = acceptance(args.posts, Path(args.work) / f"acceptance-{args.posts}-{seed}", args.epochs, args.threads,
+                             seed, args.split)
+            runs.append(res)
+            print(json.dumps({"seed": seed, **res["checks"]}), flush=True)
+            summary = summarise(runs)
+            atomic_write_json(out / f"{name}.json", {**meta, "seeds": [r["seed"] for r in runs], "summary": summary,
+                                                     "runs": runs})
+        print(json.dumps({k: f"{v['mean']:.3f} +- {v['sd']:.3f}" for k, v in summarise(runs).items()}, indent=1))
     if args.throughput:
         sizes = [int(v) for v in args.sizes.split(",")]
         throughput(sizes, Path(args.work), out, args.vocab, args.train_steps, args.threads, args.size_timeout)

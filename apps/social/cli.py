@@ -51,18 +51,21 @@ def cmd_ingest(args) -> int:
 
 
 def _train_config(args):
+    from dataclasses import replace
+
     from mmcore.train import config_from_args
+    from mmcore.utils.device import resolve_device
 
     from .train import default_train_config
 
-    return config_from_args(args, base=default_train_config())
+    return replace(config_from_args(args, base=default_train_config()), device=str(resolve_device(args.device)))
 
 
 def cmd_train(args) -> int:
     from .dataset import build_tensors, load_tables
     from .train import train_all
 
-    store = build_tensors(load_tables(args.data), args.text_encoder, args.cache, progress=True)
+    store = build_tensors(load_tables(args.data), args.text_encoder, args.cache, progress=True, split=args.split)
     cfg = _train_config(args)
     report = train_all(store, Path(cfg.out_dir), cfg)
     print(json.dumps({"post": report["post"], "user": report["user"]}, indent=1))
@@ -75,7 +78,8 @@ def cmd_analyze(args) -> int:
     cfg = _train_config(args)
     metrics = analyze(args.inputs, cfg.out_dir, fmt=args.format, mapping=_mapping(args.mapping), media_root=args.media_root,
                       labels=args.labels, text_encoder=args.text_encoder, cache_dir=args.cache, train_config=cfg,
-                      zero_shot_labels=args.zero_shot.split(",") if args.zero_shot else None, seed=cfg.seed)
+                      zero_shot_labels=args.zero_shot.split(",") if args.zero_shot else None,
+                      zero_shot_margin=args.zero_shot_margin, seed=cfg.seed, split=args.split)
     print(json.dumps({"post_models": metrics["post_models"], "user_models": metrics["user_models"]}, indent=1))
     return 0
 
@@ -93,13 +97,13 @@ def cmd_synth(args) -> int:
 def cmd_demo(args) -> int:
     from mmcore.utils.device import resolve_device
 
-    print(json.dumps(demo(Path(args.out), str(resolve_device(args.device)), n_posts=args.posts, threads=args.threads),
-                     indent=1))
+    print(json.dumps(demo(Path(args.out), str(resolve_device(args.device)), n_posts=args.posts, threads=args.threads,
+                          seed=args.seed), indent=1))
     return 0
 
 
 def demo(out_dir: Path, device: str = "cpu", n_posts: int = 3000, epochs: int = 10, zero_shot: bool = True,
-         quick: bool = False, threads: int = 1) -> dict:
+         quick: bool = False, threads: int = 1, seed: int = 0) -> dict:
     """Synthetic data written as twarc2 pages + a follows CSV + a labels CSV, ingested through the
     real adapters, then the whole analysis: models, analytics, Gephi files, predictions, report.
 
@@ -114,14 +118,14 @@ def demo(out_dir: Path, device: str = "cpu", n_posts: int = 3000, epochs: int = 
     torch.set_num_threads(max(1, threads))
     t0, cpu0 = time.perf_counter(), time.process_time()
     try:
-        summary = _demo_run(Path(out_dir), device, n_posts, epochs, zero_shot, quick)
+        summary = _demo_run(Path(out_dir), device, n_posts, epochs, zero_shot, quick, seed)
     finally:
         torch.set_num_threads(before)  # the thread count is process-wide: leave it as we found it
     return summary | {"seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
                       "report": str(Path(out_dir) / "report.html")}
 
 
-def _demo_run(out_dir: Path, device: str, n_posts: int, epochs: int, zero_shot: bool, quick: bool) -> dict:
+def _demo_run(out_dir: Path, device: str, n_posts: int, epochs: int, zero_shot: bool, quick: bool, seed: int) -> dict:
     from .ingest import CanonicalWriter, ingest_file, load_labels
     from .pipeline import analyze
     from .synthetic import SyntheticConfig, generate
@@ -130,7 +134,7 @@ def _demo_run(out_dir: Path, device: str, n_posts: int, epochs: int, zero_shot: 
 
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    data = generate(SyntheticConfig(n_posts=n_posts, bot_frac=0.15, seed=0))
+    data = generate(SyntheticConfig(n_posts=n_posts, bot_frac=0.15, seed=seed))
     write_media(data, raw)
     pages, _ = write_twitter(data, raw)
     _, labels = write_generic(data, raw)
@@ -141,9 +145,10 @@ def _demo_run(out_dir: Path, device: str, n_posts: int, epochs: int, zero_shot: 
     ingest_file(writer, follows, "csv", table="edges")
     stats = writer.close().to_dict()
     data.truth.to_parquet(out_dir / "data" / "truth_posts.parquet", index=False)
-    cfg = default_train_config(out_dir=str(out_dir), epochs=epochs, batch_size=256, device=device, seed=0)
+    cfg = default_train_config(out_dir=str(out_dir), epochs=epochs, batch_size=256, device=device, seed=seed)
     metrics = analyze([out_dir / "data"], out_dir, train_config=cfg,
-                      zero_shot_labels=["misinformation", "reliable"] if zero_shot else None, zero_shot_max=120, ingest_stats=stats,
+                      zero_shot_labels=["misinformation", "reliable"] if zero_shot else None, zero_shot_max=300, ingest_stats=stats,
+                      seed=seed,
                       **({"post_models": ("text", "image", "fused"), "user_models": ("text", "graph")} if quick else {}))
     post, user = metrics["post_models"], metrics["user_models"]
     best_uni = max(post[k]["accuracy"] for k in ("text", "image", "graph") if k in post)
@@ -154,7 +159,8 @@ def _demo_run(out_dir: Path, device: str, n_posts: int, epochs: int, zero_shot: 
             "xor_fused": xor.get("fused", float("nan")), "xor_late_fusion": xor.get("late_fusion", float("nan")),
             "ceiling_all": metrics.get("ceilings_test", {}).get("all", float("nan")),
             "bot_f1_graph": user.get("graph", {}).get("f1_positive", float("nan")),
-            "bot_f1_text": user.get("text", {}).get("f1_positive", float("nan"))}
+            "bot_f1_text": user.get("text", {}).get("f1_positive", float("nan")), "seed": seed,
+            "zero_shot": metrics.get("zero_shot")}
 
 
 def register(subparsers) -> None:
@@ -177,10 +183,14 @@ def register(subparsers) -> None:
                        help="canonical data folder" + (" or raw input files" if name == "analyze" else ""))
         q.add_argument("--text-encoder", default="hashed", choices=["hashed", "minilm"])
         q.add_argument("--cache", help="embedding cache folder (default: OUT/cache)")
+        q.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+        q.add_argument("--split", default="hash", choices=["hash", "time"], help="posts split by ID hash or by time")
         add_train_arguments(q)
         if name == "analyze":
             _add_input_args(q)
             q.add_argument("--zero-shot", help="comma-separated label names for zero-shot post labelling")
+            q.add_argument("--zero-shot-margin", type=float, default=0.05,
+                           help="abstain below this corrected cosine margin (0: always answer)")
         q.set_defaults(func=func)
 
     q = sub.add_parser("synth", help="write the synthetic data set (canonical + twarc2 + Reddit + generic)")
@@ -195,6 +205,7 @@ def register(subparsers) -> None:
     q.add_argument("--device", default="auto")
     q.add_argument("--posts", type=int, default=3000)
     q.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    q.add_argument("--seed", type=int, default=0, help="generator and training seed")
     q.set_defaults(func=cmd_demo)
 
 

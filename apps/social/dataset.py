@@ -1,20 +1,22 @@
-"""Everything a model reads, as tensors aligned with the graph's node order, and the collate that
-turns a list of seed nodes into a sampled-subgraph batch.
+"""Everything a model reads, as mmcore :class:`~mmcore.data.MultimodalBatch` es aligned with the
+graph's node order, and the collate that turns a list of seed nodes into a sampled-subgraph batch.
 
-| tensor          | shape          | meaning                                             |
-|-----------------|----------------|-----------------------------------------------------|
-| text            | [P, D_t]       | text features (hashed BoW or MiniLM)                |
-| text_present    | [P] bool       | the post has text                                   |
-| pixels          | [P, 32, 32, 3] | uint8 images                                        |
-| image_present   | [P] bool       | the post has a readable image                       |
-| image_feat      | [P, D_i]       | frozen CNN features (after the image model trained) |
-| stats           | [P, 4]         | post graph statistics                               |
-| meta            | [U, 8]         | standardised user metadata; meta_present [U]        |
-| user_text       | [U, D_t]       | mean text features of the user's posts              |
-| post_label      | [P] long       | class index, -1 unknown; user_label likewise        |
+``SocialTensors.post`` (one row per post) and ``SocialTensors.user`` (one row per account) carry
+mmcore's one contract: ``tensors`` + a ``present`` mask per modality (absent rows hold zeros that
+nothing reads).
 
-A :class:`SocialBatch` keeps mmcore's contract: modality tensors with ``present`` masks
-(missing rows are never read), ``fields["label"]`` for the seeds, ``batch_size`` and ``.to()``.
+| node  | modality | shape          | present where                                        |
+|-------|----------|----------------|------------------------------------------------------|
+| post  | text     | [P, D_t]       | the post has text (hashed BoW or MiniLM features)     |
+| post  | pixels   | [P, 32, 32, 3] | the post has a readable image (uint8)                |
+| post  | image    | [P, D_i]       | same; frozen CNN features, added after the image model trained |
+| post  | stats    | [P, 4]         | always (post graph statistics)                       |
+| user  | meta     | [U, 8]         | the account's metadata is known (stub users: absent) |
+| user  | text     | [U, D_t]       | the account has a post with text (mean of their features) |
+
+Labels: ``post_label`` [P] / ``user_label`` [U] long, -1 unknown.  A :class:`SocialBatch` holds the
+sampled subgraph, the two node batches (``post``/``user``: ``MultimodalBatch``) and
+``fields["label"]`` for the seeds, with ``batch_size`` and ``.to()``.
 """
 from __future__ import annotations
 
@@ -25,10 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmcore.data import MultimodalBatch
+
 from .features import post_graph_stats, standardise, user_metadata
 from .graph import SocialGraph, build_graph
 from .sampler import SampledGraph, make_sampler, sampler_backend
-from .synthetic import split_of
+from .synthetic import split_by_time, split_of
 from .synthetic_io import image_array
 from .text import encode_texts
 
@@ -57,36 +61,38 @@ class SocialTensors:
     posts: pd.DataFrame
     users: pd.DataFrame
     graph: SocialGraph
-    text: torch.Tensor
-    text_present: torch.Tensor
-    pixels: torch.Tensor
-    image_present: torch.Tensor
-    stats: torch.Tensor
-    meta: torch.Tensor
-    meta_present: torch.Tensor
-    user_text: torch.Tensor
+    post: MultimodalBatch
+    user: MultimodalBatch
     post_label: torch.Tensor
     post_classes: list
     user_label: torch.Tensor
     user_classes: list
     post_split: np.ndarray
     user_split: np.ndarray
-    image_feat: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
 
     def seeds(self, task: str, split: str) -> torch.Tensor:
         labels, splits = (self.post_label, self.post_split) if task == "post" else (self.user_label, self.user_split)
         return torch.as_tensor(np.flatnonzero((splits == split) & (labels.numpy() >= 0)))
 
+    def add_post_modality(self, name: str, tensor: torch.Tensor, present: torch.Tensor) -> None:
+        """Add (or replace) a post modality, e.g. frozen image features once the CNN has trained."""
+        self.post = MultimodalBatch({**self.post.tensors, name: tensor}, {**self.post.present, name: present},
+                                    dict(self.post.fields))
+
 
 def build_tensors(tables: dict, text_encoder: str = "hashed", cache_dir=None, text_dim: int = 512,
-                  progress: bool = False, text_features: tuple | None = None) -> SocialTensors:
-    """``text_features``: (features [P, D], present [P]) already encoded (e.g. timed on their own)."""
+                  progress: bool = False, text_features: tuple | None = None, split: str = "hash") -> SocialTensors:
+    """``text_features``: (features [P, D], present [P]) already encoded (e.g. timed on their own).
+    ``split``: posts split by a hash of their ID (``hash``) or by time (``time``: the latest 20% are
+    the test posts); accounts are always split by ID hash."""
+    if split not in ("hash", "time"):
+        raise ValueError(f"unknown split '{split}' (hash, time)")
     posts, users, edges = tables["posts"].reset_index(drop=True), tables["users"], tables["edges"]
     g = build_graph(posts, users, edges)
     if text_features is None:
         text_features = encode_texts(posts.text.tolist(), text_encoder, cache_dir, text_dim, progress)
-    text, text_present = text_features
+    text, text_present = (torch.as_tensor(v) for v in text_features)
     pixels, image_present = image_array(posts.image_path.tolist())
     meta, meta_present = user_metadata(users, g, pd.to_datetime(posts.created_at, utc=True).max())
     user_split = split_of(g.user_ids)
@@ -94,33 +100,43 @@ def build_tensors(tables: dict, text_encoder: str = "hashed", cache_dir=None, te
     # mean text features of each user's posts (the text-only view of an account)
     authored = g.edge_index[("user", "authored", "post")]
     sums = torch.zeros(len(g.user_ids), text.shape[1])
-    weight = torch.as_tensor(text_present, dtype=torch.float32)[authored[1]]
-    sums.index_add_(0, authored[0], torch.as_tensor(text)[authored[1]] * weight[:, None])
+    weight = text_present.to(torch.float32)[authored[1]]
+    sums.index_add_(0, authored[0], text[authored[1]] * weight[:, None])
     count = torch.zeros(len(g.user_ids)).index_add_(0, authored[0], weight)
     user_text = sums / count.clamp(min=1)[:, None]
     post_label, post_classes = _labels(posts.label)
     user_frame = users.set_index(users.user_id.astype(str)).reindex([str(u) for u in g.user_ids])
     user_label, user_classes = _labels(user_frame.label)
+    n_posts = len(posts)
+    post = MultimodalBatch({"text": text, "pixels": torch.as_tensor(pixels), "stats": torch.as_tensor(post_graph_stats(g, posts))},
+                           {"text": text_present.bool(), "pixels": torch.as_tensor(image_present),
+                            "stats": torch.ones(n_posts, dtype=torch.bool)})
+    user = MultimodalBatch({"meta": torch.as_tensor(meta), "text": user_text},
+                           {"meta": torch.as_tensor(meta_present), "text": count > 0})
     return SocialTensors(
-        posts, users, g, torch.as_tensor(text), torch.as_tensor(text_present), torch.as_tensor(pixels),
-        torch.as_tensor(image_present), torch.as_tensor(post_graph_stats(g, posts)), torch.as_tensor(meta),
-        torch.as_tensor(meta_present), user_text, post_label, post_classes, user_label, user_classes,
-        split_of(posts.post_id), user_split,
+        posts, users, g, post, user, post_label, post_classes, user_label, user_classes,
+        split_of(posts.post_id) if split == "hash" else split_by_time(posts.created_at), user_split,
         info={"text_encoder": text_encoder, "users_with_posts": int((count > 0).sum()), "stub_users": g.n_stub_users,
-              "dangling_edges": g.dangling})
+              "dangling_edges": g.dangling, "split": split})
+
+
+def _rows(batch: MultimodalBatch, names, index: torch.Tensor) -> MultimodalBatch:
+    """Rows ``index`` of the modalities ``names`` only (the others are not gathered at all)."""
+    names = [n for n in names if n in batch.tensors]
+    return MultimodalBatch({n: batch.tensors[n][index] for n in names}, {n: batch.present[n][index] for n in names})
 
 
 @dataclass
 class SocialBatch:
     graph: SampledGraph
-    post: dict                 # modality tensors for the subgraph's posts (+ "<name>_present" masks)
-    user: dict                 # same for users
+    post: MultimodalBatch      # the subgraph's posts (sampled order; seeds first for the post task)
+    user: MultimodalBatch      # the subgraph's users
     fields: dict
     batch_size: int
 
     def to(self, device, non_blocking: bool = False) -> "SocialBatch":
-        move = lambda d: {k: v.to(device, non_blocking=non_blocking) for k, v in d.items()}  # noqa: E731
-        return SocialBatch(self.graph.to(device), move(self.post), move(self.user), move(self.fields), self.batch_size)
+        return SocialBatch(self.graph.to(device), self.post.to(device, non_blocking), self.user.to(device, non_blocking),
+                           {k: v.to(device, non_blocking=non_blocking) for k, v in self.fields.items()}, self.batch_size)
 
 
 class SubgraphCollator:
@@ -137,16 +153,15 @@ class SubgraphCollator:
     def gather(self, graph: SampledGraph) -> SocialBatch:
         s = self.store
         p, u = graph.n_id["post"], graph.n_id["user"]
-        post = {"text": s.text[p], "text_present": s.text_present[p], "image_present": s.image_present[p],
-                "stats": s.stats[p]}
-        if self.use_pixels or s.image_feat is None:
-            post["pixels"] = s.pixels[p]
-        if s.image_feat is not None:
-            post["image"] = s.image_feat[p]
-        user = {"meta": s.meta[u], "meta_present": s.meta_present[u], "text": s.user_text[u]}
+        names = ["text", "stats"]
+        if "image" in s.post.tensors:
+            names.append("image")
+        if self.use_pixels or "image" not in s.post.tensors:
+            names.append("pixels")
         seeds = graph.n_id[self.seed_type][:graph.batch_size]
         label = (s.post_label if self.task == "post" else s.user_label)[seeds]
-        return SocialBatch(graph, post, user, {"label": label, "index": seeds}, graph.batch_size)
+        return SocialBatch(graph, _rows(s.post, names, p), _rows(s.user, ["meta", "text"], u),
+                           {"label": label, "index": seeds}, graph.batch_size)
 
     def __call__(self, items) -> SocialBatch:
         seeds = torch.stack([torch.as_tensor(i) for i in items]).long()

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     data.posts["image_index"] = -1  # text + graph: no images to write per rank
     store = build_tensors(load_tables(write_canonical(data, out / f"data-rank{info.rank}", image_paths=[None] * args.posts)))
     torch.manual_seed(0)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
-    cfg = ModelConfig(task="post", n_classes=len(store.post_classes), text_dim=store.text.shape[1], use_text=True,
+    cfg = ModelConfig(task="post", n_classes=len(store.post_classes), text_dim=store.post["text"].shape[1], use_text=True,
                       use_meta=True, use_graph=True)
     model = SocialModel(cfg, list(store.graph.edge_index))
     collate = SubgraphCollator(store, "post", [10])

@@ -9,6 +9,9 @@ Post content (post task):
     c = TFN([1; t] (x) [1; v]) [P, h]    mmcore.fusion.TensorFusion: unimodal terms + every t_i v_j
                                          product; a missing modality drops its terms exactly
 
+Batches are mmcore ``MultimodalBatch`` es per node type (see ``dataset.py``): a modality's
+``present`` mask decides, the placeholder rows are never read.
+
 Graph (``use_graph``): node inputs ``post: c + W_s stats``, ``user: W_m meta`` (stub users: a
 learned "unknown account" vector); two ``HeteroConv`` layers of mean-aggregating ``SAGEConv``
 over every relation and its reverse (the second layer only over relations into the task's node
@@ -26,6 +29,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from mmcore.data import MultimodalBatch
+from mmcore.fusion import build_fusion
 
 from .image import SmallCNN
 
@@ -50,35 +56,6 @@ class ModelConfig:
         return asdict(self)
 
 
-def _product_fusion(in_dims: dict, out_dim: int, interaction: bool) -> nn.Module:
-    try:
-        from mmcore.fusion import build_fusion
-
-        return build_fusion("tensor" if interaction else "early", in_dims, out_dim)
-    except ImportError:  # mmcore.fusion not present: the same maths, locally
-        return _LocalFusion(in_dims, out_dim, interaction)
-
-
-class _LocalFusion(nn.Module):
-    def __init__(self, in_dims: dict, out_dim: int, interaction: bool) -> None:
-        super().__init__()
-        self.in_dims, self.interaction = dict(in_dims), interaction
-        size = 1
-        for d in in_dims.values():
-            size = size * (d + 1) if interaction else size + d
-        self.out = nn.Linear(size if interaction else size - 1, out_dim)
-
-    def forward(self, features: dict, present: dict) -> torch.Tensor:
-        parts = []
-        for m in self.in_dims:
-            x = features[m] * present[m].to(features[m].dtype).unsqueeze(-1)
-            parts.append(torch.cat([torch.ones_like(x[:, :1]), x], -1) if self.interaction else x)
-        z = parts[0]
-        for p in parts[1:]:
-            z = torch.einsum("bi,bj->bij", z, p).reshape(len(z), -1) if self.interaction else torch.cat([z, p], -1)
-        return nn.functional.gelu(self.out(z))
-
-
 class SocialModel(nn.Module):
     def __init__(self, cfg: ModelConfig, edge_types: list | None = None) -> None:
         super().__init__()
@@ -95,7 +72,8 @@ class SocialModel(nn.Module):
             self.image_proj = nn.Sequential(nn.Linear(image_in, d), nn.LayerNorm(d))
             modal["image"] = d
         self.modal = modal
-        self.fusion = _product_fusion(modal, h, cfg.interaction) if (modal and cfg.task == "post") else None
+        # mmcore's fusions: TensorFusion for the text x image products, early (concatenation) without them
+        self.fusion = build_fusion("tensor" if cfg.interaction else "early", modal, h) if (modal and cfg.task == "post") else None
         self.no_content = nn.Parameter(torch.zeros(h))        # a post with no usable content
         if cfg.task == "user" and cfg.use_text:
             self.user_text = nn.Sequential(nn.Linear(cfg.text_dim, h), nn.GELU(), nn.Dropout(cfg.input_dropout))
@@ -119,28 +97,30 @@ class SocialModel(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(head_in, h), nn.GELU(), nn.Linear(h, cfg.n_classes))
 
     # ------------------------------------------------------------------ node inputs
-    def post_content(self, post: dict) -> torch.Tensor:
-        n = len(post["text_present"])
+    def post_content(self, post: MultimodalBatch) -> torch.Tensor:
+        n = post.batch_size
         if self.fusion is None:
             return self.no_content.expand(n, -1)
         feats, present = {}, {}
         if "text" in self.modal:
-            feats["text"], present["text"] = self.text_proj(post["text"]), post["text_present"]
+            feats["text"], present["text"] = self.text_proj(post["text"]), post.present["text"]
         if "image" in self.modal:
+            source = "pixels" if self.cnn is not None else "image"
             img = self.cnn(post["pixels"]) if self.cnn is not None else post["image"]
-            feats["image"], present["image"] = self.image_proj(img), post["image_present"]
+            feats["image"], present["image"] = self.image_proj(img), post.present[source]
         any_present = torch.stack(list(present.values())).any(0)
         fused = self.fusion(feats, present)
         return torch.where(any_present[:, None], fused, self.no_content.expand(n, -1))
 
-    def user_input(self, user: dict) -> torch.Tensor:
-        n = len(user["meta_present"])
+    def user_input(self, user: MultimodalBatch) -> torch.Tensor:
+        n = user.batch_size
+        known = user.present["meta"][:, None]
         x = torch.zeros(n, self.cfg.hidden, device=user["meta"].device)
-        if hasattr(self, "user_text"):
-            x = x + self.user_text(user["text"])
+        if hasattr(self, "user_text"):  # an account without text contributes nothing here (masked == omitted)
+            x = x + self.user_text(user["text"]) * user.present["text"][:, None].to(x.dtype)
         if self.cfg.use_meta or self.cfg.use_graph:
             meta = self.meta(user["meta"]) if self.cfg.use_meta else self.unknown_user.expand(n, -1)
-            x = x + torch.where(user["meta_present"][:, None], meta, self.unknown_user.expand(n, -1))
+            x = x + torch.where(known, meta, self.unknown_user.expand(n, -1))
         return x
 
     def forward(self, batch) -> torch.Tensor:

@@ -13,6 +13,7 @@ Out folder layout::
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -30,19 +31,22 @@ from .outputs import node_attributes, prediction_frame, usernames, write_gephi, 
 from .synthetic import ceilings
 from .train import default_train_config, train_all
 
+logger = logging.getLogger(__name__)
 
 def _is_canonical(path: Path) -> bool:
     return path.is_dir() and ((path / "posts.parquet").exists() or (path / "canonical" / "posts.parquet").exists())
 
 
 def prepare_data(inputs: list, out_dir: Path, fmt: str = "auto", mapping: dict | None = None, media_root=None,
-                 labels=None, log=print) -> tuple[Path, dict | None]:
-    """A canonical folder as is, or raw files ingested into ``out_dir/data``."""
+                 labels=None, log=None) -> tuple[Path, dict | None]:
+    """A canonical folder as is, or raw files ingested into ``out_dir/data``.  ``log``: a progress
+    callable (default: this module's logger at INFO)."""
+    log = log or logger.info
     paths = [Path(p) for p in inputs]
     if len(paths) == 1 and _is_canonical(paths[0]):
         return paths[0], None
     stats = ingest(paths, out_dir / "data", fmt, mapping=mapping, media_root=media_root, labels=labels, progress=True)
-    log(f"[social] ingest: {stats.lines} lines -> {stats.rows['posts']} posts, {stats.rows['users']} users, "
+    log(f"ingest: {stats.lines} lines -> {stats.rows['posts']} posts, {stats.rows['users']} users, "
         f"{stats.rows['edges']} edges; {stats.rejected} rejected, {stats.media_problems} media problems "
         f"(see {out_dir / 'data' / 'rejects.csv'})")
     return out_dir / "data", stats.to_dict()
@@ -50,8 +54,10 @@ def prepare_data(inputs: list, out_dir: Path, fmt: str = "auto", mapping: dict |
 
 def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: dict | None = None, media_root=None,
             labels=None, text_encoder: str = "hashed", cache_dir=None, train_config: TrainConfig | None = None,
-            zero_shot_labels: list | None = None, zero_shot_max: int = 300, seed: int = 0, log=print,
+            zero_shot_labels: list | None = None, zero_shot_max: int = 300, zero_shot_margin: float = 0.05,
+            seed: int = 0, log=None, split: str = "hash",
             ingest_stats: dict | None = None, post_models=None, user_models=None) -> dict:
+    log = log or logger.info
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,9 +67,9 @@ def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: di
     timings["ingest"] = time.perf_counter() - t0
     tables = load_tables(data_dir)
     t = time.perf_counter()
-    store = build_tensors(tables, text_encoder, cache_dir or out / "cache", progress=True)
+    store = build_tensors(tables, text_encoder, cache_dir or out / "cache", progress=True, split=split)
     timings["encode"] = time.perf_counter() - t
-    log(f"[social] {len(store.posts)} posts, {len(store.graph.user_ids)} users; post labels {store.post_classes}, "
+    log(f"{len(store.posts)} posts, {len(store.graph.user_ids)} users; post labels {store.post_classes}, "
         f"user labels {store.user_classes}")
     t = time.perf_counter()
     cfg = train_config or default_train_config(seed=seed)
@@ -88,7 +94,8 @@ def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: di
                              result["post_probs"], "post_id")
     posts["created_at"], posts["user_id"], posts["topic"] = store.posts.created_at.to_numpy(), store.posts.user_id.to_numpy(), an["post_topic"]
     if zero_shot_labels:
-        metrics["zero_shot"] = _zero_shot(store, posts, zero_shot_labels, zero_shot_max, cache_dir or out / "cache")
+        metrics["zero_shot"] = _zero_shot(store, posts, zero_shot_labels, zero_shot_max, cache_dir or out / "cache",
+                                          zero_shot_margin)
     write_table(posts, out, "post_predictions")
     user_pred = prediction_frame(store.graph.user_ids, store.user_split, store.user_label.numpy(), store.user_classes,
                                  result["user_probs"], "user_id") if result["user_probs"] else None
@@ -104,7 +111,7 @@ def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: di
     metrics["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     write_metrics(metrics, out)
     _report(out, store, result, an, metrics, users, graph_nx, posts)
-    log(f"[social] wrote {out / 'report.html'} in {time.perf_counter() - t0:.1f}s")
+    log(f"wrote {out / 'report.html'} in {time.perf_counter() - t0:.1f}s")
     return metrics
 
 
@@ -115,17 +122,25 @@ def _per_group(probs: dict, store, truth: pd.DataFrame, rows: np.ndarray) -> dic
                    for g in sorted(set(group[rows]))} for name, p in probs.items()}
 
 
-def _zero_shot(store, posts: pd.DataFrame, names: list, max_posts: int, cache_dir) -> dict:
+def _zero_shot(store, posts: pd.DataFrame, names: list, max_posts: int, cache_dir, margin: float) -> dict:
+    """Zero-shot labels for the first ``max_posts`` posts with text; agreement with the labels
+    (where the names are the label classes) on the answered posts and on all of them, and the
+    share answered (the rest abstained: corrected margin < ``margin``)."""
     from .zeroshot import zero_shot
 
-    rows = np.flatnonzero(store.text_present.numpy())[:max_posts]
-    pred, probs = zero_shot(store.posts.text.iloc[rows].tolist(), names, cache_dir=cache_dir)
+    rows = np.flatnonzero(store.post.present["text"].numpy())[:max_posts]
+    pred, _ = zero_shot(store.posts.text.iloc[rows].tolist(), names, cache_dir=cache_dir, abstain_margin=margin)
+    forced, _ = zero_shot(store.posts.text.iloc[rows].tolist(), names, cache_dir=cache_dir)
     posts["zero_shot"] = None
     posts.loc[rows, "zero_shot"] = [names[i] if i >= 0 else None for i in pred]
-    out = {"labels": names, "posts": int(len(rows))}
-    known = [(names[p], store.post_classes[y]) for p, y in zip(pred, store.post_label.numpy()[rows]) if y >= 0 and p >= 0]
-    if known and set(names) <= set(store.post_classes):
-        out["accuracy_vs_labels"] = float(np.mean([a == b for a, b in known]))
+    out = {"labels": names, "posts": int(len(rows)), "abstain_margin": margin,
+           "answered": float((pred >= 0).mean()) if len(rows) else float("nan")}
+    truth = store.post_label.numpy()[rows]
+    if set(names) <= set(store.post_classes):
+        as_class = np.array([store.post_classes.index(n) for n in names])
+        for key, p in (("accuracy_answered", pred), ("accuracy_all_forced", forced)):
+            ok = (truth >= 0) & (p >= 0)
+            out[key] = float((as_class[p[ok]] == truth[ok]).mean()) if ok.any() else float("nan")
     return out
 
 

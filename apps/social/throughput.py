@@ -3,7 +3,7 @@
 | stage   | what is timed                                                                          |
 |---------|----------------------------------------------------------------------------------------|
 | ingest  | users CSV + posts JSONL + edges CSV through the generic adapters and streaming writer   |
-| encode  | MiniLM text features through the disk cache: every post's text is hashed (SHA-1) and    |
+| encode  | MiniLM text features through the disk cache: every post's text is hashed (SHA-256) and    |
 |         | its embedding looked up; texts not in the cache would be encoded (``misses``, must be 0) |
 | graph   | canonical tables -> heterograph, user metadata, post statistics, labels, splits, and   |
 |         | the sampler's CSC index                                                                |
@@ -14,8 +14,8 @@
 
 The cache is warmed once, before any size, by :func:`warm_cache`: the generator draws every
 post's text from a finite vocabulary (``synthetic_stream.text_vocabulary``), all of which is
-encoded through :class:`MiniLMEncoder` (the cold path: hash, dedupe, tokenise, forward, pool,
-shard write), next to the encoder's own forward throughput on the same texts.  Each size runs in a
+encoded through mmcore's :class:`MiniLMEncoder` (the cold path: hash, dedupe, tokenise, forward,
+pool, cache write), next to the encoder's own forward throughput on the same texts.  Each size runs in a
 fresh process so ``peak_rss_mb`` is that size's own.
 """
 from __future__ import annotations
@@ -56,15 +56,14 @@ def warm_cache(vocab: list[str], cache_dir: Path, raw_sample: int = 256) -> dict
 
     import torch
 
-    from .text import MiniLMEncoder
+    from .text import encode_minilm, minilm_encoder
 
     shutil.rmtree(cache_dir, ignore_errors=True)
     sample = vocab[:: max(1, len(vocab) // raw_sample)][:raw_sample]
     raw_before = raw_minilm_rate(sample)
-    enc = MiniLMEncoder(cache_dir)
-    enc.embed(vocab[:8])  # load the model outside the timing, like the raw measurement
+    enc = minilm_encoder(cache_dir)  # the model loads here, outside the timing, like the raw measurement
     t = time.perf_counter()
-    enc.encode(vocab)
+    encode_minilm(enc, vocab)
     seconds = time.perf_counter() - t
     raw_after = raw_minilm_rate(sample)
     raw = (raw_before + raw_after) / 2
@@ -89,7 +88,7 @@ def run_size(n_posts: int, work: Path, cache_dir: Path, train_steps: int = 20, b
     from .model import ModelConfig, SocialModel
     from .outputs import prediction_frame, write_gephi, write_table
     from .synthetic_stream import MAPPING, StreamConfig, write_stream
-    from .text import MiniLMEncoder
+    from .text import encode_minilm, minilm_encoder
     from .train import predict
 
     torch.manual_seed(seed)
@@ -115,20 +114,21 @@ def run_size(n_posts: int, work: Path, cache_dir: Path, train_steps: int = 20, b
 
     tables = load_tables(work / "data")
     t = time.perf_counter()
-    enc = MiniLMEncoder(cache_dir)  # loading the cache shards is part of the stage
-    text, present = enc.encode(tables["posts"].text.tolist())
+    enc = minilm_encoder(cache_dir)  # loading the model and the cache file is part of the stage
+    text, present = encode_minilm(enc, tables["posts"].text.tolist())
     stage("encode", t)
-    if enc.misses:
-        raise RuntimeError(f"{enc.misses} texts were not in the warm cache {cache_dir}")
+    if enc.encoded_count:
+        raise RuntimeError(f"{enc.encoded_count} texts were not in the warm cache {cache_dir}")
 
     t = time.perf_counter()
     store = build_tensors(tables, text_features=(text, present))
-    store.image_feat = torch.zeros(len(store.posts), 32)  # no images in this data: every image is masked
+    no_image = torch.zeros(len(store.posts), dtype=torch.bool)  # no images in this data: every image is masked
+    store.add_post_modality("image", torch.zeros(len(store.posts), 32), no_image)
     collate = SubgraphCollator(store, "post", [15])
     stage("graph", t)
     del text
 
-    cfg = ModelConfig(n_classes=len(store.post_classes), text_dim=store.text.shape[1], use_text=True, use_image=True,
+    cfg = ModelConfig(n_classes=len(store.post_classes), text_dim=store.post["text"].shape[1], use_text=True, use_image=True,
                       use_graph=True, use_meta=True)
     model = SocialModel(cfg, list(store.graph.edge_index))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -162,7 +162,7 @@ def run_size(n_posts: int, work: Path, cache_dir: Path, train_steps: int = 20, b
     row = {"posts": n_posts, "users": int(len(store.graph.user_ids)),
            "edges": int(sum(v.shape[1] for k, v in store.graph.edge_index.items() if not k[1].startswith("rev_"))),
            "ingest_lines": stats.lines, "distinct_texts": int(pd.Series(tables["posts"].text).nunique()),
-           "cache_misses": enc.misses, "sampler": collate.sampler_backend, "train_steps": steps, "train_seed_posts": trained,
+           "cache_misses": enc.encoded_count, "sampler": collate.sampler_backend, "train_steps": steps, "train_seed_posts": trained,
            "train_loss_first_last": [round(losses[0], 3), round(losses[-1], 3)] if losses else None,
            "generate_s": round(generate_s, 1)}
     row.update({f"{k}_s": round(v, 2) for k, v in times.items()})

@@ -18,6 +18,7 @@ come from one full-graph forward pass in eval mode.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .dataset import SocialTensors, SubgraphCollator
 from .image import image_features
 from .model import ModelConfig, SocialModel
 
+logger = logging.getLogger(__name__)
 POST_MODELS = {
     "image": dict(use_image=True, image_dim=0),
     "text": dict(use_text=True),
@@ -57,7 +59,8 @@ def _metrics(n_classes: int):
 def train_one(store: SocialTensors, task: str, name: str, flags: dict, out_dir: Path, base: TrainConfig,
               fanouts: list[int]) -> tuple[SocialModel, dict]:
     classes = store.post_classes if task == "post" else store.user_classes
-    dims = {"text_dim": store.text.shape[1], "image_dim": store.image_feat.shape[1] if store.image_feat is not None else 0}
+    image = store.post.tensors.get("image")
+    dims = {"text_dim": store.post["text"].shape[1], "image_dim": image.shape[1] if image is not None else 0}
     cfg = ModelConfig(task=task, n_classes=len(classes), **{**dims, **flags})
     torch.manual_seed(base.seed)  # the initial weights depend on the seed alone, not on what ran before
     model = SocialModel(cfg, list(store.graph.edge_index))
@@ -107,6 +110,20 @@ def late_fusion(probs: dict[str, np.ndarray], labels: np.ndarray, fit_rows: np.n
     return out
 
 
+def f1_threshold(p_positive: np.ndarray, is_positive: np.ndarray) -> float:
+    """The probability threshold that maximises F1 of the positive class on these (validation) rows.
+
+    A rare class (bots) under plain cross-entropy rarely passes 0.5; choosing the threshold on the
+    validation rows (never the test rows) is how an F1 operating point is set.  0.5 if no positives."""
+    from sklearn.metrics import precision_recall_curve
+
+    if not is_positive.any() or is_positive.all():
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(is_positive, p_positive)
+    f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
 def _score(pred: np.ndarray, labels: np.ndarray, rows: np.ndarray, positive: int | None = None) -> dict:
     from sklearn.metrics import f1_score
 
@@ -124,8 +141,10 @@ def default_train_config(**overrides) -> TrainConfig:
 
 
 def train_all(store: SocialTensors, out_dir: str | Path, base: TrainConfig | None = None, fanouts=(15,),
-              post_models=tuple(POST_MODELS), user_models=tuple(USER_MODELS), log=print) -> dict:
-    """Train every model that the data's labels allow; return probabilities and test metrics."""
+              post_models=tuple(POST_MODELS), user_models=tuple(USER_MODELS), log=None) -> dict:
+    """Train every model that the data's labels allow; return probabilities and test metrics.
+    ``log``: a progress callable (default: this module's logger at INFO)."""
+    log = log or logger.info
     out_dir = Path(out_dir)
     base = base or default_train_config()
     fanouts = list(fanouts)
@@ -140,29 +159,37 @@ def train_all(store: SocialTensors, out_dir: str | Path, base: TrainConfig | Non
             report["runs"]["post/image"] = info
             if "image" in wanted:
                 report["post_probs"]["image"] = predict(model, store, "post")
-            store.image_feat = torch.as_tensor(image_features(model.cnn, store.pixels.numpy(), store.image_present.numpy()))
+            present = store.post.present["pixels"]
+            store.add_post_modality("image", torch.as_tensor(image_features(model.cnn, store.post["pixels"].numpy(),
+                                                                            present.numpy())), present)
         for name in wanted:
             if name == "image":
                 continue
-            log(f"[social] training post model '{name}'")
+            log(f"training post model '{name}'")
             model, info = train_one(store, "post", name, POST_MODELS[name], out_dir / "models", base, fanouts)
             report["runs"][f"post/{name}"] = info
             report["post_probs"][name] = predict(model, store, "post")
         uni = {k: report["post_probs"][k] for k in ("text", "image", "graph") if k in report["post_probs"]}
         if len(uni) >= 2:
             report["post_probs"]["late_fusion"] = late_fusion(uni, labels, val)
-        log({k: v for k, v in report["runs"].items()})
+        log(f"post runs: {report['runs']}")
         for name, probs in report["post_probs"].items():
             report["post"][name] = _score(probs.argmax(1), labels, test)
     if len(store.user_classes) >= 2 and len(store.seeds("user", "train")):
         labels = store.user_label.numpy()
         test = (store.user_split == "test") & (labels >= 0)
+        val = (store.user_split == "val") & (labels >= 0)
         positive = store.user_classes.index("bot") if "bot" in store.user_classes else None
         for name in [m for m in USER_MODELS if m in user_models]:
-            log(f"[social] training user model '{name}'")
+            log(f"training user model '{name}'")
             model, info = train_one(store, "user", name, USER_MODELS[name], out_dir / "models", base, fanouts)
             report["runs"][f"user/{name}"] = info
-            report["user_probs"][name] = predict(model, store, "user")
-            report["user"][name] = _score(report["user_probs"][name].argmax(1), labels, test, positive)
+            probs = report["user_probs"][name] = predict(model, store, "user")
+            pred = probs.argmax(1)
+            if positive is not None and len(store.user_classes) == 2:  # the F1 operating point, set on validation
+                threshold = f1_threshold(probs[val, positive], labels[val] == positive)
+                pred = np.where(probs[:, positive] >= threshold, positive, 1 - positive)
+                info["threshold"] = threshold
+            report["user"][name] = _score(pred, labels, test, positive)
     atomic_write_json(out_dir / "train_metrics.json", {k: report[k] for k in ("post", "user", "runs")})
     return report

@@ -35,7 +35,10 @@ def test_demo_pipeline_writes_everything(tmp_path):
     assert len(preds) == summary["posts"] == 400 and {"pred_fused", "score_fused", "pred_text"} <= set(preds.columns)
     g = nx.read_gexf(tmp_path / "users.gexf")
     some = next(iter(g.nodes(data=True)))[1]
-    assert {"community", "pagerank", "pred_graph"} <= set(some)
+    assert {"community", "pagerank", "pred_graph", "true_label"} <= set(some)
+    users = pd.read_parquet(tmp_path / "data" / "users.parquet").set_index("user_id")
+    assert all(d["label"] == users.username.get(n, n) for n, d in g.nodes(data=True))  # not "bot"/"human"
+    assert all("relations" in d and "first_seen" in d for _, _, d in g.edges(data=True))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["ingest"]["rows"]["posts"] == 400 and metrics["ingest"]["rejected"] == 0
     assert "ceilings_test" in metrics and "fused" in metrics["post_models"]

@@ -214,3 +214,32 @@ def test_rejects_histogram_is_keyed_by_reason(tmp_path):
     page = {"data": [{"id": "9", "author_id": "1", "created_at": _iso(0), "text": "fine"}] + bad}
     stats = ingest([_jsonl(tmp_path / "raw.jsonl", [page])], tmp_path / "out", "twitter")
     assert stats.reasons == {"missing required field 'created_at'": 3}
+
+
+def test_gephi_export_labels_nodes_by_username_and_edges_by_relation_and_time(tmp_path, small_synthetic):
+    import networkx as nx
+
+    from apps.social.analytics import user_analytics
+    from apps.social.graph import to_networkx
+    from apps.social.outputs import node_attributes, write_gephi
+
+    _, written = small_synthetic
+    tables = load_tables(written["canonical"])
+    g = build_graph(tables["posts"], tables["users"], tables["edges"])
+    users = user_analytics(g)
+    names = dict(zip(tables["users"].user_id, tables["users"].username))
+    try:
+        from apps.social.outputs import usernames
+        attrs = node_attributes(users, None, usernames(tables["users"], g.user_ids))
+    except ImportError:  # the code before issue 18 had no way to pass them
+        attrs = node_attributes(users, None)
+    write_gephi(to_networkx(g, attrs), tmp_path)
+    gexf = nx.read_gexf(tmp_path / "users.gexf")
+    assert all(d["label"] == names[n] for n, d in gexf.nodes(data=True))
+    edges = list(gexf.edges(data=True))
+    assert edges and all(d["relations"] and "first_seen" in d for _, _, d in edges)
+    reposts = [d for _, _, d in edges if "reposts" in d["relations"].split(";")]
+    t0 = pd.Timestamp("2024-03-01", tz="UTC")
+    assert reposts and all(pd.Timestamp(d["last_seen"]) > t0 for d in reposts)
+    graphml = nx.read_graphml(tmp_path / "users.graphml")
+    assert all("relations" in d and "last_s" in d for _, _, d in graphml.edges(data=True))

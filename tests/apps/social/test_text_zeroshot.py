@@ -1,9 +1,11 @@
-"""Text encoders: the MiniLM disk cache (a second encoder answers from disk without the model),
-the hashed fallback's determinism and missing-text masking, and zero-shot labelling."""
+"""Text encoders: mmcore's MiniLM with its disk cache (a second encoder answers from disk without
+running the model), the hashed fallback's determinism and missing-text masking, and zero-shot
+labelling with its prior correction and abstention."""
 import numpy as np
 import pytest
 
-from apps.social.text import MiniLMEncoder, hashed_features, text_key
+from apps.social.text import encode_minilm, hashed_features, minilm_encoder
+from mmcore.represent.text_encoder import text_hash
 
 
 def test_hashed_features_deterministic_and_masked():
@@ -19,25 +21,25 @@ def test_hashed_features_deterministic_and_masked():
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):
-    return MiniLMEncoder(tmp_path_factory.mktemp("cache"))
+    return minilm_encoder(tmp_path_factory.mktemp("cache"))
 
 
 def test_minilm_cache_round_trip(encoder):
     texts = ["the bridge reopens monday", "this is a hoax", None, "the bridge reopens monday"]
-    emb, present = encoder.encode(texts)
+    emb, present = encode_minilm(encoder, texts)
     assert emb.shape == (4, 384) and present.tolist() == [True, True, False, True]
     assert np.allclose(np.linalg.norm(emb[present], axis=1), 1, atol=1e-5)
     assert np.array_equal(emb[0], emb[3]) and not emb[2].any()
-    again = MiniLMEncoder(encoder.cache_dir.parent)
-    cached, _ = again.encode(texts[:2])
-    assert again._model is None and again.misses == 0  # answered from disk, the model never loaded
+    again = minilm_encoder(encoder.cache_path.parent)
+    cached, _ = encode_minilm(again, texts[:2])
+    assert again.encoded_count == 0  # answered from the cache file: the model never ran
     # every row is looked up by text hash: a thousand copies cost no encoding and match the originals
-    many, present_many = again.encode(texts * 250)
-    assert again.misses == 0 and many.shape == (1000, 384) and np.array_equal(many[4:8], emb)
+    many, present_many = encode_minilm(again, texts * 250)
+    assert again.encoded_count == 0 and many.shape == (1000, 384) and np.array_equal(many[4:8], emb)
     assert not many[~present_many].any()
-    assert np.array_equal(cached, emb[:2]) and text_key(texts[0]) in again._cache
+    assert np.array_equal(cached, emb[:2]) and text_hash(texts[0]) in again.cache
     # semantic sanity: paraphrases are closer than unrelated sentences
-    e = encoder.embed(["the vote was rigged", "the election was a fraud", "I baked bread today"])
+    e = encoder.encode(["the vote was rigged", "the election was a fraud", "I baked bread today"]).numpy()
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
 
 
@@ -46,6 +48,16 @@ def test_zero_shot_labels_from_names(encoder):
 
     texts = ["this vaccine story is a hoax and a scam, totally fake", "officials confirmed and verified the results",
              None, "fake news, rigged coverup"]
-    pred, probs = zero_shot(texts, ["misinformation", "reliable information"], encoder=encoder)
+    pred, probs = zero_shot(texts, ["misinformation", "reliable information"], encoder=encoder, correct_prior=False)
     assert pred.tolist() == [0, 1, -1, 0]
     assert np.allclose(probs[[0, 1, 3]].sum(1), 1) and np.isnan(probs[2]).all()
+
+
+def test_zero_shot_abstains_where_the_text_does_not_say(encoder):
+    from apps.social.zeroshot import zero_shot
+
+    texts = ["a hoax they do not want you to know", "verified by reliable sources", "the bridge reopens monday",
+             "the train was late again", "debunked misinformation spreading again", "an accurate well sourced account"]
+    pred, _ = zero_shot(texts, ["misinformation", "reliable"], encoder=encoder, abstain_margin=0.05)
+    assert pred[[0, 4]].tolist() == [0, 0] and pred[[1, 5]].tolist() == [1, 1]
+    assert (pred[[2, 3]] == -1).all()
