@@ -90,6 +90,8 @@ def test_public_real_files_answer_or_refuse(model, tmp_path):
     assert results["empty"]["status"] == "refused"
     anat = results["nibabel_anat"]
     assert anat["status"] == "ok" and anat["modalities_missing"] == ["ct"] and anat["flag"]
+    # a real MR unlike the phantoms: out of domain, so no class is asserted (it said "calcified 0.83")
+    assert anat["out_of_domain"]["flagged"] and anat["diagnosis"] is None and anat["diagnosis_withheld"]
     for r in results.values():
         assert (tmp_path / "out" / r["study"].split("/")[-1] / "findings.json").exists()
 
@@ -103,3 +105,26 @@ def test_truncated_nifti_study_is_refused_with_the_file_named(model, tmp_path):
     f = analyze_study(bad, tmp_path / "out", model)
     assert f["status"] == "refused" and "mr.nii.gz" in f["error"] and "cannot be read" in f["error"]
     assert json.loads((tmp_path / "out" / "findings.json").read_text())["status"] == "refused"
+
+
+def test_real_ct_pixels_are_out_of_domain(model, tmp_path):
+    """pydicom's CT_small (a real CT slice) stacked into a 12-slice series passes intake; the
+    out-of-domain check must flag it and withhold the diagnosis."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    series, study = generate_uid(), tmp_path / "ct_small_stack"
+    study.mkdir()
+    z0 = float(src.ImagePositionPatient[2])
+    for k in range(12):
+        ds = src.copy()
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SeriesInstanceUID, ds.InstanceNumber = series, k + 1
+        ds.ImagePositionPatient = [*map(float, src.ImagePositionPatient[:2]), z0 + 5.0 * k]
+        ds.save_as(study / f"IM{k:03d}.dcm")
+    f = analyze_study(study, tmp_path / "out", model)
+    assert f["status"] == "ok", f
+    assert f["out_of_domain"]["flagged"] and f["diagnosis"] is None and "unlike the training data" in f["diagnosis_withheld"]
