@@ -75,9 +75,9 @@ class SceneVLMConfig(PretrainedConfig):
         # a question word to a token and positions reach the transformer unmixed (off = old checkpoints)
         self.object_identity = object_identity
         self.colour_gain = colour_gain
-        # reasoner_layers > 0: a question-aware object reasoner with a mention memory (reasoner.py)
-        # replaces the FiLM conditioning; attribute_words: object tokens also carry the (predicted)
-        # shape and size words, trained from the scene graph. Both off for older checkpoints.
+        # reasoner_layers > 0: a question-aware object reasoner with a mention memory (reasoner.py);
+        # attribute_words: object tokens also carry the (predicted) shape and size words, trained
+        # from the scene graph (the abstention guard reads the same head)
         self.reasoner_layers = reasoner_layers
         self.attribute_words = attribute_words
         self.max_distance = max_distance
