@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import time
 from pathlib import Path
 
-from mmcore.utils.io import atomic_write_json
+from mmcore.utils.io import atomic_path, atomic_write_json, atomic_write_text
 
+logger = logging.getLogger(__name__)
 OUT = Path("benchmarks/results/social")
 
 
@@ -43,10 +45,10 @@ def throughput(sizes: list[int], work: Path, out: Path, vocab: int = 1024, train
     cache = work / "cache"
     texts, _, _ = text_vocabulary(vocab)
     encoder = warm_cache(texts, cache)
-    print(f"[throughput] cache warmed: {encoder['distinct_texts']} distinct texts (the generator's whole vocabulary) "
+    logger.info(f"cache warmed: {encoder['distinct_texts']} distinct texts (the generator's whole vocabulary) "
           f"in {encoder['warm_seconds']} s through MiniLMEncoder.encode = {encoder['our_encode_cold_sentences_per_s']} "
           f"sentences/s; bare MiniLM forward on the same texts {encoder['raw_minilm_sentences_per_s']} sentences/s "
-          f"-> raw/ours = {encoder['raw_over_ours']} (target <= 1.5)", flush=True)
+          f"-> raw/ours = {encoder['raw_over_ours']} (target <= 1.5)")
     rows = []
     for n in sizes:
         result = work / f"size-{n}.json"
@@ -58,7 +60,7 @@ def throughput(sizes: list[int], work: Path, out: Path, vocab: int = 1024, train
         try:
             subprocess.run(cmd, check=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            print(f"[throughput] {n} posts: stopped after {timeout_s} s", flush=True)
+            logger.warning(f"{n} posts: stopped after {timeout_s} s")
             break
         rows.append(json.loads(result.read_text()) | {"wall_s": round(t(), 1)})
         print(json.dumps(rows[-1]), flush=True)
@@ -76,8 +78,8 @@ def _write_throughput(rows: list[dict], encoder: dict, out: Path, threads: int) 
     _plot(frame, out / "throughput.png")
     table = scaling_table(rows)
     meta = {"machine": platform.platform(), "python": platform.python_version(), "torch_threads": threads}
-    (out / "throughput.json").write_text(json.dumps({**meta, "encoder": encoder, "sizes": rows}, indent=1))
-    (out / "throughput.txt").write_text(table + "\n")
+    atomic_write_json(out / "throughput.json", {**meta, "encoder": encoder, "sizes": rows})
+    atomic_write_text(out / "throughput.txt", table + "\n")
     print(table, flush=True)
 
 
@@ -207,7 +209,8 @@ def _plot(frame, path: Path) -> None:
     ax.set_title("social pipeline: time per stage (linear growth = slope 1)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 

@@ -126,6 +126,8 @@ def demo(out_dir: Path, device: str = "cpu", n_posts: int = 3000, epochs: int = 
 
 
 def _demo_run(out_dir: Path, device: str, n_posts: int, epochs: int, zero_shot: bool, quick: bool, seed: int) -> dict:
+    from mmcore.utils.io import atomic_path
+
     from .ingest import CanonicalWriter, ingest_file, load_labels
     from .pipeline import analyze
     from .synthetic import SyntheticConfig, generate
@@ -144,7 +146,8 @@ def _demo_run(out_dir: Path, device: str, n_posts: int, epochs: int, zero_shot: 
     ingest_file(writer, pages, "twitter", media_root=raw / "media", labels=label_map)
     ingest_file(writer, follows, "csv", table="edges")
     stats = writer.close().to_dict()
-    data.truth.to_parquet(out_dir / "data" / "truth_posts.parquet", index=False)
+    with atomic_path(out_dir / "data" / "truth_posts.parquet") as tmp:
+        data.truth.to_parquet(tmp, index=False)
     cfg = default_train_config(out_dir=str(out_dir), epochs=epochs, batch_size=256, device=device, seed=seed)
     metrics = analyze([out_dir / "data"], out_dir, train_config=cfg,
                       zero_shot_labels=["misinformation", "reliable"] if zero_shot else None, zero_shot_max=300, ingest_stats=stats,

@@ -16,6 +16,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from mmcore.utils.io import atomic_write_json
+
 
 def state_digest(model) -> str:
     h = hashlib.sha256()
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
                   "steps_per_rank": result.step, "train_posts": len(store.seeds("post", "train")),
                   "val_accuracy": result.last_metrics.get("val_accuracy"), "weight_sha256_per_rank": digests,
                   "identical_weights": identical, "sampler": collate.sampler_backend}
-        (out / "ddp_report.json").write_text(json.dumps(report, indent=1))
+        atomic_write_json(out / "ddp_report.json", report)
         print(json.dumps(report, indent=1))
     if info.enabled:
         dist.barrier()

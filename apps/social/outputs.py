@@ -13,20 +13,17 @@ import pandas as pd
 from mmcore.utils.io import atomic_path, atomic_write_json
 
 
-def _atomic(path: Path, write) -> Path:
-    with atomic_path(path) as tmp:
-        write(tmp)
-    return path
-
-
 def write_table(frame: pd.DataFrame, out_dir: Path, name: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    pq = _atomic(out_dir / f"{name}.parquet", lambda p: frame.to_parquet(p, index=False))
+    pq, csv = out_dir / f"{name}.parquet", out_dir / f"{name}.csv"
+    with atomic_path(pq) as tmp:
+        frame.to_parquet(tmp, index=False)
     flat = frame.copy()
     for col in flat.columns:  # CSV has no lists: join them
         if flat[col].map(lambda v: isinstance(v, (list, np.ndarray))).any():
             flat[col] = flat[col].map(lambda v: ";".join(map(str, v)) if isinstance(v, (list, np.ndarray)) else v)
-    csv = _atomic(out_dir / f"{name}.csv", lambda p: flat.to_csv(p, index=False))
+    with atomic_path(csv) as tmp:
+        flat.to_csv(tmp, index=False)
     return pq, csv
 
 
@@ -45,8 +42,11 @@ def write_gephi(graph_nx, out_dir: Path, name: str = "users") -> tuple[Path, Pat
     import networkx as nx
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    gexf = _atomic(out_dir / f"{name}.gexf", lambda p: nx.write_gexf(graph_nx, p))
-    graphml = _atomic(out_dir / f"{name}.graphml", lambda p: nx.write_graphml(graph_nx, p))
+    gexf, graphml = out_dir / f"{name}.gexf", out_dir / f"{name}.graphml"
+    with atomic_path(gexf) as tmp:
+        nx.write_gexf(graph_nx, tmp)
+    with atomic_path(graphml) as tmp:
+        nx.write_graphml(graph_nx, tmp)
     return gexf, graphml
 
 

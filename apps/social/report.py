@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmcore.train import atomic_write_text
+from mmcore.utils.io import atomic_path, atomic_write_text
 
 
 def _plt():
@@ -37,7 +37,8 @@ def plot_communities(graph_nx, users: pd.DataFrame, path: Path, max_nodes: int =
     ax.set_title(f"Top {len(top)} accounts by PageRank, coloured by Leiden community")
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
 
@@ -52,7 +53,8 @@ def plot_labels_over_time(created, labels, path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.set_ylabel("posts per day")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
 
@@ -73,7 +75,8 @@ def plot_confusion(y_true, y_pred, classes: list, path: Path, title: str) -> Pat
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
 
@@ -97,7 +100,8 @@ def plot_modalities(scores: dict, path: Path, title: str, key: str = "accuracy",
     ax.set_ylabel(key)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path
 

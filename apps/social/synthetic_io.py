@@ -11,6 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmcore.utils.io import atomic_path, atomic_write_bytes, atomic_write_json
+
 from .schema import TABLES, post_kind
 from .synthetic import SyntheticData
 
@@ -52,11 +54,12 @@ def write_canonical(data: SyntheticData, out_dir: str | Path, image_paths: list 
     media["kind"], media["status"] = "photo", "ok"
     for name, frame in (("posts", posts), ("users", data.users), ("media", media), ("edges", data.edges)):
         table = pa.Table.from_pandas(frame[TABLES[name].names], schema=TABLES[name], preserve_index=False)
-        pq.write_table(table, out_dir / f".{name}.tmp")
-        (out_dir / f".{name}.tmp").replace(out_dir / f"{name}.parquet")
-    data.truth.to_parquet(out_dir / "truth_posts.parquet", index=False)
-    data.user_truth.to_parquet(out_dir / "truth_users.parquet", index=False)
-    (out_dir / "synthetic_config.json").write_text(json.dumps(data.config, indent=2))
+        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+            pq.write_table(table, tmp)
+    for name, frame in (("truth_posts", data.truth), ("truth_users", data.user_truth)):
+        with atomic_path(out_dir / f"{name}.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
+    atomic_write_json(out_dir / "synthetic_config.json", data.config)
     return out_dir
 
 
@@ -133,10 +136,10 @@ def write_reddit(data: SyntheticData, out_dir: Path, compress: bool = True) -> P
         import zstandard
 
         path = out_dir / "reddit.ndjson.zst"
-        path.write_bytes(zstandard.ZstdCompressor(level=3).compress(text))
+        atomic_write_bytes(path, zstandard.ZstdCompressor(level=3).compress(text))
     else:
         path = out_dir / "reddit.ndjson"
-        path.write_bytes(text)
+        atomic_write_bytes(path, text)
     return path
 
 

@@ -20,10 +20,11 @@ fresh process so ``peak_rss_mb`` is that size's own.
 """
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
+
+from mmcore.utils.io import atomic_write_json
 
 
 def _rss_mb() -> float:
@@ -210,7 +211,7 @@ def main_one(argv: list[str]) -> int:
 
         torch.set_num_threads(a.threads)
     row = run_size(a.one, Path(a.work), Path(a.cache), a.train_steps, vocab_size=a.vocab)
-    Path(a.json).write_text(json.dumps(row))
+    atomic_write_json(a.json, row)
     return 0
 
 

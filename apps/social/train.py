@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmcore.train import TrainConfig, Trainer, atomic_write_json, load_weights
+from mmcore.train import TrainConfig, Trainer, load_weights
+from mmcore.utils.io import atomic_write_json
 
 from .dataset import SocialTensors, SubgraphCollator
 from .image import image_features
