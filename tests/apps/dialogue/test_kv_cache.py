@@ -2,9 +2,9 @@
 
 Reference: every turn recomputed from the whole conversation (the model's forward over the full
 prompt for logits, ``generate`` for the answer).  Cached/batched turns must give the same answers
-and logits within 1e-5, over full 10-round conversations: answered in ragged batches, one evicted
-from the cache mid-way, one continued by a fresh engine (a restarted server), and through the
-HTTP server with concurrent clients before and after a restart.
+and logits within 1e-5 (+1e-6 relative), over full 10-round conversations: answered in ragged
+batches, one evicted from the cache mid-way, one continued by a fresh engine (a restarted
+server), and through the HTTP server with concurrent clients before and after a restart.
 """
 import io
 import random
@@ -27,6 +27,15 @@ ROUNDS = 10
 def _conversation(seed: int):
     scene = make_scene(22_000_000 + seed, split="test")
     return render(scene), [r["question"] for r in make_dialogue(scene, random.Random(seed), rounds=ROUNDS)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One thread per op: on a shared 2-core machine a 2-thread OpenMP team mostly waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +74,9 @@ def _check(turn: Turn, ref) -> None:
     history, question, answer, logits = ref
     assert turn.error is None, turn.error
     assert turn.answer == answer, (question, turn.answer, answer)
-    assert torch.allclose(turn.logits, logits, atol=1e-5, rtol=0), (question, (turn.logits - logits).abs().max())
+    # float32 kernels on other shapes (one new round vs the whole prompt, padded batches) round
+    # differently: measured up to ~1.1e-5 on logits of magnitude ~10, hence 1e-5 + 1e-6 relative
+    assert torch.allclose(turn.logits, logits, atol=1e-5, rtol=1e-6), (question, (turn.logits - logits).abs().max())
 
 
 def test_batched_cached_turns_match_full_recomputation(backend, conversations, reference):
