@@ -9,6 +9,7 @@ proposals broke into wrong region counts.
 """
 from collections import Counter
 
+import pytest
 import torch
 
 from apps.dialogue import data as D
@@ -43,6 +44,7 @@ def _fit(train, blind: bool, steps: int = 100) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.slow
 def test_short_training_beats_the_blind_baseline():
     torch.set_num_threads(1)  # bit-reproducible: the margins below were measured so
     train = _counting("train", 300, view="randomised")
