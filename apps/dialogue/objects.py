@@ -5,8 +5,9 @@ each region's crop.  Proposals are *tolerant*, not exact: they must survive anti
 rescaling, noise, a tinted background and other drawing code (the shift suite,
 :mod:`apps.dialogue.shift`).  So instead of grouping pixels of one exact colour:
 
-1. the image is reduced to at most :data:`MAX_SIDE` pixels with area averaging and median-filtered
-   (3x3, per channel), which removes sensor noise and JPEG ringing but keeps edges;
+1. the image is reduced to at most :data:`MAX_SIDE` pixels with area averaging and, unless it is
+   flat-coloured (<= 64 distinct colours), median-filtered (3x3, per channel), which removes sensor
+   noise and JPEG ringing but keeps edges;
 2. the background colour ``b`` is the per-channel median of the 2-px border;
 3. a pixel is foreground when ``|smooth - b|_2 > FOREGROUND_DISTANCE`` (the eight object colours are
    >= 190 from white; blended edge pixels go to whichever side they are closer to);
@@ -53,7 +54,11 @@ def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
 def segment(arr: np.ndarray) -> dict:
     """Background colour, smoothed image, foreground labels and region table of an ``[H, W, 3]`` uint8 image."""
     h, w, _ = arr.shape
-    smooth = ndimage.median_filter(arr, size=(3, 3, 1)).astype(np.float32)
+    # a flat-coloured render (a few dozen distinct colours) is read as is: the median filter would
+    # round the corners of 5-px Sort-of-CLEVR shapes; anything else (antialiased, JPEG, noise) is filtered
+    packed = arr.reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1])
+    flat = len(np.unique(packed)) <= 64
+    smooth = (arr if flat else ndimage.median_filter(arr, size=(3, 3, 1))).astype(np.float32)
     edge = min(2, max(1, min(h, w) // 8))
     border = np.concatenate([smooth[:edge].reshape(-1, 3), smooth[-edge:].reshape(-1, 3),
                              smooth[:, :edge].reshape(-1, 3), smooth[:, -edge:].reshape(-1, 3)])
