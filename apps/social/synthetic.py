@@ -247,7 +247,8 @@ def _reposts(cfg, rng, n, seconds, author, y, group_of_post, truth) -> list[tupl
                 out += [(int(u), i, seconds[i] + float(d)) for u, d in zip(chosen, rng.uniform(60, BURST_S, len(chosen)))]
         if amplified[i] and cells:
             mates = members[cells[int(rng.integers(len(cells)))]]
-            chosen = rng.choice(mates, int(rng.integers(max(1, len(mates) // 4), max(2, len(mates) // 2) + 1)), replace=False)
+            k = int(rng.integers(max(1, len(mates) // 4), max(2, len(mates) // 2) + 1))
+            chosen = rng.choice(mates, min(k, len(mates)), replace=False)
             out += [(int(u), i, seconds[i] + float(d)) for u, d in zip(chosen, rng.uniform(60, BURST_S, len(chosen)))]
     return out
 

@@ -1,5 +1,6 @@
-"""Bot detection: the graph (cell mates' metadata, co-reposting) lifts F1 far above text alone,
-whose posts are drawn exactly like humans' (the planted signal is not in the words)."""
+"""Bot detection: the graph (cell mates' metadata, co-reposting) lifts F1 above text alone by the
+issue's 20 points; every single account statistic stays at AUC <= 0.80 (``mm bench social --leakage``),
+so no one column does it."""
 
 from apps.social.dataset import build_tensors, load_tables
 from apps.social.synthetic import SyntheticConfig, generate
@@ -15,5 +16,4 @@ def test_graph_lifts_bot_f1_over_text(tmp_path, one_thread):
     report = train_all(store, tmp_path / "out", default_train_config(epochs=6, batch_size=128, device="cpu"),
                        post_models=(), user_models=("text", "graph"), log=lambda *a: None)
     f1 = {k: v["f1_positive"] for k, v in report["user"].items()}
-    assert f1["graph"] >= f1["text"] + 0.25, f1
-    assert f1["graph"] >= 0.6, f1
+    assert f1["graph"] >= f1["text"] + 0.20, f1

@@ -40,7 +40,9 @@ def test_demo_pipeline_writes_everything(tmp_path):
     assert all(d["label"] == users.username.get(n, n) for n, d in g.nodes(data=True))  # not "bot"/"human"
     assert all("relations" in d and "first_seen" in d for _, _, d in g.edges(data=True))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["ingest"]["rows"]["posts"] == 400 and metrics["ingest"]["rejected"] == 0
+    canonical = pd.read_parquet(tmp_path / "data" / "posts.parquet")  # retweets keep rows of their own
+    assert (canonical.kind != "repost").sum() == 400 and metrics["ingest"]["rows"]["posts"] == len(canonical)
+    assert metrics["ingest"]["rejected"] == 0
     assert "ceilings_test" in metrics and "fused" in metrics["post_models"]
     html = (tmp_path / "report.html").read_text()
     assert "What each modality adds" in html and "modalities.png" in html and "Fusion adds" in html
