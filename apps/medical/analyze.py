@@ -152,11 +152,10 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
         features = study_features(model, image.to(model.temperature.device), present).cpu()
         ood = (ood_score(stats, features, present.tolist())
                if stats else {"flagged": False, "reason": None, "note": "this bundle has no out-of-domain statistics"})
-        withheld = None
+        reasons = [ood["reason"]] if ood["flagged"] else []
         if not mask.any():
-            withheld = "no lesion found inside the intracranial volume (no voxel with lesion probability > 0.5)"
-        elif ood["flagged"]:
-            withheld = ood["reason"]
+            reasons.append("no lesion found inside the intracranial volume (no voxel with lesion probability > 0.5)")
+        withheld = "; ".join(reasons) or None
         findings.update({
             "study_instance_uid": study.study_uid, "input_kind": study.kind, "series": study.series,
             "sources": {m: (str(v[0]) if len(v) == 1 else f"{len(v)} DICOM files in {v[0].parent}") for m, v in study.sources.items()},
