@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from . import data as D
 from .evaluate import _vlm_inputs, evaluate, own_answers, summary_line
 from .model import SceneVLMConfig, SceneVLMForConditionalGeneration
 from .tokenizer import vocabulary
+
+log = logging.getLogger(__name__)
 
 MODELS = ("vlm", "blind", "nohistory", "cnn_mlp", "rn")
 
@@ -195,8 +198,7 @@ class TimeToAccuracy:
             trainer.total_steps = max(total, trainer.step + 1)
             trainer.config.max_steps = trainer.total_steps
             trainer.scheduler.lr_lambdas = [_lr_lambda(trainer.config, trainer.total_steps)]
-            print(f"[dialogue] {rate:.1f} steps/s: the run ends at step {trainer.total_steps} to fit {self.time_limit:.0f}s",
-                  flush=True)
+            log.info(f"{rate:.1f} steps/s: the run ends at step {trainer.total_steps} to fit {self.time_limit:.0f}s")
 
     def on_step_end(self, trainer) -> None:
         if self.time_limit and trainer.step == 100:
@@ -212,7 +214,7 @@ class TimeToAccuracy:
                "accuracy": rep["accuracy"], **{f"acc_{k}": v for k, v in rep.get("kind", {}).items()}}
         self.rows.append(row)
         key = "acc_rel" if "acc_rel" in row else "accuracy"
-        print(f"[dialogue] step {trainer.step} wall {row['wall_s']}s " + " ".join(f"{k}={v}" for k, v in row.items() if k.startswith("acc")), flush=True)
+        log.info(f"step {trainer.step} wall {row['wall_s']}s " + " ".join(f"{k}={v}" for k, v in row.items() if k.startswith("acc")))
         if self.reached is None and row[key] >= self.target:
             self.reached = row
         self.save()
@@ -249,7 +251,7 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
                     view=view)
     val = D.build(mode, "val", val_images, history=history, with_raw=raw, workers=workers, layout=layout, view=view)
     data_s = time.perf_counter() - t_data
-    print(f"[dialogue] generated {train_images}+{val_images} {mode} images in {data_s:.1f}s", flush=True)
+    log.info(f"generated {train_images}+{val_images} {mode} images in {data_s:.1f}s")
     model = build_model(kind, model_config)
     if init_from is not None:
         warm_start(model, init_from, init_fresh)
@@ -283,13 +285,13 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
         for protocol in (("true", "own") if mode == "dialogue" and kind != "nohistory" else ("true",)):
             rep = evaluate(trainer.model, test, protocol=protocol, blind=blind, device=trainer.device)
             report[f"test_{protocol}"] = rep
-            print(f"[dialogue] test ({protocol} history): {summary_line(rep)}", flush=True)
+            log.info(f"test ({protocol} history): {summary_line(rep)}")
         if mode == "dialogue":
             held = D.build(mode, "heldout", max(50, test_images // 4), history=history, workers=workers, layout=layout)
             rep = evaluate(trainer.model, held, protocol="own" if kind != "nohistory" else "true", blind=blind,
                            device=trainer.device)
             report["heldout_combos"] = rep
-            print(f"[dialogue] held-out attribute combinations: {summary_line(rep)}", flush=True)
+            log.info(f"held-out attribute combinations: {summary_line(rep)}")
     atomic_write_json(out / "report.json", report)
     if export and kind in ("vlm", "nohistory", "blind"):
         export_pretrained(trainer.model, export, note=json.dumps({k: report[k] for k in ("kind", "mode", "steps")}))
@@ -332,8 +334,8 @@ def warm_start(model: torch.nn.Module, source: str | Path, fresh: tuple[str, ...
     weights = {k: v for k, v in weights.items() if not k.startswith(tuple(fresh))}
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
     fresh = sorted(k for k in own if k not in weights)
-    print(f"[dialogue] initialised from {file}; {len(fresh)} new tensors start fresh: "
-          f"{', '.join(fresh) if fresh else 'none'}", flush=True)
+    log.info(f"initialised from {file}; {len(fresh)} new tensors start fresh: "
+             f"{', '.join(fresh) if fresh else 'none'}")
     return fresh
 
 

@@ -277,7 +277,7 @@ class Trainer:
         latest = self.ckpt.latest()
         if latest is None:
             if self.dist.is_main:
-                print(f"[mmcore] no checkpoint in {self.ckpt.dir}; starting from scratch")
+                log.info("no checkpoint in %s; starting from scratch", self.ckpt.dir)
             return False
         state, ts = self.ckpt.load(latest, self.model, map_location=self.device)
         if ts.get("world_size", 1) != self.dist.world_size:
@@ -306,7 +306,7 @@ class Trainer:
         self.history = History(ts.get("history", []))
         self._saved_at = self._position()
         if self.dist.is_main:
-            print(f"[mmcore] resumed from {latest} (epoch {self.epoch}, step {self.step})")
+            log.info("resumed from %s (epoch %d, step %d)", latest, self.epoch, self.step)
         return True
 
     # ------------------------------------------------------------------ DDP
@@ -572,4 +572,4 @@ class Trainer:
         try:
             self.history.plot(self.run_dir / "curves.png", title=str(self.run_dir.name))
         except Exception as exc:  # a plot must never cost a finished training run
-            print(f"[mmcore] could not draw curves.png: {exc}")
+            log.warning("could not draw curves.png: %s", exc)
