@@ -15,6 +15,7 @@ harness removes them.  Accuracy is reported overall and per part (shared / uniqu
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from ..eval.robustness import (
 from ..models import EncoderConfig, FusionConfig, HeadConfig, ModelConfig, MultimodalModel
 from ..train import TrainConfig, Trainer, atomic_write_json, atomic_write_text
 from ._fusion_attention import MHACrossModalBaseline, time_attention  # noqa: F401  (re-exported)
+
+log = logging.getLogger(__name__)
 
 MODALITIES = ("a", "b", "c")
 # methods whose fused vector can hold products of modalities (checked against late fusion on the
@@ -218,8 +221,8 @@ def run_training(args: argparse.Namespace) -> dict:
             "fusion": method.fusion, "options": method.options, **fit,
             "parts": part_accuracies(model, test_batch, test), **report.to_dict(),
         }
-        print(f"[fusion] {method.name:<22} clean {report.clean:.3f}  interaction {rows[method.name]['parts']['interaction']:.3f}"
-              f"  RR {report.relative:.3f}  ({fit['train_seconds']:.1f}s, {fit['steps']} steps)", flush=True)
+        log.info(f"{method.name:<22} clean {report.clean:.3f}  interaction {rows[method.name]['parts']['interaction']:.3f}"
+                 f"  RR {report.relative:.3f}  ({fit['train_seconds']:.1f}s, {fit['steps']} steps)")
     if "late" in rows:
         for row in rows.values():
             row["effective"] = effective_robustness(row["curve"], rows["late"]["curve"])

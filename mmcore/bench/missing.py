@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -53,6 +54,8 @@ from ..models.multimodal import MultimodalModel, build_head
 from ..train import TrainConfig, Trainer, atomic_write_json, atomic_write_text
 from ..utils.device import resolve_device
 from ..utils.seed import seed_everything
+
+log = logging.getLogger(__name__)
 
 FEATURE_DIM = 64
 
@@ -128,8 +131,8 @@ def section_vaes(args, train_ds, val_ds, test_batch, judges, out: Path, work: Pa
             save_grid(cross_generation_grid(model, test_batch, IMAGE_SHAPE, n=10), out / f"cross_generation_{name}.png")
         save_grid(traversal_grid(model, test_batch, train_ds.modalities[0], IMAGE_SHAPE,
                                  dims=range(min(8, model.total_latent))), out / f"traversal_{name}.png")
-        print(f"[missing] {name}: ELBO {before['elbo']:.1f} -> {after['elbo']:.1f}, "
-              f"coherence {row.get('mean_coherence', row.get('conditional_coherence'))} ({row['train_s']} s)", flush=True)
+        log.info(f"{name}: ELBO {before['elbo']:.1f} -> {after['elbo']:.1f}, "
+                 f"coherence {row.get('mean_coherence', row.get('conditional_coherence'))} ({row['train_s']} s)")
         results[name], models[name] = row, model
     return results, models
 
@@ -188,8 +191,8 @@ def section_domain(args, test_batch, train_ds, work: Path) -> dict:
                         lr={"dann": args.dann_lr}.get(method, 1e-3), critic_lr=args.dann_critic_lr, seed=args.seed)
         out[f"target accuracy after {method}"] = accuracy(adapted, target_test)
         out[f"source accuracy after {method}"] = accuracy(adapted, test_batch)
-        print(f"[missing] adaptation {method}: target {out['target accuracy before']:.3f} -> "
-              f"{out[f'target accuracy after {method}']:.3f}", flush=True)
+        log.info(f"adaptation {method}: target {out['target accuracy before']:.3f} -> "
+                 f"{out[f'target accuracy after {method}']:.3f}")
     return out
 
 
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         if "missing" in sections:
             res["missing"] = section_missing(args, train_ds, test_batch, train_batch, vaes, work)
             m = res["missing"]
-            print(f"[missing] best: {m['best']} drop {m['best_drop']:.3f} vs zero-filling {m['zero_fill_drop']:.3f}")
+            log.info(f"best: {m['best']} drop {m['best_drop']:.3f} vs zero-filling {m['zero_fill_drop']:.3f}")
         if "domain" in sections:
             res["domain"] = section_domain(args, test_batch, train_ds, work)
         res["total_s"] = time.perf_counter() - t0

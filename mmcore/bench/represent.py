@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import socket
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 Row = tuple[str, str, str, str]        # section, metric, measured, reference / target
 
@@ -354,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for name, fn in sections:
         t0 = time.perf_counter()
-        print(f"[represent] {name} ...", file=sys.stderr, flush=True)
+        log.info(f"{name} ...")
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - report the section, keep the others
