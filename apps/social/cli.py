@@ -37,7 +37,7 @@ def cmd_ingest(args) -> int:
 
     try:
         stats = ingest(args.inputs, args.out, args.format, table=args.table, mapping=_mapping(args.mapping),
-                       media_root=args.media_root, labels=args.labels, progress=True)
+                       media_root=args.media_root, labels=args.labels, progress=True, engine=args.engine)
     except InputError as exc:  # e.g. the labels file
         return _user_error(str(exc))
     print(json.dumps(stats.to_dict(), indent=1))
@@ -177,6 +177,8 @@ def register(subparsers) -> None:
     q.add_argument("inputs", nargs="+")
     q.add_argument("--out", required=True)
     _add_input_args(q)
+    q.add_argument("--engine", default="fast", choices=["fast", "stream"],
+                   help="fast: Arrow blocks (twarc2 flatten lines without a Python object per row); stream: row by row")
     q.set_defaults(func=cmd_ingest)
 
     for name, helptext, func in (("train", "train the fused model and every baseline on canonical data", cmd_train),

@@ -155,6 +155,34 @@ def _check_media(rows: list, base: Path, writer: CanonicalWriter, file: str, lin
     return rows
 
 
+def handle_record(writer, lineno: int, raw: str, obj, fmt: str, table: str, mapping: dict, root, base: Path,
+                  labels: dict, name: str) -> None:
+    """One input record (a parsed line, or a :class:`Reject` for a line that did not parse) into
+    ``writer`` (anything with ``add_line`` and ``reject``, see :class:`CanonicalWriter`)."""
+    writer.stats.lines += 1
+    if isinstance(obj, Reject):
+        writer.reject(Reject(lineno, obj.reason, raw, name))
+        return
+    try:
+        results = list(_rows_of_line(fmt, obj, table, mapping, root))
+    except RowError as exc:
+        writer.reject(Reject(lineno, str(exc), raw, name))
+        return
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # odd JSON shapes
+        writer.reject(Reject(lineno, f"unexpected structure: {type(exc).__name__}: {exc}", raw, name))
+        return
+    for result in results:
+        if isinstance(result, Reject):
+            writer.reject(Reject(lineno, result.reason, result.raw, name))
+            continue
+        rows = _check_media(result, base, writer, name, lineno)
+        for table_name, row in rows:
+            key = "post_id" if table_name == "posts" else "user_id"
+            if labels and table_name in ("posts", "users") and row.get("label") is None and row.get(key) is not None:
+                row["label"] = labels.get(row[key])
+        writer.add_line(rows)
+
+
 def ingest_file(writer: CanonicalWriter, path: str | Path, fmt: str = "auto", *, table: str = "posts",
                 mapping: dict | None = None, media_root: str | Path | None = None, labels: dict | None = None,
                 start: int = 0, end: int | None = None) -> None:
@@ -176,35 +204,11 @@ def ingest_file(writer: CanonicalWriter, path: str | Path, fmt: str = "auto", *,
     name = str(path)
     decode = DecodeCounter()
 
-    def emit(lineno: int, rows: list) -> None:
-        rows = _check_media(rows, base, writer, name, lineno)
-        for table_name, row in rows:
-            if labels and table_name in ("posts", "users") and row.get("label") is None and row.get(
-                    "post_id" if table_name == "posts" else "user_id") is not None:
-                row["label"] = labels.get(row["post_id" if table_name == "posts" else "user_id"])
-        writer.add_line(rows)
-
     lines_before, read = writer.stats.lines, 0
     try:
         for lineno, raw, obj in _records(path, fmt, start, end, decode):
-            writer.stats.lines += 1
             read = lineno
-            if isinstance(obj, Reject):
-                writer.reject(Reject(lineno, obj.reason, raw, name))
-                continue
-            try:
-                results = list(_rows_of_line(fmt, obj, table, mapping, root))
-            except RowError as exc:
-                writer.reject(Reject(lineno, str(exc), raw, name))
-                continue
-            except (KeyError, TypeError, AttributeError, ValueError) as exc:  # odd JSON shapes
-                writer.reject(Reject(lineno, f"unexpected structure: {type(exc).__name__}: {exc}", raw, name))
-                continue
-            for result in results:
-                if isinstance(result, Reject):
-                    writer.reject(Reject(lineno, result.reason, result.raw, name))
-                else:
-                    emit(lineno, result)
+            handle_record(writer, lineno, raw, obj, fmt, table, mapping, root, base, labels, name)
     except TruncatedInput as exc:
         writer.stats.truncated[name] = read
         raise TruncatedInput(f"{path}: {exc} after {read} lines; the {read} lines read were ingested") from None
@@ -284,13 +288,27 @@ def load_labels(path: str | Path | None) -> dict:
         return {row[0]: row[1] for row in reader if len(row) >= 2}
 
 
+ENGINES = ("fast", "stream")
+
+
 def ingest(paths, out_dir: str | Path, fmt: str = "auto", *, table: str = "posts", mapping: dict | None = None,
-           media_root=None, labels: str | dict | None = None, chunk_rows: int = 50_000, progress: bool = False) -> IngestStats:
+           media_root=None, labels: str | dict | None = None, chunk_rows: int = 50_000, progress: bool = False,
+           engine: str = "fast") -> IngestStats:
     """Ingest every file in ``paths`` into canonical Parquet tables under ``out_dir``.
 
+    ``engine``: ``fast`` (Arrow blocks, :mod:`.fast`) or ``stream`` (one row dict at a time,
+    :class:`CanonicalWriter`); both write the same tables, rejects and counts.
     A file that cannot be read is recorded in ``stats.file_errors`` (one line each) and the other
     files are still ingested; the caller decides the exit status (``mm social ingest``: 2)."""
-    writer = CanonicalWriter(out_dir, chunk_rows=chunk_rows)
+    if engine not in ENGINES:
+        raise ValueError(f"unknown ingest engine '{engine}' (one of {', '.join(ENGINES)})")
+    if engine == "fast":
+        from .columnar import ColumnarWriter
+        from .fast import fast_ingest_file
+
+        writer, one_file = ColumnarWriter(out_dir, chunk_rows=chunk_rows), fast_ingest_file
+    else:
+        writer, one_file = CanonicalWriter(out_dir, chunk_rows=chunk_rows), ingest_file
     label_map = labels if isinstance(labels, dict) else load_labels(labels)
     files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     iterator = files
@@ -300,7 +318,7 @@ def ingest(paths, out_dir: str | Path, fmt: str = "auto", *, table: str = "posts
         iterator = tqdm(files, desc="ingest", unit="file")
     for path in iterator:
         try:
-            ingest_file(writer, path, fmt, table=table, mapping=mapping, media_root=media_root, labels=label_map)
+            one_file(writer, path, fmt, table=table, mapping=mapping, media_root=media_root, labels=label_map)
         except InputError as exc:
             writer.stats.file_errors.append(str(exc))
             key = reason_key(str(exc).split(": ", 1)[-1].split(" after ")[0])

@@ -1,0 +1,210 @@
+"""The columnar writer of the fast ingest engine: Arrow tables in, canonical Parquet out, with the
+deduplication rules of :class:`.common.CanonicalWriter` applied once, at the end, to key columns.
+
+Every row carries ``_rec`` (a running record number over all input lines: file after file, line
+after line) and ``_seq = _rec * 2**20 + position in the line``, so "the first occurrence" is the
+smallest ``_seq``, exactly the order in which the streaming writer would have seen it.  Tables are
+appended to hidden Parquet files one row group per block; :meth:`close` reads back only the key
+columns to decide what to keep (posts/users/media: first occurrence of each ID; an owned edge:
+only when its post's kept row came from the same line; an ownerless edge: first occurrence of its
+whole key; a post first seen as ``referenced`` and later delivered as ``collected`` is re-marked),
+then streams the row groups through that mask into the final files.  Memory is one block plus the
+key columns, never the rows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mmcore.utils.io import atomic_path, atomic_write_json
+
+from ..schema import REJECTS, TABLES
+from .common import IngestStats, Reject, reason_key
+
+POS_BITS = 20
+KEYS = {"posts": "post_id", "users": "user_id", "media": "media_id"}
+LOW_CARDINALITY = {"lang", "label", "source", "kind", "collection", "status", "src_type", "relation", "dst_type",
+                   "verified", "default_profile", "reason", "file"}
+EDGE_KEY = ["src_type", "src_id", "relation", "dst_type", "dst_id"]
+
+
+def _extra(table: str) -> list[pa.Field]:
+    out = [pa.field("_rec", pa.int64()), pa.field("_seq", pa.int64())]
+    return out + ([pa.field("_of", pa.string())] if table == "edges" else [])
+
+
+def first_occurrence(codes: np.ndarray) -> np.ndarray:
+    """Where each dictionary code appears for the first time (codes numbered by first appearance)."""
+    if not len(codes):
+        return np.zeros(0, bool)
+    prev_max = np.maximum.accumulate(np.r_[-1, codes[:-1]])
+    return codes > prev_max
+
+
+def _codes(array) -> np.ndarray:
+    enc = pc.dictionary_encode(array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array)
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+class ColumnarWriter:
+    """Same outputs and statistics as :class:`CanonicalWriter`; rows arrive as Arrow tables
+    (:meth:`add_table`) or, for lines the fast path leaves to the row adapters, as row dicts
+    (:meth:`add_line` after :meth:`begin_line`)."""
+
+    def __init__(self, out_dir: str | Path, chunk_rows: int = 50_000, keep_owner: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.chunk_rows = chunk_rows
+        self.keep_owner = keep_owner
+        self.stats = IngestStats()
+        self.schemas = {t: pa.schema(list(s) + _extra(t)) for t, s in TABLES.items()}
+        self.writers: dict[str, pa.ipc.RecordBatchFileWriter] = {}  # blocks: uncompressed Arrow IPC
+        self.pending: dict[str, list[pa.Table]] = {t: [] for t in TABLES}
+        self.rows: dict[str, list[dict]] = {t: [] for t in TABLES}
+        self.rejects: list[dict] = []
+        self.reject_writer: pq.ParquetWriter | None = None
+        self.rec = 0
+        self.pos = 0
+        self.rec_base = 0  # record numbers of the next file start after this one
+
+    # -- input ---------------------------------------------------------------------------------
+    def begin_line(self, rec: int) -> None:
+        self.rec, self.pos = rec, 0
+
+    def add_line(self, rows: list[tuple[str, dict]]) -> None:
+        base = self.rec << POS_BITS
+        for table, row in rows:
+            row = dict(row)
+            row["_rec"], row["_seq"] = self.rec, base + self.pos
+            self.pos += 1
+            if table != "edges":
+                row.pop("_of", None)
+            self.rows[table].append(row)
+
+    def reject(self, rej: Reject, media: bool = False) -> None:
+        if media:
+            self.stats.media_problems += 1
+        else:
+            self.stats.rejected += 1
+        key = reason_key(rej.reason)
+        self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+        self.rejects.append({"file": rej.file, "line": rej.line, "reason": rej.reason, "raw": rej.raw[:2000],
+                             "_seq": (self.rec << POS_BITS) + self.pos})
+        self.pos += 1
+
+    def add_table(self, table: str, data: pa.Table) -> None:
+        self.pending[table].append(data.select(self.schemas[table].names).cast(self.schemas[table]))
+
+    def end_block(self) -> None:
+        """Write what the block produced, in line order (fast rows and adapter rows interleave)."""
+        for table, schema in self.schemas.items():
+            parts = self.pending[table]
+            if self.rows[table]:
+                parts.append(pa.Table.from_pylist(self.rows[table], schema=schema))
+            self.pending[table], self.rows[table] = [], []
+            if not parts:
+                continue
+            data = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+            seq = data["_seq"].to_numpy()
+            if len(seq) > 1 and (np.diff(seq) < 0).any():  # the fast path writes each edge relation apart
+                data = data.take(pa.array(np.argsort(seq, kind="stable")))
+            if table not in self.writers:
+                self.writers[table] = pa.ipc.new_file(self.out_dir / f".{table}.fast.tmp", schema)
+            self.writers[table].write_table(data)
+        if self.rejects:
+            data = pa.Table.from_pylist(self.rejects).sort_by("_seq").drop(["_seq"]).cast(REJECTS)
+            if self.reject_writer is None:
+                self.reject_writer = pq.ParquetWriter(self.out_dir / ".rejects.fast.tmp", REJECTS)
+            self.reject_writer.write_table(data)
+            self.rejects = []
+
+    # -- output --------------------------------------------------------------------------------
+    def _read(self, table: str, columns: list[str]) -> pa.Table:
+        path = self.out_dir / f".{table}.fast.tmp"
+        if table not in self.writers:
+            return self.schemas[table].empty_table().select(columns)
+        return pa.ipc.open_file(pa.memory_map(str(path))).read_all().select(columns)
+
+    def _keep_posts(self) -> tuple[np.ndarray, pa.Array, pa.Table]:
+        t = self._read("posts", ["post_id", "collection", "_rec"])
+        codes = _codes(t["post_id"])
+        first = first_occurrence(codes)
+        collected = pc.not_equal(pc.fill_null(t["collection"], ""), "referenced").to_numpy(zero_copy_only=False)
+        n_ids = int(codes.max()) + 1 if len(codes) else 0
+        first_ref = np.zeros(n_ids, bool)
+        first_ref[codes[first]] = ~collected[first]
+        later_collected = np.bincount(codes[~first & collected], minlength=n_ids)
+        promote = first_ref & (later_collected > 0)
+        s = self.stats
+        s.posts_collected = int((first & collected).sum() + promote.sum())
+        s.posts_referenced = int((first & ~collected).sum() - promote.sum())
+        s.duplicates = int(later_collected.sum() - promote.sum())
+        ids = t["post_id"].combine_chunks()
+        promoted = pc.filter(ids, pa.array(first & promote[codes])) if promote.any() else pa.array([], pa.string())
+        kept = pa.table({"post_id": pc.filter(ids, pa.array(first)), "_rec": pc.filter(t["_rec"], pa.array(first))})
+        return first, promoted, kept
+
+    def _keep_edges(self, kept_posts: pa.Table) -> np.ndarray:
+        t = self._read("edges", [*EDGE_KEY, "created_at", "_of", "_rec"])
+        owned = pc.is_valid(t["_of"]).to_numpy(zero_copy_only=False)
+        idx = pc.index_in(t["_of"], value_set=kept_posts["post_id"])
+        owner_rec = pc.take(kept_posts["_rec"], idx)
+        keep = pc.fill_null(pc.equal(owner_rec, t["_rec"]), False).to_numpy(zero_copy_only=False)
+        if (~owned).any():
+            parts = [pc.fill_null(t[c], "\x00") for c in EDGE_KEY]
+            parts.append(pc.fill_null(pc.cast(pc.cast(t["created_at"], pa.int64()), pa.string()), "\x00"))
+            key = pc.binary_join_element_wise(*parts, "\x1f")
+            codes = _codes(pc.filter(key, pa.array(~owned)))
+            keep[~owned] = first_occurrence(codes)
+        self.stats.duplicate_edges = int(len(keep) - keep.sum())
+        return keep
+
+    def close(self) -> IngestStats:
+        self.end_block()
+        for w in [*self.writers.values(), *([self.reject_writer] if self.reject_writer else [])]:
+            w.close()
+        keep_posts, promoted, kept_posts = self._keep_posts()
+        masks = {"posts": keep_posts, "edges": self._keep_edges(kept_posts)}
+        for table in ("users", "media"):
+            masks[table] = first_occurrence(_codes(self._read(table, [KEYS[table]])[KEYS[table]]))
+        for table, schema in TABLES.items():
+            out_schema = schema.append(pa.field("_of", pa.string())) if table == "edges" and self.keep_owner else schema
+            self.stats.rows[table] = int(masks[table].sum())
+            self._write_final(table, out_schema, masks[table], promoted if table == "posts" else None)
+        with atomic_path(self.out_dir / "rejects.parquet") as tmp:
+            if self.reject_writer is not None:
+                (self.out_dir / ".rejects.fast.tmp").replace(tmp)
+            else:
+                pq.write_table(REJECTS.empty_table(), tmp)
+        if self.stats.rejected or self.stats.media_problems:
+            import pyarrow.csv as pacsv
+
+            with atomic_path(self.out_dir / "rejects.csv") as tmp:
+                pacsv.write_csv(pq.read_table(self.out_dir / "rejects.parquet"), tmp)
+        atomic_write_json(self.out_dir / "ingest_report.json", self.stats.to_dict())
+        return self.stats
+
+    def _write_final(self, table: str, schema: pa.Schema, mask: np.ndarray, promoted) -> None:
+        src = self.out_dir / f".{table}.fast.tmp"
+        # dictionary pages only for the low-cardinality columns (IDs and texts are mostly distinct)
+        small = [c for c in schema.names if c in LOW_CARDINALITY]
+        with atomic_path(self.out_dir / f"{table}.parquet") as tmp, \
+                pq.ParquetWriter(tmp, schema, use_dictionary=small) as out:
+            if table not in self.writers:
+                out.write_table(schema.empty_table())
+                return
+            reader, offset = pa.ipc.open_file(pa.memory_map(str(src))), 0
+            for i in range(reader.num_record_batches):
+                group = pa.Table.from_batches([reader.get_batch(i)])
+                part = group.filter(pa.array(mask[offset:offset + group.num_rows]))
+                offset += group.num_rows
+                if promoted is not None and len(promoted):
+                    hit = pc.is_in(part["post_id"], value_set=promoted)
+                    col = pc.if_else(hit, pa.scalar("collected"), part["collection"])
+                    part = part.set_column(part.schema.get_field_index("collection"), "collection", col)
+                out.write_table(part.select(schema.names).cast(schema))
+        src.unlink()
