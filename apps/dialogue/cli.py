@@ -131,6 +131,16 @@ def _open_image(path: str):
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    if args.study or args.social:
+        from .results.cli import cmd_result_chat
+
+        if sum(bool(x) for x in (args.image, args.study, args.social)) > 1:
+            print("error: give one of --image, --study, --social", file=sys.stderr)
+            return 2
+        return cmd_result_chat(args)
+    if not args.image:
+        print("error: give --image (a picture), --study (a medical result) or --social (a social report)", file=sys.stderr)
+        return 2
     from .abstain import guard
     from .session import BadInput, Session, load_backend
 
@@ -287,11 +297,15 @@ def register(subparsers) -> None:
     e.add_argument("--out", default=None, help="write the report as JSON here")
     e.set_defaults(func=cmd_eval)
 
-    c = sub.add_parser("chat", help="chat about an image in the terminal")
-    c.add_argument("--image", required=True)
+    from .results.cli import add_chat_arguments
+    from .results.cli import register as register_results
+
+    c = sub.add_parser("chat", help="chat about an image, a medical result (--study) or a social report (--social)")
+    c.add_argument("--image", default=None)
     c.add_argument("--model", default=None, help="a SceneVLM or any local HF image-text-to-text model directory")
     c.add_argument("--question", "-q", action="append", help="ask these instead of reading stdin")
     c.add_argument("--device", default="cpu")
+    add_chat_arguments(c)
     c.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server with a web page")
@@ -309,6 +323,8 @@ def register(subparsers) -> None:
     s.add_argument("--batch-queue", type=int, default=1024, help="turns allowed to wait; more get HTTP 503")
     s.add_argument("--no-batching", action="store_true", help="answer each request on its own")
     s.set_defaults(func=cmd_serve)
+
+    register_results(sub)
 
     d = sub.add_parser("demo", help="a short dialogue about a new scene with the shipped model")
     d.add_argument("--out", default="runs/demo/dialogue")

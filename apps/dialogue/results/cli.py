@@ -1,0 +1,162 @@
+"""``mm dialogue chat --study DIR | --social DIR`` and ``mm dialogue results-train|results-eval``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_chat_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--study", default=None, help="talk about a `mm medical analyze` output folder (findings.json ...)")
+    c.add_argument("--social", default=None, help="talk about a `mm social analyze` report folder")
+    c.add_argument("--explain", action="store_true", help="with --study/--social: print the program each answer ran")
+    c.add_argument("--images-out", default="runs/dialogue/results-images",
+                   help="with --study/--social: where pictures in answers are written (PNG)")
+    c.add_argument("--parser", default=None, help="with --study/--social: a parser saved by `mm dialogue results-train`")
+
+
+def cmd_result_chat(args: argparse.Namespace) -> int:
+    from mmcore.utils.io import atomic_write_bytes
+
+    from .context import ResultError, load_context
+    from .session import ResultSession, default_parser
+
+    folder, kind = (args.study, "medical") if args.study else (args.social, "social")
+    try:
+        ctx = load_context(folder, kind)
+    except ResultError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    chat = ResultSession(ctx, default_parser(args.parser))
+    questions = args.question or None
+    if questions is None and sys.stdin.isatty():
+        print(f"Ask about {folder} (empty line or Ctrl-D to quit).")
+    out_dir, n_images = Path(args.images_out), 0
+    for line in (questions or sys.stdin):
+        line = line.strip()
+        if not line:
+            if questions is None:
+                break
+            continue
+        if len(line) > 1000:
+            print("(error: question over 1000 characters)")
+            continue
+        answer = chat.ask(line)
+        print(f"you: {line}")
+        print(f"bot: {answer.text}")
+        if answer.image_png is not None:
+            n_images += 1
+            path = out_dir / f"{Path(folder).resolve().name}-{n_images:03d}.png"
+            atomic_write_bytes(path, answer.image_png)
+            print(f"     picture: {path}")
+        if args.explain:
+            print(f"     program: {answer.program}   (intent {answer.extra.get('intent')}, "
+                  f"confidence {answer.extra.get('confidence')}, linked: {answer.extra.get('linked')!r})")
+    return 0
+
+
+def cmd_results_train(args: argparse.Namespace) -> int:
+    import time
+
+    from .session import MODEL_DIR, NGRAM_DIR, SentenceEncoder, train_parser
+
+    t0 = time.perf_counter()
+    encoder = None if args.ngram else SentenceEncoder()
+    model = train_parser(args.dialogues, args.seed, encoder=encoder)
+    out = Path(args.out) if args.out else (NGRAM_DIR if args.ngram else MODEL_DIR)
+    model.save(out)
+    print(f"trained a {model.kind} parser ({len(model.vocab)} n-gram features, {len(model.labels)} intents) in "
+          f"{time.perf_counter() - t0:.1f}s -> {out}")
+    return 0
+
+
+def _folders(values: list[str] | None) -> list[Path]:
+    out = []
+    for v in values or []:
+        p = Path(v)
+        out += sorted(q for q in p.iterdir() if q.is_dir()) if p.is_dir() and not _is_result(p) else [p]
+    return out
+
+
+def _is_result(p: Path) -> bool:
+    return (p / "findings.json").exists() or (p / "user_analytics.parquet").exists()
+
+
+def cmd_results_eval(args: argparse.Namespace) -> int:
+    from mmcore.utils.io import atomic_write_json
+
+    from .context import ResultError, load_context
+    from .evaluate import evaluate, summary
+    from .session import default_parser
+
+    parser = default_parser(args.parser, args.threshold)
+    try:
+        medical = [load_context(p, "medical") for p in _folders(args.medical) if (p / "findings.json").exists()]
+        social = [load_context(p, "social") for p in _folders(args.social) if (p / "user_analytics.parquet").exists()]
+    except ResultError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not medical and not social:
+        print("error: no result folders (give --medical and/or --social)", file=sys.stderr)
+        return 2
+    report = {"parser": parser.model.kind, "threshold": parser.threshold, "medical_results": len(medical),
+              "social_reports": len(social)}
+    for phrasing in args.phrasing.split(","):
+        parts = {}
+        if medical:
+            parts["medical"] = evaluate(parser, medical, args.dialogues, args.rounds, phrasing, args.seed)
+        if social:
+            parts["social"] = evaluate(parser, social, args.social_dialogues, args.rounds, phrasing, args.seed)
+        parts["all"] = _merge(parts)
+        for name, rep in parts.items():
+            print(f"{name:>7}: {summary(rep)}")
+        report[phrasing] = parts
+    if args.out:
+        atomic_write_json(args.out, report)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _merge(parts: dict) -> dict:
+    """Pool the medical and social reports (weighted by rounds)."""
+    reps = list(parts.values())
+    n = sum(r["rounds"] for r in reps)
+
+    def pooled(key):
+        return sum(r[key] * r["rounds"] for r in reps) / max(n, 1)
+
+    dist: dict = {}
+    for r in reps:
+        for k, v in r["by_distance"].items():
+            acc, cnt = dist.get(k, (0.0, 0))
+            dist[k] = (acc + v["accuracy"] * v["n"], cnt + v["n"])
+    tp, fp, fn = (sum(r["abstention"][k] for r in reps) for k in ("tp", "fp", "fn"))
+    return {"rounds": n, "results": sum(r["results"] for r in reps), "phrasing": reps[0]["phrasing"],
+            "program_accuracy": pooled("program_accuracy"), "answer_accuracy": pooled("answer_accuracy"),
+            "abstention": {"precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1), "positives": tp + fn,
+                           "tp": tp, "fp": fp, "fn": fn},
+            "by_distance": {k: {"accuracy": a / c, "n": c} for k, (a, c) in sorted(dist.items())},
+            "parse_ms_median": max(r["parse_ms_median"] for r in reps)}
+
+
+def register(sub) -> None:
+    t = sub.add_parser("results-train", help="train the parser of result conversations (question -> program)")
+    t.add_argument("--out", default=None, help="default: the shipped apps/dialogue/results/model (or model_ngram)")
+    t.add_argument("--ngram", action="store_true", help="n-gram features only (no sentence encoder)")
+    t.add_argument("--dialogues", type=int, default=1000, help="generated training dialogues (8 rounds each)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_results_train)
+
+    e = sub.add_parser("results-eval", help="program/answer accuracy, coreference, abstention on generated "
+                                            "dialogues over result folders")
+    e.add_argument("--medical", action="append", help="a medical result folder, or a folder of them (repeatable)")
+    e.add_argument("--social", action="append", help="a social report folder, or a folder of them (repeatable)")
+    e.add_argument("--phrasing", default="heldout,train", help="comma-separated: heldout, train, paraphrase")
+    e.add_argument("--dialogues", type=int, default=10, help="dialogues per medical result")
+    e.add_argument("--social-dialogues", type=int, default=60, help="dialogues per social report")
+    e.add_argument("--rounds", type=int, default=8)
+    e.add_argument("--threshold", type=float, default=0.2, help="abstain below this parser confidence")
+    e.add_argument("--parser", default=None)
+    e.add_argument("--seed", type=int, default=1)
+    e.add_argument("--out", default=None, help="write the report as JSON here")
+    e.set_defaults(func=cmd_results_eval)
