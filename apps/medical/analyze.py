@@ -29,45 +29,37 @@ DISCLAIMER = ("Research demo trained on synthetic phantoms only; not for clinica
 
 
 @torch.no_grad()
-def predict(model, image: torch.Tensor, present: torch.Tensor, icv: torch.Tensor | None = None,
-            unguarded: bool = False) -> dict:
-    """Sliding-window segmentation on ``image`` [2, *S] then the diagnosis pooled in the lesion.
+def predict(model, batch, icv: torch.Tensor | None = None, unguarded: bool = False) -> dict:
+    """Sliding-window segmentation on one study then the diagnosis pooled in the lesion.
 
-    ``icv`` [*S] (0/1): the intracranial volume; lesion probability outside it is set to 0 *before*
-    the largest component is chosen and the diagnosis pools its features (the anatomical guard).
-    Returns ``lesion_prob`` (guarded, largest component), ``lesion_prob_raw`` (the network's own) and,
-    with ``unguarded``, the largest component and diagnosis without the guard (evaluation compares them)."""
-    from monai.inferers import sliding_window_inference
+    ``batch``: a :class:`~mmcore.data.MultimodalBatch` of one study (``mr``/``ct`` [1, 1, *S] and their
+    present masks; :func:`apps.medical.datasets.study_batch`). ``icv`` [*S] (0/1): the intracranial
+    volume; lesion probability outside it is set to 0 *before* the largest component is chosen and
+    the diagnosis pools its features (the anatomical guard). Returns ``lesion_prob`` (guarded,
+    largest component), ``lesion_prob_raw`` (the network's own) and, with ``unguarded``, the largest
+    component and diagnosis without the guard (evaluation compares them)."""
+    from .inference import sliding_window_named
 
     model.eval()
     device = model.temperature.device       # windows run where the model lives; results come back on the CPU
-    use = [m for m in model.modalities if m in MODALITIES]
-    pres = {m: present[MODALITIES.index(m)].view(1).to(device) for m in model.modalities}
-    if not any(bool(p) for p in pres.values()):
+    batch = model.as_batch(batch).to(device)
+    if batch.batch_size != 1:
+        raise ValueError(f"predict takes one study; got a batch of {batch.batch_size}")
+    present = {m: batch.mask(m) for m in model.modalities}
+    if not any(bool(p.any()) for p in present.values()):
         raise IntakeError(f"the model needs one of {list(model.modalities)}; the study has none of them")
-    names: list[str] = []
-    sizes: list[int] = []
-
-    def dense(x: torch.Tensor) -> torch.Tensor:
-        images = {m: x[:, MODALITIES.index(m):MODALITIES.index(m) + 1] for m in use}
-        seg, maps = model.segment(images, {m: p.expand(x.shape[0]) for m, p in pres.items()})
-        names[:], sizes[:] = list(maps), [v.shape[1] for v in maps.values()]
-        return torch.cat([seg, *maps.values()], 1)
-
-    out = sliding_window_inference(image[None].float().to(device), roi_size=ROI, sw_batch_size=1, predictor=dense,
-                                   overlap=0.25)
-    seg, rest = out[:, :2], out[:, 2:]
-    maps = dict(zip(names, torch.split(rest, sizes, dim=1)))
+    maps = sliding_window_named(batch, model.dense, ROI, modalities=model.modalities, overlap=0.25)
+    seg = maps.pop("seg")
     raw = seg.softmax(1)[:, 1:2]
     inside = raw if icv is None else raw * icv.to(raw.device, raw.dtype).view(1, 1, *raw.shape[-3:])
     prob = keep_largest_lesion(inside)
-    logits = model.diagnose(maps, prob, pres) / model.temperature
+    logits = model.diagnose(maps, prob, present) / model.temperature
     out = {"lesion_prob": prob[0, 0].cpu(), "lesion_prob_raw": raw[0, 0].cpu(), "probs": logits.softmax(-1)[0].cpu(),
            "logits": logits[0].cpu()}
     if icv is not None and unguarded:     # what the network alone answers (evaluation's before/after)
         alone = keep_largest_lesion(raw)
         out["unguarded"] = {"lesion_prob": alone[0, 0].cpu(),
-                            "probs": (model.diagnose(maps, alone, pres) / model.temperature).softmax(-1)[0].cpu()}
+                            "probs": (model.diagnose(maps, alone, present) / model.temperature).softmax(-1)[0].cpu()}
     return out
 
 
@@ -108,6 +100,7 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
     found inside the brain or the out-of-domain check (:mod:`apps.medical.ood`) flags the study."""
     from mmcore.train import atomic_write_json
 
+    from .datasets import study_batch
     from .ood import score as ood_score
     from .ood import study_features
     from .outputs import write_dicom_seg, write_nifti_mask, write_report
@@ -128,10 +121,10 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
         pipe = preprocess(register=register, with_mask=False, with_icv=guard)
         d = pipe(sources)
         findings["messages"] += d.get("messages", [])
-        present = d["present"]
-        image = d["image"].as_tensor()
+        present = d["present"]                 # {modality: bool}
+        batch = study_batch(d)
         icv_grid = d["icv"].as_tensor()[0] if guard else None
-        pred = predict(model, image, present, icv_grid, unguarded=keep is not None)
+        pred = predict(model, batch, icv_grid, unguarded=keep is not None)
         stack = [pred["lesion_prob"], pred["lesion_prob_raw"]] + ([icv_grid.float()] if guard else [])
         if "unguarded" in pred:
             stack.append(pred["unguarded"]["lesion_prob"])
@@ -139,7 +132,7 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
         affine = np.asarray(native.affine, float)
         mask, guard_record, icv_native = _guard(native, affine, d.get("intracranial_method") if guard else None)
         voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
-        used = [m for m, p in zip(MODALITIES, present.tolist()) if p and m in model.modalities]
+        used = [m for m in MODALITIES if present[m] and m in model.modalities]
         missing = [m for m in MODALITIES if m not in used]
         probs = {n: round(float(p), 4) for n, p in zip(CLASS_NAMES, pred["probs"])}
         lesion: dict = {"volume_ml": round(float(mask.sum() * voxel_ml), 3), "voxels": int(mask.sum())}
@@ -149,8 +142,8 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
             lesion["centroid_ras_mm"] = [round(float(v), 1) for v in c[:3]]
             lesion["location"] = _location(c[:3], ref)
         stats = getattr(model, "ood_stats", None)
-        features = study_features(model, image.to(model.temperature.device), present).cpu()
-        ood = (ood_score(stats, features, present.tolist())
+        features = study_features(model, batch).cpu()
+        ood = (ood_score(stats, features, present)
                if stats else {"flagged": False, "reason": None, "note": "this bundle has no out-of-domain statistics"})
         reasons = [ood["reason"]] if ood["flagged"] else []
         if not mask.any():
@@ -176,7 +169,7 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
         if withheld:
             findings["messages"].append(f"diagnosis withheld: {withheld}")
         if keep is not None:
-            keep.update({"native_mask": mask, "native_affine": affine, "probs": pred["probs"], "data": d,
+            keep.update({"native_mask": mask, "native_affine": affine, "probs": pred["probs"], "data": d, "batch": batch,
                          "native_icv": icv_native, "ood_features": features})
             if "unguarded" in pred:
                 keep["unguarded"] = {"native_mask": native[3].numpy() > 0.5, "probs": pred["unguarded"]["probs"]}
@@ -190,7 +183,8 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
                 except Exception as exc:  # noqa: BLE001 - the other outputs stay valid
                     findings["messages"].append(f"DICOM SEG not written: {type(exc).__name__}: {exc}")
             lesion_grid = (pred["lesion_prob"] > 0.5).numpy()
-            write_report(out / "report.html", findings, image.numpy(), present.tolist(), lesion_grid)
+            write_report(out / "report.html", findings, {m: batch[m][0, 0].numpy() if present[m] else None
+                                                         for m in MODALITIES}, lesion_grid)
     except IntakeError as exc:
         findings.update(status="refused", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one broken study must not stop the batch

@@ -1,10 +1,12 @@
 """Training data: MONAI datalists -> preprocessed cases (cached on disk as safetensors) -> batches.
 
 ``prepare_cases`` runs the deterministic pipeline (:func:`apps.medical.transforms.preprocess`,
-registration included) once per study and stores ``<cache>/<id>.safetensors`` + ``.json``; it
-resumes where it stopped. Training then uses a MONAI ``CacheDataset`` (cases in RAM, random
-flips per epoch) and :func:`collate_studies`, which builds the mmcore ``MultimodalBatch`` with
-present masks: an absent modality is ``None`` in the sample, never a zero volume.
+registration included) once per study and stores ``<cache>/<id>.safetensors`` (one tensor per
+*present* modality, ``mr``/``ct`` [1, *ROI], plus ``mask``) + ``.json``; it resumes where it
+stopped. Training then uses a MONAI ``CacheDataset`` (cases in RAM, random flips and crops per
+epoch, applied to the stacked modalities by :func:`~apps.medical.transforms.on_stack`) and
+:func:`collate_studies`, which builds the mmcore ``MultimodalBatch``: an absent modality is
+``None`` in the sample and ``False`` in its present mask, never a zero volume the model reads.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ log = logging.getLogger(__name__)
 
 def prepare_cases(entries: list[dict], cache_dir: Path, *, register: bool = True, progress: bool = True) -> list[dict]:
     """Preprocess each datalist entry once; returns items ``{"cache", "label", "id", ...}``; bad studies are reported."""
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from mmcore.train import atomic_write_json
@@ -45,23 +46,52 @@ def prepare_cases(entries: list[dict], cache_dir: Path, *, register: bool = True
                     raise
                 log.warning("skipped %s: %s", entry["id"], cause)
                 continue
-            save_file({"image": d["image"].as_tensor().contiguous(), "mask": d["mask"].as_tensor().to(torch.uint8).contiguous(),
-                       "present": d["present"].to(torch.uint8)}, str(tensors) + ".tmp")
-            Path(str(tensors) + ".tmp").replace(tensors)
+            save_case(tensors, d)
             atomic_write_json(meta_path, {"id": entry["id"], "label": entry.get("label"), "registration": d["registration"],
                                           "messages": d.get("messages", []) + study.messages})
         items.append({"cache": str(tensors), "label": int(entry.get("label", -1)), "id": entry["id"]})
     return items
 
 
+def save_case(path: Path, d: dict) -> None:
+    """One preprocessed study (``mr``/``ct`` [1, *ROI] or ``None``, ``mask`` [1, *ROI]) as safetensors, atomically."""
+    from safetensors.torch import save
+
+    from mmcore.utils.io import atomic_write_bytes
+
+    def raw(x):
+        return torch.as_tensor(x.as_tensor() if hasattr(x, "as_tensor") else x)
+
+    tensors = {m: raw(d[m]).float().contiguous() for m in MODALITIES if d.get(m) is not None}
+    tensors["mask"] = raw(d["mask"]).to(torch.uint8).contiguous()
+    atomic_write_bytes(path, save(tensors))
+
+
+def load_case(path: Path | str) -> dict:
+    """A cached study: ``mr``/``ct`` [1, *ROI] float or ``None``, ``present`` ``{modality: bool}``, ``mask``.
+
+    Reads the per-modality layout and the earlier stacked one (``image`` [2, *ROI] in MR, CT
+    order + ``present`` [2]) that caches written before it hold."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    if "image" in t:
+        if "present" not in t or t["image"].shape[0] != len(MODALITIES):
+            raise ValueError(f"{path}: stacked cache without a {len(MODALITIES)}-channel 'image' and 'present'")
+        flags = t.pop("present").bool().tolist()
+        image = t.pop("image")
+        t.update({m: image[i:i + 1] for i, m in enumerate(MODALITIES) if flags[i]})
+    if "mask" not in t or not any(m in t for m in MODALITIES):
+        raise ValueError(f"{path}: a cached study needs 'mask' and one of {list(MODALITIES)}; has {sorted(t)}")
+    case = {m: (t[m].float() if m in t else None) for m in MODALITIES}
+    return {**case, "present": {m: case[m] is not None for m in MODALITIES}, "mask": t["mask"].float()}
+
+
 class LoadCachedd:
-    """``{"cache": path}`` -> ``image`` [2, *ROI] float, ``mask`` [1, *ROI] float, ``present`` [2] bool."""
+    """``{"cache": path}`` -> ``mr``/``ct`` [1, *ROI] float (``None`` where absent), ``present``, ``mask`` [1, *ROI]."""
 
     def __call__(self, data: dict) -> dict:
-        from safetensors.torch import load_file
-
-        t = load_file(data["cache"])
-        return {**data, "image": t["image"].float(), "mask": t["mask"].float(), "present": t["present"].bool()}
+        return {**data, **load_case(data["cache"])}
 
 
 PATCH = (32, 32, 32)
@@ -75,12 +105,15 @@ def train_transforms(augment: bool = True, patch: tuple[int, ...] | None = None)
     """
     from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd
 
+    from .transforms import on_stack
+
     steps = [LoadCachedd()]
     if augment:
-        steps.append(RandFlipd(keys=["image", "mask"], prob=0.5, spatial_axis=0))   # left-right
+        geometric = [RandFlipd(keys=["image", "mask"], prob=0.5, spatial_axis=0)]   # left-right
         if patch:
-            steps.append(RandCropByPosNegLabeld(keys=["image", "mask"], label_key="mask", spatial_size=patch,
-                                                pos=3, neg=1, num_samples=1, allow_smaller=True))
+            geometric.append(RandCropByPosNegLabeld(keys=["image", "mask"], label_key="mask", spatial_size=patch,
+                                                    pos=3, neg=1, num_samples=1, allow_smaller=True))
+        steps.append(on_stack(*geometric))
     return Compose(steps)
 
 
@@ -92,20 +125,33 @@ def cached_dataset(items: list[dict], augment: bool, num_workers: int = 0, patch
 
 
 def collate_studies(items: list[dict]):
-    """Cases -> :class:`mmcore.data.MultimodalBatch` with ``mr``/``ct`` [B,1,*ROI] + present masks,
-    ``fields["seg"]`` [B,1,*ROI] and ``fields["label"]`` [B]."""
+    """Cases (``mr``/``ct`` [1, *ROI] or ``None``, ``mask``, ``label``) -> :class:`mmcore.data.MultimodalBatch`
+    with ``mr``/``ct`` [B, 1, *ROI] + present masks, ``fields["seg"]`` [B, 1, *ROI] and ``fields["label"]`` [B]."""
     from mmcore.data import collate_multimodal
 
     samples = []
     items = [x for it in items for x in (it if isinstance(it, list) else [it])]   # patch samplers return lists
     for it in items:
-        image, present = torch.as_tensor(it["image"]), torch.as_tensor(it["present"])
-        sample = {m: (image[i:i + 1] if bool(present[i]) else None) for i, m in enumerate(MODALITIES)}
+        sample = {m: it.get(m) for m in MODALITIES}
+        if "present" in it and {m: sample[m] is not None for m in MODALITIES} != dict(it["present"]):
+            raise ValueError(f"case {it.get('id', '?')}: present {it['present']} does not match its tensors "
+                             f"({[m for m in MODALITIES if sample[m] is not None]})")
         sample["seg"] = torch.as_tensor(it["mask"])
         sample["label"] = int(it["label"])
         samples.append(sample)
     shape = tuple(samples[0]["seg"].shape[1:])
     return collate_multimodal(samples, modalities=list(MODALITIES), shapes={m: (1, *shape) for m in MODALITIES})
+
+
+def study_batch(d: dict):
+    """One preprocessed study (:func:`apps.medical.transforms.preprocess`) -> a ``MultimodalBatch`` of size 1
+    (``mr``/``ct`` [1, 1, *ROI], an absent modality's placeholder never read behind its False mask)."""
+    from mmcore.data import collate_multimodal
+
+    sample = {m: (d[m].as_tensor() if hasattr(d[m], "as_tensor") else d[m]) if d["present"].get(m) else None
+              for m in MODALITIES}
+    shape = next(v.shape for v in sample.values() if v is not None)
+    return collate_multimodal([sample], modalities=list(MODALITIES), shapes={m: tuple(shape) for m in MODALITIES})
 
 
 def read_datalist(path: Path | str) -> dict:

@@ -19,14 +19,14 @@ from .phantom import make_subject, save_truth
 def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray, dtype=np.float32) -> None:
     import nibabel as nib
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from mmcore.utils.io import atomic_path
+
     img = nib.Nifti1Image(array.astype(dtype), affine)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    tmp = path.with_name(".tmp-" + path.name)
-    nib.save(img, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
 
 
 def _write_decoys(study_dir: Path, subject, study: dict) -> None:

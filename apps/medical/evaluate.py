@@ -54,13 +54,11 @@ def evaluate(model, entries: list[dict], out: Path, *, register: bool = True, pr
             row["tre_header_mm"] = tre_mm(np.eye(4), truth)
             row["registration_seconds"] = reg.get("seconds")
         row.update(study_row(e, truth, f, keep))
-        d = keep["data"]
-        if bool(d["present"].all()):
+        d, batch = keep["data"], keep["batch"]
+        if all(d["present"][m] for m in MODALITIES):
             icv = d["icv"].as_tensor()[0] if "icv" in d else None
             for m in MODALITIES:     # modality removal on the same preprocessed tensors
-                present = d["present"].clone()
-                present[MODALITIES.index(m)] = False
-                row[f"probs_without_{m}"] = predict(model, d["image"].as_tensor(), present, icv)["probs"].tolist()
+                row[f"probs_without_{m}"] = predict(model, batch.drop_modality(m), icv)["probs"].tolist()
         rows.append(row)
     summary = summarize(rows)
     atomic_write_json(Path(out) / "eval_rows.json", rows)

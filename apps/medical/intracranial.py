@@ -147,7 +147,7 @@ def intracranial_mask(mr: np.ndarray | None, ct_hu: np.ndarray | None, affine: n
 
 class IntracranialMaskd:
     """After :class:`~apps.medical.transforms.CoRegisterd`: ``icv`` (a MetaTensor [1, *S] on the
-    reference grid, same geometry history as ``image``) and ``intracranial_method`` (not ``icv_*``: MONAI's Spacingd treats keys starting with ``icv_``
+    reference grid, same geometry history as the reference modality) and ``intracranial_method`` (not ``icv_*``: MONAI's Spacingd treats keys starting with ``icv_``
     as icv's meta dictionaries)."""
 
     def __call__(self, data: dict) -> dict:
@@ -155,9 +155,8 @@ class IntracranialMaskd:
         from monai.data import MetaTensor
 
         d = dict(data)
-        img, present = d["image"], d["present"]
-        mr = img[0].numpy() if bool(present[0]) else None
-        ct = img[1].numpy() if bool(present[1]) else None
+        img = d[d["reference"]]      # MR and CT share the reference grid since CoRegisterd
+        mr, ct = (d[m][0].numpy() if d["present"][m] else None for m in ("mr", "ct"))
         mask, method, notes = intracranial_mask(mr, ct, np.asarray(img.affine, float))
         d["icv"] = MetaTensor(torch.from_numpy(mask[None].astype(np.float32)), affine=img.affine, meta=dict(img.meta),
                               applied_operations=list(img.applied_operations))

@@ -198,7 +198,24 @@ class FusionSegDiagNet(nn.Module):
         return self.classifier(self.desc_fuse(desc, masks))
 
     # ------------------------------------------------------------------ batch API
+    def as_batch(self, batch):
+        """A :class:`~mmcore.data.MultimodalBatch` as is; a dict ``{"mr": [B, 1, *S], "ct": ..., "present":
+        {"mr": [B] bool, ...}}`` (its plain form) becomes one."""
+        from collections.abc import Mapping
+
+        from mmcore.data import MultimodalBatch
+
+        if isinstance(batch, MultimodalBatch) or not isinstance(batch, Mapping):
+            return batch
+        if "present" not in batch:
+            raise ValueError("a batch dict needs 'present': {modality: [B] bool mask}")
+        present = {m: torch.as_tensor(v, dtype=torch.bool).view(-1) for m, v in batch["present"].items()}
+        return MultimodalBatch({m: batch[m] for m in present if batch.get(m) is not None}, present)
+
     def inputs(self, batch) -> tuple[dict, dict]:
+        """The model's modalities of ``batch``: images ``{m: [B, 1, *S]}`` and present masks ``{m: [B]}``;
+        a modality without a tensor in the batch gets a zero placeholder behind an all-False mask."""
+        batch = self.as_batch(batch)
         images, present = {}, {}
         for m in self.modalities:
             x = batch.get(m)
@@ -215,7 +232,14 @@ class FusionSegDiagNet(nn.Module):
                 present[m] = torch.zeros(b, dtype=torch.bool, device=ref.device)
         return images, present
 
+    def dense(self, batch) -> dict[str, torch.Tensor]:
+        """Voxel-wise outputs of ``batch``: ``seg`` logits [B, 2, *S] and the maps the diagnosis pools
+        (``{m: [B, C+1, *S]}``), what sliding-window inference stitches."""
+        seg, pool_maps = self.segment(*self.inputs(batch))
+        return {"seg": seg, **pool_maps}
+
     def forward(self, batch, lesion_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``batch``: a :class:`~mmcore.data.MultimodalBatch` (or its dict form, see :meth:`as_batch`)."""
         images, present = self.inputs(batch)
         seg, pool_maps = self.segment(images, present)
         weight = lesion_weight if lesion_weight is not None else keep_largest_lesion(seg.softmax(1)[:, 1:2])

@@ -29,35 +29,38 @@ PATTERNS = {"mr+ct": (True, True), "mr": (True, False), "ct": (False, True)}
 SHRINK, EPS = 0.5, 1e-3
 
 
-def pattern_of(present) -> str | None:
-    p = tuple(bool(v) for v in present)
+def pattern_of(present: dict) -> str | None:
+    """``{"mr": bool, "ct": bool}`` (one study's present flags) -> ``"mr+ct"``, ``"mr"``, ``"ct"`` or None."""
+    p = (bool(present.get("mr")), bool(present.get("ct")))
     return next((k for k, v in PATTERNS.items() if v == p), None)
 
 
-def intensity_stats(image: torch.Tensor, present: torch.Tensor, voxel_ml: float) -> torch.Tensor:
-    """[14]: per modality (MR, CT) percentiles 10/25/50/75/90 in the head, the top fraction, head litres."""
-    head = (image > 0.05).any(0)
+def intensity_stats(images: dict, present: dict, voxel_ml: float) -> torch.Tensor:
+    """[14]: per modality (MR, CT) percentiles 10/25/50/75/90 in the head, the top fraction, head litres.
+
+    ``images`` ``{m: [*S]}`` on one grid; the head is the union of the present modalities' foregrounds."""
+    have = [m for m in ("mr", "ct") if present.get(m)]
+    head = torch.stack([images[m] > 0.05 for m in have]).any(0)
     out = []
-    for ch in range(2):
-        if not bool(present[ch]) or not bool(head.any()):
+    for m in ("mr", "ct"):
+        if m not in have or not bool(head.any()):
             out.append(torch.zeros(7))
             continue
-        v = image[ch][head].float()
+        v = images[m][head].float()
         q = torch.quantile(v[:: max(1, v.numel() // 20000)], torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9]))
-        top = (v > 1.0).float().mean() if ch == 0 else (v >= 0.99).float().mean()
+        top = (v > 1.0).float().mean() if m == "mr" else (v >= 0.99).float().mean()
         out.append(torch.cat([q, top.view(1), torch.tensor([head.sum().item() * voxel_ml / 1000])]))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def study_features(model, image: torch.Tensor, present: torch.Tensor, voxel_ml: float = 0.064) -> torch.Tensor:
-    """The feature vector of one preprocessed study (``image`` [2, *ROI], ``present`` [2])."""
-    from .transforms import MODALITIES
-
-    images = {m: image[None, MODALITIES.index(m):MODALITIES.index(m) + 1].float() for m in model.modalities}
-    pres = {m: present[MODALITIES.index(m)].view(1) for m in model.modalities}
-    emb = model.embed(images, pres)[0]
-    return torch.cat([emb, intensity_stats(image, present, voxel_ml)])
+def study_features(model, batch, voxel_ml: float = 0.064) -> torch.Tensor:
+    """The feature vector of one preprocessed study (a ``MultimodalBatch`` of one: ``mr``/``ct`` [1, 1, *ROI])."""
+    device = model.temperature.device
+    images, present = model.inputs(batch.to(device))
+    emb = model.embed(images, present)[0].cpu()
+    flags = {m: bool(batch.mask(m)[0]) for m in ("mr", "ct")}
+    return torch.cat([emb, intensity_stats({m: batch[m][0, 0] for m in flags if flags[m]}, flags, voxel_ml)])
 
 
 def fit(features: dict[str, list[torch.Tensor]], validation: dict[str, list[torch.Tensor]],
@@ -121,19 +124,16 @@ def load(bundle: Path) -> dict | None:
 def features_from_cache(model, items: list[dict]) -> dict[str, list[torch.Tensor]]:
     """Features of cached studies under every pattern they allow (MR + CT studies also as MR-only
     and CT-only: the same study with one modality removed, as at inference)."""
-    from safetensors.torch import load_file
+    from .datasets import load_case, study_batch
 
     out: dict[str, list[torch.Tensor]] = {k: [] for k in PATTERNS}
     for it in items:
-        t = load_file(it["cache"])
-        image, present = t["image"].float(), t["present"].bool()
-        variants = [present]
-        if bool(present.all()):
-            variants += [torch.tensor([True, False]), torch.tensor([False, True])]
-        for p in variants:
-            img = image.clone()
-            img[~p] = 0
-            out[pattern_of(p)].append(study_features(model, img, p))
+        batch = study_batch(load_case(it["cache"]))
+        variants = [batch]
+        if all(bool(batch.mask(m)[0]) for m in ("mr", "ct")):
+            variants += [batch.drop_modality("ct"), batch.drop_modality("mr")]
+        for b in variants:
+            out[pattern_of({m: bool(b.mask(m)[0]) for m in ("mr", "ct")})].append(study_features(model, b))
     return out
 
 

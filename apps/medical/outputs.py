@@ -95,23 +95,27 @@ def _ood_text(record: dict | None) -> str:
     return record.get("note") or record.get("reason") or "-"
 
 
-def write_report(path: Path, findings: dict, image: np.ndarray | None, present: list[bool], lesion: np.ndarray | None) -> None:
-    """Self-contained HTML: MR and CT slices through the lesion with its contour, the probabilities."""
+def write_report(path: Path, findings: dict, images: dict[str, np.ndarray | None] | None,
+                 lesion: np.ndarray | None) -> None:
+    """Self-contained HTML: MR and CT slices through the lesion with its contour, the probabilities.
+
+    ``images``: ``{"mr": [*S] or None, "ct": ...}`` on the model grid (``None``: the modality is missing)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figs = []
-    if image is not None:
-        k = int(np.argmax(lesion.sum((0, 1)))) if lesion is not None and lesion.any() else image.shape[-1] // 2
+    shown = [v for v in (images or {}).values() if v is not None]
+    if shown:
+        k = int(np.argmax(lesion.sum((0, 1)))) if lesion is not None and lesion.any() else shown[0].shape[-1] // 2
         fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-        for ax, ch, name in zip(axes, (0, 1), ("MR (T1)", "CT (registered, -40..120 HU)")):
+        for ax, m, name in zip(axes, ("mr", "ct"), ("MR (T1)", "CT (registered, -40..120 HU)")):
             ax.axis("off")
-            if not present[ch]:
+            if images.get(m) is None:
                 ax.set_title(f"{name}: missing")
                 continue
-            ax.imshow(np.rot90(image[ch, :, :, k]), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(np.rot90(images[m][:, :, k]), cmap="gray", vmin=0, vmax=1)
             if lesion is not None and lesion[:, :, k].any():
                 ax.contour(np.rot90(lesion[:, :, k].astype(float)), levels=[0.5], colors="red", linewidths=1.2)
             ax.set_title(f"{name}, axial {k}")

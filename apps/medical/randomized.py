@@ -205,12 +205,11 @@ def build_cache(out: Path, n_train: int, n_val: int, seed: int = 0, progress: bo
     every n-th study from the k-th (parallel builders); the datalist lists what exists."""
     import tempfile
 
-    import torch
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from mmcore.train import atomic_write_json
 
+    from .datasets import save_case
     from .demo_data import _save_nifti
     from .transforms import preprocess
 
@@ -241,9 +240,7 @@ def build_cache(out: Path, n_train: int, n_val: int, seed: int = 0, progress: bo
                     m_ct = sample(s["mask"].astype(np.float32), s["mr_affine"], s["ct_affine"], s["ct"].shape, np.eye(4), order=1)
                     _save_nifti(paths["mask"], (m_ct > 0.5).astype(np.uint8), s["ct_affine"], dtype=np.uint8)
                 d = pipe({m: str(paths[m]) if m in paths else None for m in ("mr", "ct", "mask")})
-            save_file({"image": d["image"].as_tensor().contiguous(), "mask": d["mask"].as_tensor().to(torch.uint8).contiguous(),
-                       "present": d["present"].to(torch.uint8)}, str(tensors) + ".tmp")
-            Path(str(tensors) + ".tmp").replace(tensors)
+            save_case(tensors, d)
             info = {k: v for k, v in s.items() if not isinstance(v, np.ndarray)}
             atomic_write_json(meta, {"id": sid, "seed": study_seed, "dropped": drop, **info})
         if not meta.exists():

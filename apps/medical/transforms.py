@@ -1,24 +1,29 @@
-"""MONAI dictionary transforms from study files to the model's 2-channel grid, and back.
+"""MONAI dictionary transforms from study files to the model's per-modality grid, and back.
 
-Data path (keys of the dictionary):
+A study travels as mmcore's contract for one sample: a tensor per modality (``mr``, ``ct``; ``None``
+when absent) plus ``present`` (``{"mr": bool, "ct": bool}``). Channels are stacked only *inside*
+the geometric steps (:func:`on_stack`: :class:`StackModalitiesd` -> MONAI transforms on ``image``
+-> :class:`SplitModalitiesd`), because MONAI resamples, crops and inverts one channel-first image
+per key; no step outside reads a channel by position.
 
 ===============  ==========================================  ================================
 step             transform                                   result
 ===============  ==========================================  ================================
 load             :class:`LoadSeriesd` (MONAI ``LoadImage``)  ``mr``, ``ct``, ``mask`` MetaTensors
 orient           ``Orientationd`` RAS                        same, RAS
-co-register      :class:`CoRegisterd` (SimpleITK MI)         ``image`` [2, X, Y, Z] on the reference
-                                                             grid (MR, or CT when MR is missing),
-                                                             ``present`` [2] bool, ``registration``
-spacing          ``Spacingd`` 4 mm                           reference grid at 4 mm
+co-register      :class:`CoRegisterd` (SimpleITK MI)         ``mr``, ``ct`` [1, X, Y, Z] on the
+                                                             reference grid (MR, or CT when MR
+                                                             is missing), ``present``,
+                                                             ``registration``
+spacing          ``Spacingd`` 4 mm (stacked)                 reference grid at 4 mm
 normalise        :class:`NormalizeModalitiesd`               MR 1-99 percentiles, CT window -40..120 HU
-crop             ``CropForegroundd`` + ``ResizeWithPadOrCropd``  [2, 48, 56, 48]
+crop             ``CropForegroundd`` + ``ResizeWithPadOrCropd``  ``mr``, ``ct`` [1, 48, 56, 48]
+                 (stacked: one foreground box for both)
 ===============  ==========================================  ================================
 
-Every geometric step is a MONAI invertible transform on ``image``, so ``Invertd`` (or
-``pipeline.inverse``) brings a prediction back to the reference series' native voxel grid.
-The MR channel is channel 0, CT channel 1; an absent modality's channel is zeros and its
-``present`` flag is False (the model never reads it).
+Every geometric step is a MONAI invertible transform on the stacked ``image`` key, and each split
+modality carries that key's transform history, so :func:`invert_to_native` (MONAI ``Invertd``)
+brings a prediction back to the reference series' native voxel grid.
 """
 from __future__ import annotations
 
@@ -96,11 +101,12 @@ class LoadSeriesd:
 
 
 class CoRegisterd:
-    """Register CT to MR (rigid MI), resample it onto the MR grid and stack ``image`` = [MR, CT].
+    """Register CT to MR (rigid MI) and resample it onto the MR grid: ``mr``, ``ct`` [1, *S] on one grid.
 
-    With one modality the reference is that modality. The registration result (transform,
-    quality, seconds) goes to ``registration``; a failed quality check keeps header alignment
-    and says so in ``messages``.
+    With one modality the reference is that modality. Sets ``present`` (``{modality: bool}``),
+    ``reference``; the registration result (transform, quality, seconds) goes to ``registration``;
+    a failed quality check keeps header alignment and says so in ``messages``. An absent modality's
+    key is removed (MONAI transforms skip it); :class:`SplitModalitiesd` sets it to ``None``.
     """
 
     def __init__(self, register: bool = True, seed: int = 0) -> None:
@@ -108,17 +114,12 @@ class CoRegisterd:
         self.seed = seed
 
     def __call__(self, data: dict) -> dict:
-        from monai.data import MetaTensor
-
         from .registration import register_rigid, resample_to
 
         d = dict(data)
         mr, ct = d.pop("mr", None), d.pop("ct", None)
         ref = mr if mr is not None else ct
         ref_affine = np.asarray(ref.affine, float)
-        channels = [torch.zeros_like(ref[0]), torch.zeros_like(ref[0])]
-        if mr is not None:
-            channels[0] = mr[0].as_tensor() if isinstance(mr, MetaTensor) else mr[0]
         reg = None
         if mr is not None and ct is not None:
             ct_np, ct_affine = ct[0].numpy(), np.asarray(ct.affine, float)
@@ -130,46 +131,107 @@ class CoRegisterd:
             else:
                 reg = {"method": "header only", "ct_from_mr": np.eye(4).tolist(), "quality": {"passed": True, "reasons": []}}
             use = np.asarray(reg["ct_from_mr"]) if reg["quality"]["passed"] else np.eye(4)
-            channels[1] = torch.from_numpy(resample_to(ct_np, ct_affine, ref.shape[1:], ref_affine, use))
-        elif ct is not None:
-            channels[1] = ct[0].as_tensor() if isinstance(ct, MetaTensor) else ct[0]
-        image = MetaTensor(torch.stack(channels).float(), affine=ref.affine, meta=dict(ref.meta),
-                           applied_operations=list(ref.applied_operations))
-        d["image"] = image
-        d["present"] = torch.tensor([mr is not None, ct is not None])
+            ct = torch.from_numpy(resample_to(ct_np, ct_affine, ref.shape[1:], ref_affine, use))[None]
+        for name, vol in (("mr", mr), ("ct", ct)):
+            if vol is not None:
+                d[name] = _on_grid_of(ref, vol)
+        d["present"] = {"mr": mr is not None, "ct": ct is not None}
         d["reference"] = "mr" if mr is not None else "ct"
         d["registration"] = reg
         return d
 
 
-class NormalizeModalitiesd:
-    """MR: 1st-99th percentile of the head -> [0, 1]; CT: window ``CT_WINDOW`` HU -> [0, 1] (clipped)."""
+def _raw(x) -> torch.Tensor:
+    from monai.data import MetaTensor
 
-    def __init__(self, key: str = "image") -> None:
-        self.key = key
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+def _on_grid_of(ref, values: torch.Tensor):
+    """``values`` [C, *S] as float, a MetaTensor with ``ref``'s affine, meta and transform history
+    when ``ref`` is one (a plain tensor otherwise: cached training cases)."""
+    from monai.data import MetaTensor
+
+    raw = _raw(values).float()
+    if not isinstance(ref, MetaTensor):
+        return raw
+    return MetaTensor(raw, affine=ref.affine, meta=dict(ref.meta), applied_operations=list(ref.applied_operations))
+
+
+class StackModalitiesd:
+    """``mr``, ``ct`` [1, *S] -> ``image`` [2, *S] (channel order ``modalities``; zeros where
+    ``present`` is False), for the MONAI geometric steps only: :class:`SplitModalitiesd` undoes it.
+
+    ``image`` takes the transform history of the ``reference`` modality (all modalities share
+    it: they are on one grid since :class:`CoRegisterd`)."""
+
+    def __init__(self, modalities: tuple[str, ...] = MODALITIES, key: str = "image") -> None:
+        self.modalities, self.key = tuple(modalities), key
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
-        img = d[self.key]
         present = d["present"]
-        out = img.clone()
-        if present[0]:
-            mr = img[0]
-            lo, hi = torch.quantile(mr.flatten()[::7].float(), torch.tensor([0.01, 0.99]))
-            out[0] = ((mr - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1.2)
-        if present[1]:
+        vols = {m: d.pop(m) for m in self.modalities if present.get(m)}
+        if not vols or any(v is None for v in vols.values()):
+            raise ValueError(f"stacking {list(self.modalities)}: present {present} but tensors for "
+                             f"{[m for m, v in vols.items() if v is not None]}")
+        ref = vols[d["reference"]] if d.get("reference") in vols else next(iter(vols.values()))
+        zero = torch.zeros_like(_raw(ref)[0])
+        channels = [_raw(vols[m])[0] if m in vols else zero for m in self.modalities]
+        for m in self.modalities:
+            d.pop(m, None)
+        d[self.key] = _on_grid_of(ref, torch.stack(channels))
+        return d
+
+
+class SplitModalitiesd:
+    """``image`` [len(modalities), *S] -> ``mr``, ``ct`` [1, *S] (``None`` where not ``present``),
+    each with ``image``'s affine and transform history; removes ``image``."""
+
+    def __init__(self, modalities: tuple[str, ...] = MODALITIES, key: str = "image") -> None:
+        self.modalities, self.key = tuple(modalities), key
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        image = d.pop(self.key)
+        for i, m in enumerate(self.modalities):
+            d[m] = _on_grid_of(image, _raw(image)[i:i + 1].clone()) if d["present"].get(m) else None
+        return d
+
+
+def on_stack(*transforms, modalities: tuple[str, ...] = MODALITIES):
+    """MONAI transforms that act on ``image``, run on the stacked modalities and split back after."""
+    from monai.transforms import Compose
+
+    return Compose([StackModalitiesd(modalities), *transforms, SplitModalitiesd(modalities)])
+
+
+class NormalizeModalitiesd:
+    """MR: 1st-99th percentile of the head -> [0, 1]; CT: window ``CT_WINDOW`` HU -> [0, 1] (clipped)."""
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        if d.get("mr") is not None:
+            mr = d["mr"]
+            out = mr.clone()
+            lo, hi = torch.quantile(mr[0].flatten()[::7].float(), torch.tensor([0.01, 0.99]))
+            out[0] = ((mr[0] - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1.2)
+            d["mr"] = out
+        if d.get("ct") is not None:
             lo, hi = CT_WINDOW
-            out[1] = ((img[1] - lo) / (hi - lo)).clamp(0, 1)
-        out[~present] = 0
-        d[self.key] = out
+            out = d["ct"].clone()
+            out[0] = ((d["ct"][0] - lo) / (hi - lo)).clamp(0, 1)
+            d["ct"] = out
         return d
 
 
 def preprocess(register: bool = True, with_mask: bool = True, seed: int = 0, with_icv: bool = False):
     """The deterministic MONAI Compose from files to the model grid (cacheable).
 
-    ``with_icv``: also the study's intracranial volume (:class:`~apps.medical.intracranial.IntracranialMaskd`,
-    from the CT or the MR on the reference grid) as ``icv`` [1, *ROI], carried through every geometric step."""
+    Result: ``mr``, ``ct`` (MetaTensor [1, *ROI] or ``None``), ``present``, ``reference``,
+    ``registration``, ``mask`` [1, *ROI] (``with_mask``) and, ``with_icv``, the study's intracranial
+    volume (:class:`~apps.medical.intracranial.IntracranialMaskd`, from the CT or the MR on the
+    reference grid) as ``icv`` [1, *ROI], carried through every geometric step."""
     from monai.transforms import (
         AsDiscreted,
         Compose,
@@ -191,22 +253,24 @@ def preprocess(register: bool = True, with_mask: bool = True, seed: int = 0, wit
         Orientationd(keys=["mr", "ct", "mask", "image"], axcodes="RAS", allow_missing_keys=True),
         CoRegisterd(register=register, seed=seed),
         *icv_steps,
-        Spacingd(keys=geo, pixdim=SPACING, mode=["bilinear"] * len(geo), allow_missing_keys=True),
-        NormalizeModalitiesd("image"),
-        CropForegroundd(keys=geo, source_key="image", select_fn=lambda x: x > 0.05, margin=2, allow_smaller=True),
-        ResizeWithPadOrCropd(keys=geo, spatial_size=ROI),
+        on_stack(Spacingd(keys=geo, pixdim=SPACING, mode=["bilinear"] * len(geo), allow_missing_keys=True)),
+        NormalizeModalitiesd(),
+        on_stack(CropForegroundd(keys=geo, source_key="image", select_fn=lambda x: x > 0.05, margin=2, allow_smaller=True),
+                 ResizeWithPadOrCropd(keys=geo, spatial_size=ROI)),
         *([AsDiscreted(keys="mask", threshold=0.5)] if with_mask else []),
         *([AsDiscreted(keys="icv", threshold=0.5)] if with_icv else []),
     ])
 
 
 def invert_to_native(pipeline, data: dict, prediction: torch.Tensor):
-    """Bring a prediction on the model grid back to the reference series' native grid (MONAI ``Invertd``)."""
+    """Bring a prediction on the model grid back to the reference series' native grid (MONAI ``Invertd``).
+
+    The geometric steps ran on the stacked ``image`` key; the reference modality carries their history."""
     from monai.data import MetaTensor
     from monai.transforms import Invertd
 
-    pred = MetaTensor(prediction, affine=data["image"].affine, meta=dict(data["image"].meta),
-                      applied_operations=list(data["image"].applied_operations))
+    ref = data[data["reference"]]
+    pred = MetaTensor(prediction, affine=ref.affine, meta=dict(ref.meta), applied_operations=list(ref.applied_operations))
     inv = Invertd(keys="pred", transform=pipeline, orig_keys="image", nearest_interp=False)
-    out = inv({"pred": pred, "image": data["image"]})
+    out = inv({"pred": pred, "image": ref})
     return out["pred"]

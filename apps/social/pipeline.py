@@ -83,6 +83,7 @@ def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: di
     truth = pd.read_parquet(truth_path) if truth_path.exists() else None
     metrics = {"n_posts": len(store.posts), "n_users": len(store.graph.user_ids), "ingest": ingest_stats,
                "post_models": result["post"], "user_models": result["user"], "runs": result["runs"],
+               "post_missing_modalities": result.get("post_missing"),
                "communities": an["n_communities"], "modularity": an["modularity"],
                "coordination_clusters": an["n_coordination_clusters"], "info": store.info}
     test = store.post_split == "test"
@@ -162,6 +163,12 @@ def _report(out: Path, store, result, an, metrics, users, graph_nx, posts) -> No
                                 f"Predicted labels per day ({best})")
         sections.append(("What each modality adds", _fusion_headline(result["post"], metrics) + R.img("modalities.png")
                          + R.metrics_table(result["post"], ceil_by_model)))
+        if result.get("post_missing"):
+            sections.append(("When post content is missing",
+                             "<p>Test accuracy of the fused model when only these post modalities are there at "
+                             "test time (the others marked absent in every post; <i>none</i>: the graph alone).</p>"
+                             + R.table(pd.DataFrame([{"post content": k, "accuracy": v}
+                                                     for k, v in result["post_missing"].items()]))))
         if "per_group_test" in metrics:
             sections.append(("Accuracy by planted group", R.table(pd.DataFrame(metrics["per_group_test"]).T.reset_index(names="model"))))
         sections.append(("Confusion matrix", R.img("confusion.png")))

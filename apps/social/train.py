@@ -19,12 +19,14 @@ come from one full-graph forward pass in eval mode.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mmcore.eval.robustness import modality_subsets
 from mmcore.train import TrainConfig, Trainer, load_weights
 from mmcore.utils.io import atomic_write_json
 
@@ -89,15 +91,37 @@ def train_one(store: SocialTensors, task: str, name: str, flags: dict, out_dir: 
 
 
 @torch.no_grad()
-def predict(model: SocialModel, store: SocialTensors, task: str, chunk: int = 65536) -> np.ndarray:
-    """Class probabilities for every node of the task's type: one full-graph pass (eval mode)."""
+def predict(model: SocialModel, store: SocialTensors, task: str, chunk: int = 65536,
+            post_content: Sequence[str] | None = None) -> np.ndarray:
+    """Class probabilities for every node of the task's type: one full-graph pass (eval mode).
+
+    ``post_content``: the post modalities available at test time (of ``"text"``, ``"image"``); the
+    others are marked absent in every post (``MultimodalBatch.only``), as a user's data without them
+    would be. ``None``: all of them."""
     model.eval()
     collate = SubgraphCollator(store, task, [], use_pixels=model.cnn is not None)
+
+    def run(batch):
+        if post_content is not None:
+            keep = set(post_content) | {"stats"} | ({"pixels"} if "image" in post_content else set())
+            batch = replace(batch, post=batch.post.only(keep))
+        return torch.softmax(model(batch), -1)
+
     if model.cfg.use_graph:
-        return torch.softmax(model(collate.full()), -1).numpy()
+        return run(collate.full()).numpy()
     n = len(store.post_label if task == "post" else store.user_label)
-    outs = [torch.softmax(model(collate(list(range(s, min(n, s + chunk))))), -1) for s in range(0, n, chunk)]
-    return torch.cat(outs).numpy()
+    return torch.cat([run(collate(list(range(s, min(n, s + chunk))))) for s in range(0, n, chunk)]).numpy()
+
+
+def missing_modality_table(model: SocialModel, store: SocialTensors, rows: np.ndarray) -> dict[str, float]:
+    """Test accuracy of the fused post model when only each subset of the post content (text, image)
+    is there at test time (:func:`mmcore.eval.robustness.modality_subsets`; ``"none"``: the graph alone)."""
+    labels = store.post_label.numpy()
+    table = {}
+    for subset in [*modality_subsets(["text", "image"]), ()]:
+        pred = predict(model, store, "post", post_content=subset).argmax(1)
+        table["+".join(subset) or "none"] = round(float((pred[rows] == labels[rows]).mean()), 4)
+    return table
 
 
 def late_fusion(probs: dict[str, np.ndarray], labels: np.ndarray, fit_rows: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -170,6 +194,9 @@ def train_all(store: SocialTensors, out_dir: str | Path, base: TrainConfig | Non
             model, info = train_one(store, "post", name, POST_MODELS[name], out_dir / "models", base, fanouts)
             report["runs"][f"post/{name}"] = info
             report["post_probs"][name] = predict(model, store, "post")
+            if name == "fused":
+                report["post_missing"] = missing_modality_table(model, store, test)
+                log(f"fused post model with post content missing at test time: {report['post_missing']}")
         uni = {k: report["post_probs"][k] for k in ("text", "image", "graph") if k in report["post_probs"]}
         if len(uni) >= 2:
             report["post_probs"]["late_fusion"] = late_fusion(uni, labels, val)
@@ -192,5 +219,6 @@ def train_all(store: SocialTensors, out_dir: str | Path, base: TrainConfig | Non
                 pred = np.where(probs[:, positive] >= threshold, positive, 1 - positive)
                 info["threshold"] = threshold
             report["user"][name] = _score(pred, labels, test, positive)
-    atomic_write_json(out_dir / "train_metrics.json", {k: report[k] for k in ("post", "user", "runs")})
+    atomic_write_json(out_dir / "train_metrics.json", {k: report[k] for k in ("post", "user", "runs", "post_missing")
+                                                       if k in report})
     return report

@@ -95,11 +95,11 @@ def test_ood_fit_and_score_flags_far_studies_only():
     val = [torch.randn(12, generator=g) for _ in range(100)]
     stats = fit({"mr+ct": train}, {"mr+ct": val})
     test = [torch.randn(12, generator=g) for _ in range(200)]
-    rate = np.mean([score(stats, x, [True, True])["flagged"] for x in test])
+    rate = np.mean([score(stats, x, {"mr": True, "ct": True})["flagged"] for x in test])
     assert rate <= 0.05
-    far = score(stats, torch.full((12,), 4.0), [True, True])
+    far = score(stats, torch.full((12,), 4.0), {"mr": True, "ct": True})
     assert far["flagged"] and "unlike the training data" in far["reason"]
-    assert not score(stats, torch.zeros(12), [True, False])["flagged"]     # no statistics for MR-only: not flagged
+    assert not score(stats, torch.zeros(12), {"mr": True, "ct": False})["flagged"]     # no statistics for MR-only: not flagged
 
 
 def test_out_of_domain_study_gets_mask_but_no_diagnosis(ct_study, tmp_path):

@@ -49,9 +49,10 @@ def nifti_study(tmp_path):
 def test_preprocess_shapes_masks_and_inverse_round_trip(nifti_study):
     pipe = preprocess(register=False, with_mask=True)
     d = pipe({"mr": str(nifti_study / "s" / "mr.nii.gz"), "ct": None, "mask": str(nifti_study / "mask.nii.gz")})
-    assert tuple(d["image"].shape) == (2, *ROI) and d["present"].tolist() == [True, False]
-    assert float(d["image"][1].abs().max()) == 0.0          # absent CT: flagged, never read
-    assert 0.0 <= float(d["image"][0].min()) and float(d["image"][0].max()) <= 1.2 + 1e-5
+    assert "image" not in d                                 # channels are stacked only inside geometric steps
+    assert tuple(d["mr"].shape) == (1, *ROI) and d["present"] == {"mr": True, "ct": False}
+    assert d["ct"] is None                                  # absent CT: no tensor at all, not a zero volume
+    assert 0.0 <= float(d["mr"].min()) and float(d["mr"].max()) <= 1.2 + 1e-5
     back = invert_to_native(pipe, d, d["mask"].float())
     import nibabel as nib
 
@@ -133,3 +134,30 @@ def test_seg_metrics_dice_and_hd95_in_mm_with_numpy_spacing():
     assert same["dice"] == 1.0 and same["hd95_mm"] == 0.0
     off = seg_metrics(moved, truth, spacing)
     assert 0.3 < off["dice"] < 0.9 and 1.5 < off["hd95_mm"] <= 3.0 + 1e-6    # a shift of 2 voxels of 1.5 mm
+
+
+def test_cached_cases_keep_one_tensor_per_present_modality(tmp_path):
+    """The cache holds ``mr``/``ct`` only when present (no zero volume stands in for a missing one),
+    reads back the earlier stacked layout, and collates to a MultimodalBatch with the masks."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from apps.medical.datasets import collate_studies, load_case, save_case
+
+    g = torch.Generator().manual_seed(0)
+    mr, mask = torch.rand(1, *ROI, generator=g), (torch.rand(1, *ROI, generator=g) > 0.9).float()
+    save_case(tmp_path / "a.safetensors", {"mr": mr, "ct": None, "mask": mask})
+    assert sorted(load_file(str(tmp_path / "a.safetensors"))) == ["mask", "mr"]
+    a = load_case(tmp_path / "a.safetensors")
+    assert a["present"] == {"mr": True, "ct": False} and a["ct"] is None and torch.equal(a["mr"], mr)
+    ct = torch.rand(2, *ROI, generator=g)
+    save_file({"image": ct, "mask": mask.to(torch.uint8), "present": torch.tensor([0, 1], dtype=torch.uint8)},
+              str(tmp_path / "old.safetensors"))
+    old = load_case(tmp_path / "old.safetensors")
+    assert old["present"] == {"mr": False, "ct": True} and torch.equal(old["ct"], ct[1:2])
+    batch = collate_studies([{**a, "label": 1}, {**old, "label": 2}])
+    assert batch.present["mr"].tolist() == [True, False] and batch.present["ct"].tolist() == [False, True]
+    assert float(batch["ct"][0].abs().sum()) == 0.0 and torch.equal(batch["ct"][1], ct[1:2])
+    save_file({"mask": mask.to(torch.uint8)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="bad.safetensors.*needs 'mask' and one of"):
+        load_case(tmp_path / "bad.safetensors")

@@ -58,3 +58,18 @@ def test_trainer_runs_saved_and_reload_to_same_predictions(trained):
     again = predict(model, store, "post")
     assert np.allclose(again, report["post_probs"]["fused"], atol=1e-5)
     assert (run / "curves.png").exists() and (run / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_missing_post_content_table_drops_modalities_at_test_time(trained):
+    """mmcore.eval.robustness's subsets on the fused model: all content = the fused model's own
+    accuracy, no subset does better, and the graph alone does clearly worse."""
+    import json
+
+    _, _, report, root = trained
+    table = report["post_missing"]
+    assert list(table) == ["text+image", "text", "image", "none"]
+    assert abs(table["text+image"] - report["post"]["fused"]["accuracy"]) < 1e-3
+    assert table["text+image"] >= max(table["text"], table["image"]), table     # seed 1: 0.654 vs text 0.649
+    assert table["text+image"] > table["none"] + 0.05, table                        # the content matters
+    assert json.loads((root / "out" / "train_metrics.json").read_text())["post_missing"] == table
