@@ -194,10 +194,16 @@ def _pacs_rows(r: dict | None) -> str:
         return ""
     if "cold_single_call_seconds" not in r:
         return f"\nPACS watch mode: {r.get('skipped') or r.get('error')}\n"
-    return (f"\n| PACS, per demo study (registration on) | cold single call | warm watcher |\n| --- | --- | --- |\n"
+    rows = (f"\n| PACS, per demo study (registration on) | cold single call | warm watcher |\n| --- | --- | --- |\n"
             f"| seconds (median of {r['studies_warm']} warm) | {r['cold_single_call_seconds']:.1f} (new process: imports, "
-            f"model load, pull, analyse, push) | {r['warm_worker_seconds_median']:.1f} pull + analyse + push; "
+            f"model load, pull, analyse, push) | {r['warm_worker_seconds_median']:.1f} pull + analyse + push "
+            f"({', '.join(f'{v:.1f}' for v in r['warm_worker_seconds'])}); "
             f"{r['warm_upload_to_results_seconds_median']:.1f} upload to results (Orthanc StableAge 1 s, 0.5 s polls) |\n")
+    stages = r.get("warm_stages_seconds_median")
+    if stages:
+        rows += "\n| warm study, stage | seconds (median) |\n| --- | --- |\n" + "".join(
+            f"| {k} | {v:.2f} |\n" for k, v in stages.items())
+    return rows
 
 
 def _pacs_only(args) -> int:

@@ -8,15 +8,77 @@ Against a throw-away local Orthanc (skipped, with the reason, when it is not ins
   study is uploaded, then polled for (0.5 s interval) until its SR is stored. Per study we report the
   worker's own time (pull + analyse + push) and upload-to-results (which also includes Orthanc's
   ``StableAge`` of 1 s and the polling).
+
+Per warm study the worker's time is also split into stages (wall seconds, median over the warm
+studies): the worker's own clocks (pull, analyse, results, STOW) and, inside analyse, timers put
+around the pipeline's steps for the duration of the run (:class:`StageClock`; a step the code no
+longer has is left out, never an error).
 """
 from __future__ import annotations
 
+import collections
+import importlib
 import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+# (module, attribute, stage) timed inside analyse; "Class.method" patches a method
+ANALYSE_STEPS = (
+    ("apps.medical.analyze", "read_study", "intake (index + select series)"),
+    ("apps.medical.transforms", "LoadSeriesd.__call__", "load volumes (MONAI PydicomReader)"),
+    ("apps.medical.registration", "register_rigid", "CT->MR registration (SimpleITK MI)"),
+    ("apps.medical.registration", "resample_to", "CT resample onto the MR grid"),
+    ("apps.medical.intracranial", "IntracranialMaskd.__call__", "intracranial mask"),
+    ("apps.medical.analyze", "predict", "model (sliding window + diagnosis)"),
+    ("apps.medical.transforms", "invert_to_native", "invert to the native grid"),
+    ("apps.medical.ood", "study_features", "out-of-domain features"),
+    ("apps.medical.outputs", "write_dicom_seg", "DICOM SEG write (analyse)"),
+    ("apps.medical.outputs", "write_report", "HTML report"),
+    ("apps.medical.outputs", "write_nifti_mask", "NIfTI mask"),
+)
+
+
+class StageClock:
+    """Within ``with``: wall seconds spent in each of ``steps`` (summed per stage into ``seconds``)."""
+
+    def __init__(self, steps=ANALYSE_STEPS) -> None:
+        self.steps, self.seconds, self._undo = steps, collections.defaultdict(float), []
+
+    def __enter__(self) -> StageClock:
+        for module, attr, stage in self.steps:
+            owner, _, name = attr.rpartition(".")
+            try:
+                target = importlib.import_module(module)
+                target = getattr(target, owner) if owner else target
+                original = getattr(target, name)
+            except (ImportError, AttributeError):
+                continue
+            setattr(target, name, self._timed(original, stage))
+            self._undo.append((target, name, original))
+        return self
+
+    def _timed(self, fn, stage: str):
+        seconds = self.seconds
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[stage] += time.perf_counter() - t0
+        return timed
+
+    def __exit__(self, *exc) -> None:
+        for target, name, original in reversed(self._undo):
+            setattr(target, name, original)
+
+    def take(self) -> dict[str, float]:
+        out = {k: round(v, 3) for k, v in self.seconds.items()}
+        self.seconds.clear()
+        return out
 
 
 def watch_latency(tmp: Path, bundle: Path | None, n_studies: int = 3) -> dict:
@@ -56,23 +118,43 @@ def watch_latency(tmp: Path, bundle: Path | None, n_studies: int = 3) -> dict:
         watcher = Watcher(Archive(server.url, environ=server.env), worker, Ledger(tmp / "pacs-ledger.sqlite", "bench"),
                           feed="orthanc", interval=0.5)
         watcher.cycle()                                       # the cold study's change events: skipped (done)
-        per_study, upload_to_result = [], []
-        for entry in warm_entries:
-            uid = uid_of(entry)
-            server.upload(Path(entry["study"]))
-            t0 = time.perf_counter()
-            outcome = None
-            while outcome is None and time.perf_counter() - t0 < 600:
-                outcome = next((o for o in watcher.cycle() if o["study"] == uid), None)
-                if outcome is None:
-                    time.sleep(0.5)
-            if not outcome or outcome["outcome"] != "done":
-                return {"error": f"warm study {uid}: {outcome}"}
-            upload_to_result.append(time.perf_counter() - t0)
-            per_study.append(outcome["seconds"])
+        per_study, upload_to_result, stages = [], [], []
+        with StageClock() as clock:
+            for entry in warm_entries:
+                uid = uid_of(entry)
+                server.upload(Path(entry["study"]))
+                t0 = time.perf_counter()
+                outcome = None
+                clock.take()
+                while outcome is None and time.perf_counter() - t0 < 600:
+                    outcome = next((o for o in watcher.cycle() if o["study"] == uid), None)
+                    if outcome is None:
+                        time.sleep(0.5)
+                if not outcome or outcome["outcome"] != "done":
+                    return {"error": f"warm study {uid}: {outcome}"}
+                upload_to_result.append(time.perf_counter() - t0)
+                per_study.append(outcome["seconds"])
+                stages.append(_stages(outcome, clock.take()))
+        worker.close()
+        names = list(dict.fromkeys(k for row in stages for k in row))
         return {"cold_single_call_seconds": cold, "warm_worker_seconds": per_study,
                 "warm_worker_seconds_median": statistics.median(per_study),
                 "warm_upload_to_results_seconds_median": statistics.median(upload_to_result),
+                "warm_stages_seconds_median": {k: round(statistics.median(row.get(k, 0.0) for row in stages), 3) for k in names},
+                "warm_stages_seconds": stages, "worker_warm_imports_seconds": worker.warm_seconds,
                 "studies_warm": len(per_study), "registration": True}
     finally:
         server.stop()
+
+
+def _stages(outcome: dict, inside: dict[str, float]) -> dict[str, float]:
+    """One warm study's wall seconds by stage: pull, the steps inside analyse (and the rest of it),
+    results (SEG finalise + SR), STOW, and what is left (the skip check, bookkeeping)."""
+    analyse = outcome.get("analyse_seconds", 0.0)
+    row = {"pull (QIDO + WADO-RS to disk)": outcome.get("download_seconds", 0.0), **inside,
+           "analyse: rest (preprocess glue, findings)": round(analyse - sum(inside.values()), 3),
+           "SEG finalise + SR build": outcome.get("results_seconds", 0.0), "STOW-RS push": outcome.get("push_seconds", 0.0)}
+    row["other (skip check, bookkeeping)"] = round(outcome["seconds"] - analyse - sum(
+        v for k, v in row.items() if k in ("pull (QIDO + WADO-RS to disk)", "SEG finalise + SR build", "STOW-RS push")), 3)
+    row["total"] = outcome["seconds"]
+    return row

@@ -117,6 +117,24 @@ def test_watch_end_to_end_seg_and_sr_read_back(orthanc, worker, studies, tmp_pat
     assert [len(x) for x in ours(orthanc, study["study_uid"])] == [1, 1]
 
 
+def test_download_writes_the_archived_instances_unchanged(orthanc, tmp_path):
+    import numpy as np
+    import pydicom
+
+    from apps.medical.pacs.archive import Archive
+
+    study = write_study(tmp_path, "PULL1", seed=31)
+    orthanc.upload(study["folder"])
+    stats = Archive(orthanc.url, environ=orthanc.env).download_study(study["study_uid"], tmp_path / "pulled")
+    sent = {str(d.SOPInstanceUID): d for d in map(pydicom.dcmread, sorted(study["folder"].rglob("*.dcm")))}
+    got = {str(d.SOPInstanceUID): d for d in map(pydicom.dcmread, sorted((tmp_path / "pulled").rglob("*.dcm")))}
+    assert stats["instances"] == len(sent) == len(got) and set(got) == set(sent)
+    assert not list((tmp_path / "pulled").rglob("*.part"))
+    for uid, d in got.items():
+        assert np.array_equal(d.pixel_array, sent[uid].pixel_array)
+        assert d.SeriesInstanceUID == sent[uid].SeriesInstanceUID and d.ImagePositionPatient == sent[uid].ImagePositionPatient
+
+
 def test_killed_watcher_redoes_its_study_exactly_once(orthanc, worker, studies, tmp_path):
     from apps.medical.pacs.archive import Archive
 

@@ -108,3 +108,42 @@ def test_sr_carries_findings_or_says_withheld_with_the_reason(withheld, tmp_path
         assert {k: v for k, v in report["measurements"].items() if k.startswith("Probability")} == {
             f"Probability of {k}": v for k, v in FINDINGS["probabilities"].items()}
         assert report["evaluations"]["Most likely lesion class"] == "ischemic"
+
+
+class _Streamed:
+    """A requests.Response stand-in: ``body`` delivered in ``chunk``-byte pieces."""
+
+    def __init__(self, body: bytes, content_type: str, chunk: int) -> None:
+        self.body, self.headers, self.chunk = body, {"Content-Type": content_type}, chunk
+
+    def iter_content(self, chunk_size):
+        for i in range(0, len(self.body), self.chunk):
+            yield self.body[i:i + self.chunk]
+
+    @property
+    def content(self) -> bytes:
+        return self.body
+
+
+def test_multipart_parts_are_split_exactly_whatever_the_chunking_and_a_cut_stream_is_an_error():
+    import numpy as np
+
+    from apps.medical.pacs.archive import ArchiveError, iter_parts
+
+    rng = np.random.default_rng(0)
+    # bodies that contain CRLF, "--" and a near-miss of the boundary must come back byte for byte
+    parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() + b"\r\n--bnd12\r\n--" for n in (0, 1, 700, 3000)]
+    ctype = 'multipart/related; type="application/dicom"; boundary="bnd123"'
+    body = b"".join(b"--bnd123\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts) + b"--bnd123--\r\n"
+    for chunk in (1, 3, 64, len(body)):
+        assert list(iter_parts(_Streamed(body, ctype, chunk))) == parts
+    # a preamble and a part without headers
+    assert list(iter_parts(_Streamed(b"preamble\r\n--b\r\n\r\nABC\r\n--b--", "multipart/related; boundary=b", 2))) == [b"ABC"]
+    # a non-compliant archive answering one bare instance
+    assert list(iter_parts(_Streamed(b"DICOMBYTES", "application/dicom", 4))) == [b"DICOMBYTES"]
+    with pytest.raises(ArchiveError, match="mid-stream") as cut:
+        list(iter_parts(_Streamed(body[: len(body) // 2], ctype, 50)))
+    assert cut.value.transient
+    with pytest.raises(ArchiveError, match="not multipart/related") as wrong:
+        list(iter_parts(_Streamed(b"{}", "application/json", 2)))
+    assert not wrong.value.transient
