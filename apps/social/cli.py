@@ -33,11 +33,26 @@ def _user_error(message: str) -> int:
 def cmd_ingest(args) -> int:
     """Exit 0: everything read (row rejects are in rejects.csv); 2: a file could not be read in
     full (missing, empty, corrupt, truncated: one line each on stderr); 1: nothing usable at all."""
-    from .ingest import InputError, ingest
+    from .ingest import IngestStats, InputError, ingest
 
     try:
-        stats = ingest(args.inputs, args.out, args.format, table=args.table, mapping=_mapping(args.mapping),
-                       media_root=args.media_root, labels=args.labels, progress=True, engine=args.engine)
+        if args.workers or args.scheduler:
+            from .scale import dask_ingest, make_client
+
+            client = make_client(args.workers, args.scheduler)
+            try:
+                result = dask_ingest(args.inputs, args.out, client=client, fmt=args.format, table=args.table,
+                                     mapping=_mapping(args.mapping), media_root=args.media_root, labels=args.labels,
+                                     target_bytes=args.partition_mb << 20)
+            finally:
+                cluster = getattr(client, "cluster", None) if args.workers and not args.scheduler else None
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+            stats = IngestStats(**{k: v for k, v in result.items() if k != "partitions"})
+        else:
+            stats = ingest(args.inputs, args.out, args.format, table=args.table, mapping=_mapping(args.mapping),
+                           media_root=args.media_root, labels=args.labels, progress=True, engine=args.engine)
     except InputError as exc:  # e.g. the labels file
         return _user_error(str(exc))
     print(json.dumps(stats.to_dict(), indent=1))
@@ -179,6 +194,10 @@ def register(subparsers) -> None:
     _add_input_args(q)
     q.add_argument("--engine", default="fast", choices=["fast", "stream"],
                    help="fast: Arrow blocks (twarc2 flatten lines without a Python object per row); stream: row by row")
+    q.add_argument("--workers", type=int, default=0,
+                   help="run on a local Dask cluster of N single-threaded worker processes (partitions in parallel)")
+    q.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786); workers must see the paths")
+    q.add_argument("--partition-mb", type=int, default=64, help="byte-range partition size of large uncompressed files")
     q.set_defaults(func=cmd_ingest)
 
     for name, helptext, func in (("train", "train the fused model and every baseline on canonical data", cmd_train),
@@ -194,7 +213,7 @@ def register(subparsers) -> None:
         if name == "analyze":
             _add_input_args(q)
             q.add_argument("--zero-shot", help="comma-separated label names for zero-shot post labelling")
-            q.add_argument("--zero-shot-margin", type=float, default=0.05,
+            q.add_argument("--zero-shot-margin", type=float, default=0.08,
                            help="abstain below this corrected cosine margin (0: always answer)")
         q.set_defaults(func=func)
 

@@ -2,19 +2,23 @@
 the single-process run.
 
 Why Dask: it is already a dependency of the PyData stack we use (pandas/pyarrow), runs the same
-code on a laptop thread pool, a local process cluster or a multi-node scheduler, and
-``dask.delayed`` over plain functions needs no changes to the adapters.  (Ray would add a second
-object store and a heavier runtime for the same map-then-merge pattern.)
+code on a laptop thread pool, a local process cluster or a multi-node scheduler.  (Ray would add a
+second object store and a heavier runtime for the same map-then-merge pattern.)
 
-Ingestion: every uncompressed line-based file is cut into byte ranges at line boundaries (a
-range owns the lines that *start* inside it, line numbers are counted as in a whole-file run);
-each range is ingested by its own worker into a partition folder; partitions are merged in
-input order, keeping the first occurrence of each post/user/media ID, exactly as the streaming
-writer does in one process.  Compressed (.zst), CSV and Parquet files are one partition each.
+Ingestion: every uncompressed line-based file is cut into byte ranges at line boundaries (a range
+owns the lines that *start* inside it; line numbers are counted as in a whole-file run); a
+compressed, CSV or Parquet file is one partition.  Each partition is one task that reads its
+input and writes its rows itself (the fast engine's block files, :mod:`.ingest.columnar`): only
+the counts travel back.  The merge adopts the block files in input order and deduplicates them
+exactly as one process does (first occurrence by record order), so the output is the same
+whatever the number of workers.  ``make_client(workers=N)`` starts a ``distributed.LocalCluster``
+of N single-threaded processes; ``make_client(scheduler="tcp://host:8786")`` joins a running
+scheduler (its workers must see the input and output paths, e.g. a shared file system).
 
-Text encoding: texts are cut into chunks, encoded per worker, and concatenated in order (each
-text's features depend on that text alone).  GNN training scales with ``torchrun`` through the
-shared Trainer's DDP support (``mm social train`` under ``torchrun --nproc-per-node N``).
+Text encoding: distinct texts are cut into chunks, one task per chunk; with the MiniLM encoder
+every worker writes to and reads from the shared SQLite embedding store
+(:class:`mmcore.represent.text_quant.EmbeddingStore`), so a text is encoded once per store, across
+restarts.  GNN training scales with ``torchrun`` through the shared Trainer's DDP support.
 """
 from __future__ import annotations
 
@@ -22,107 +26,105 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from mmcore.utils.io import atomic_path, atomic_write_json
-
-from .ingest.common import CanonicalWriter
-from .ingest.run import detect_format, ingest_file, load_labels
-from .schema import REJECTS, TABLES
-
-KEYS = {"posts": "post_id", "users": "user_id", "media": "media_id"}
+from .ingest.run import detect_format, load_labels
 
 
-def plan_partitions(paths, fmt: str = "auto", target_bytes: int = 64 << 20, n_parts: int | None = None) -> list[dict]:
+def plan_partitions(paths, fmt: str = "auto", target_bytes: int = 64 << 20, n_parts: int | None = None,
+                    errors: list | None = None) -> list[dict]:
+    """One partition per file, and per newline-aligned byte range of a large uncompressed
+    line-based file.  A file that cannot be opened is skipped and named in ``errors``."""
+    from .ingest.source import InputError, sniff
+
     parts = []
-    for path in map(Path, paths):
-        kind = detect_format(path) if fmt == "auto" else fmt
+    for index, path in enumerate(map(Path, paths)):
+        try:
+            kind = detect_format(path) if fmt == "auto" else fmt
+            compressed = sniff(path) is not None
+        except InputError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+            continue
         size = path.stat().st_size
-        splittable = path.suffix != ".zst" and kind not in ("csv", "parquet")
+        splittable = not compressed and kind not in ("csv", "parquet")
         pieces = n_parts or max(1, -(-size // target_bytes))
         if not splittable or pieces == 1:
-            parts.append({"path": str(path), "fmt": kind, "start": 0, "end": None})
+            parts.append({"path": str(path), "fmt": kind, "start": 0, "end": None, "file_index": index})
             continue
         bounds = [size * i // pieces for i in range(pieces + 1)]
-        parts += [{"path": str(path), "fmt": kind, "start": a, "end": b if b < size else None}
+        parts += [{"path": str(path), "fmt": kind, "start": a, "end": b if b < size else None, "file_index": index}
                   for a, b in zip(bounds, bounds[1:]) if b > a]
     return parts
 
 
 def ingest_partition(part: dict, out_dir: str, options: dict) -> dict:
-    writer = CanonicalWriter(out_dir, keep_owner=True)
-    ingest_file(writer, part["path"], part["fmt"], start=part["start"], end=part["end"], **options)
-    return writer.close().to_dict()
+    """Ingest one partition with the fast engine into ``out_dir`` (block files, not deduplicated:
+    the merge does that over every partition in input order).  Runs on a worker: it reads its
+    input and writes its output itself; only the counts go back."""
+    from .ingest.columnar import ColumnarWriter
+    from .ingest.common import reason_key
+    from .ingest.fast import fast_ingest_file
+    from .ingest.source import InputError
+
+    writer = ColumnarWriter(out_dir)
+    writer.rec_base = part["file_index"] << 32  # record order = (file, line) across partitions
+    try:
+        fast_ingest_file(writer, part["path"], part["fmt"], start=part["start"], end=part["end"], **options)
+    except InputError as exc:
+        writer.stats.file_errors.append(str(exc))
+        key = reason_key(str(exc).split(": ", 1)[-1].split(" after ")[0])
+        writer.stats.reasons[key] = writer.stats.reasons.get(key, 0) + 1
+    writer.finish_blocks()
+    return writer.stats.to_dict()
 
 
-def _merge_edges(pieces: list[pa.Table], kept_posts: list[set]) -> pa.Table:
-    """Keep an owned edge only where its partition's post row was kept (the first occurrence);
-    ownerless edges (follows, anonymous reposts) once per whole key, as the single writer does."""
-    import pandas as pd
+def make_client(workers: int = 0, scheduler: str | None = None):
+    """A Dask client: ``scheduler`` = address of a running scheduler (``tcp://host:8786``), or
+    ``workers`` > 0 = a ``distributed.LocalCluster`` of that many single-threaded processes;
+    None when neither (the caller runs the tasks on local threads)."""
+    if not scheduler and not workers:
+        return None
+    from dask.distributed import Client, LocalCluster
 
-    frames = []
-    for piece, kept in zip(pieces, kept_posts):
-        frame = piece.to_pandas()
-        owned = frame["_of"].notna()
-        frames.append(frame[~owned | frame["_of"].isin(kept)])
-    merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TABLES["edges"].names)
-    ownerless = merged["_of"].isna()
-    key = ["src_type", "src_id", "relation", "dst_type", "dst_id", "created_at"]
-    repeat = ownerless & merged[key].assign(_o=ownerless).duplicated()
-    merged = merged[~repeat].drop(columns=["_of"])
-    return pa.Table.from_pandas(merged, schema=TABLES["edges"], preserve_index=False)
-
-
-def merge_partitions(part_dirs: list, out_dir: str | Path, part_stats: list[dict]) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = {}
-    duplicates = sum(s["duplicates"] for s in part_stats)
-    kept_posts: list[set] = [set() for _ in part_dirs]
-    for table, schema in [*TABLES.items(), ("rejects", REJECTS)]:
-        pieces = [pq.read_table(Path(d) / f"{table}.parquet") for d in part_dirs]
-        if table == "edges":
-            merged = _merge_edges(pieces, kept_posts)
-        else:
-            merged = pa.concat_tables(pieces) if pieces else schema.empty_table()
-        if table in KEYS and merged.num_rows:
-            ids = merged.column(KEYS[table]).to_numpy(zero_copy_only=False)
-            _, first = np.unique(ids, return_index=True)
-            keep = np.sort(first)
-            if table == "posts":
-                duplicates += merged.num_rows - len(keep)
-                bounds = np.cumsum([0] + [p.num_rows for p in pieces])
-                part_of = np.searchsorted(bounds, keep, side="right") - 1
-                for i, part in zip(keep, part_of):
-                    kept_posts[part].add(ids[i])
-            merged = merged.take(pa.array(keep))
-        rows[table] = merged.num_rows
-        with atomic_path(out_dir / f"{table}.parquet") as tmp:
-            pq.write_table(merged.cast(schema), tmp)
-    summed = ("lines", "rejected", "media_problems", "duplicate_edges", "posts_collected", "posts_referenced",
-              "non_utf8_lines")
-    stats = {k: sum(s.get(k, 0) for s in part_stats) for k in summed} | {
-        "rows": {t: rows[t] for t in TABLES}, "duplicates": duplicates, "partitions": len(part_dirs),
-        "file_errors": [e for s in part_stats for e in s.get("file_errors", [])],
-        "truncated": {k: v for s in part_stats for k, v in s.get("truncated", {}).items()}}
-    atomic_write_json(out_dir / "ingest_report.json", stats)
-    return stats
+    if scheduler:
+        return Client(scheduler)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return Client(cluster)
 
 
 def dask_ingest(paths, out_dir: str | Path, client=None, fmt: str = "auto", n_parts: int | None = None,
                 target_bytes: int = 64 << 20, labels=None, **options) -> dict:
-    """Partitioned ingestion on a Dask client (``None``: the local threaded scheduler)."""
-    import dask
+    """Partitioned ingestion: one Dask task per partition (``client.map``, or a Dask bag on local
+    threads when ``client`` is None); each writes its own block files, then the columnar writer
+    merges them in input order and deduplicates exactly as one process would."""
+    from .ingest.columnar import ColumnarWriter
+    from .ingest.common import reason_key
 
     out_dir = Path(out_dir)
     work = out_dir / "_partitions"
-    if labels is not None:
-        options["labels"] = labels if isinstance(labels, dict) else load_labels(labels)
-    parts = plan_partitions(paths, fmt, target_bytes, n_parts)
-    tasks = [dask.delayed(ingest_partition)(p, str(work / f"part-{i:05d}"), options) for i, p in enumerate(parts)]
-    stats = client.compute(tasks, sync=True) if client is not None else list(dask.compute(*tasks))
-    result = merge_partitions([work / f"part-{i:05d}" for i in range(len(parts))], out_dir, stats)
+    options.setdefault("mapping", None)
+    options.setdefault("media_root", None)
+    options["labels"] = (labels if isinstance(labels, dict) else load_labels(labels)) if labels is not None else None
+    errors: list = []
+    parts = plan_partitions(paths, fmt, target_bytes, n_parts, errors=errors)
+    dirs = [str(work / f"part-{i:05d}") for i in range(len(parts))]
+    if client is not None:
+        futures = client.map(ingest_partition, parts, dirs, [options] * len(parts), pure=False)
+        stats = client.gather(futures)
+    else:
+        import dask.bag as db
+
+        bag = db.from_sequence(list(zip(parts, dirs)), npartitions=max(1, len(parts)))
+        stats = bag.map(lambda pd: ingest_partition(pd[0], pd[1], options)).compute(scheduler="threads")
+    writer = ColumnarWriter(out_dir)
+    writer.stats.file_errors += errors
+    for message in errors:  # counted under its reason, as ingest() does
+        key = reason_key(message.split(": ", 1)[-1].split(" after ")[0])
+        writer.stats.reasons[key] = writer.stats.reasons.get(key, 0) + 1
+    for d, st in zip(dirs, stats):
+        writer.adopt(d, st)
+    result = writer.close().to_dict() | {"partitions": len(parts)}
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -143,3 +145,56 @@ def dask_encode_texts(texts: list, client=None, encoder: str = "hashed", dim: in
     if not parts:
         return np.zeros((0, dim), np.float32), np.zeros(0, bool)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+_ENCODERS: dict = {}  # one loaded model per worker process (and per store/backend)
+
+
+def _encode_into_store(texts: list, store: str, backend: str) -> int:
+    """Encode the texts the store lacks (on a worker); return how many ran through the model."""
+    from mmcore.represent.text_encoder import MiniLMEncoder, text_hash
+    from mmcore.represent.text_quant import EmbeddingStore
+
+    model_id = "all-MiniLM-L6-v2" + ("" if backend == "torch" else f"/{backend}")
+    hashes = {text_hash(t): t for t in texts}
+    known = EmbeddingStore(store, model_id, MiniLMEncoder.dim).get(list(hashes))
+    texts = [t for h, t in hashes.items() if h not in known]
+    if not texts:  # all in the store already: no model to load
+        return 0
+    key = (store, backend)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = MiniLMEncoder(cache_path=store, backend=backend, batch_size=64)
+    enc = _ENCODERS[key]
+    before = enc.encoded_count
+    enc.encode(texts)
+    enc.cache.clear()  # the store holds them; a worker's memory stays bounded by one chunk
+    return enc.encoded_count - before
+
+
+def dask_encode_minilm(texts, store: str | Path, client=None, backend: str = "torch",
+                       chunk: int = 2000) -> tuple[np.ndarray, np.ndarray, int]:
+    """(embeddings [N, 384], present [N], texts encoded): distinct non-blank texts in chunks, one
+    task per chunk, each worker writing into the shared SQLite store; the result is read back
+    from the store by text hash.  Missing/blank texts are absent (zeros)."""
+    from mmcore.represent.text_encoder import MiniLMEncoder, text_hash
+    from mmcore.represent.text_quant import EmbeddingStore
+
+    texts = list(texts)
+    store = str(Path(store).with_suffix(".sqlite"))
+    present = np.array([isinstance(t, str) and bool(t.strip()) for t in texts], bool)
+    slot: dict[str, int] = {}
+    index = np.array([slot.setdefault(t, len(slot)) if p else -1 for t, p in zip(texts, present)], np.int64)
+    distinct = list(slot)
+    chunks = [distinct[s:s + chunk] for s in range(0, len(distinct), chunk)]
+    if client is not None:
+        encoded = sum(client.gather(client.map(_encode_into_store, chunks, [store] * len(chunks),
+                                               [backend] * len(chunks), pure=False)))
+    else:
+        encoded = sum(_encode_into_store(c, store, backend) for c in chunks)
+    model_id = "all-MiniLM-L6-v2" + ("" if backend == "torch" else f"/{backend}")
+    hashes = [text_hash(t) for t in distinct]
+    found = EmbeddingStore(store, model_id, MiniLMEncoder.dim).get(hashes)
+    table = np.zeros((len(distinct) + 1, MiniLMEncoder.dim), np.float32)
+    for i, h in enumerate(hashes):
+        table[i] = found[h].numpy()
+    return table[index], present, encoded

@@ -70,6 +70,8 @@ class ColumnarWriter:
         self.rec = 0
         self.pos = 0
         self.rec_base = 0  # record numbers of the next file start after this one
+        self.sources: dict[str, list[Path]] = {}  # block files, in input order (own, then adopted)
+        self.reject_sources: list[Path] = []
 
     # -- input ---------------------------------------------------------------------------------
     def begin_line(self, rec: int) -> None:
@@ -123,11 +125,43 @@ class ColumnarWriter:
             self.rejects = []
 
     # -- output --------------------------------------------------------------------------------
+    def finish_blocks(self) -> None:
+        """Close the block files without deduplicating: a partition of a parallel run, merged by
+        :meth:`adopt` + :meth:`close` of another writer."""
+        self.end_block()
+        for w in [*self.writers.values(), *([self.reject_writer] if self.reject_writer else [])]:
+            w.close()
+        for table in self.writers:
+            self.sources.setdefault(table, []).append(self.out_dir / f".{table}.fast.tmp")
+        if self.reject_writer is not None:
+            self.reject_sources.append(self.out_dir / ".rejects.fast.tmp")
+        self.writers, self.reject_writer = {}, None
+
+    def adopt(self, part_dir: str | Path, stats: dict) -> None:
+        """Take the block files of a finished partition (in input order) and its counts."""
+        part_dir = Path(part_dir)
+        for table in TABLES:
+            if (part_dir / f".{table}.fast.tmp").exists():
+                self.sources.setdefault(table, []).append(part_dir / f".{table}.fast.tmp")
+        if (part_dir / ".rejects.fast.tmp").exists():
+            self.reject_sources.append(part_dir / ".rejects.fast.tmp")
+        s = self.stats
+        for key in ("lines", "rejected", "media_problems", "non_utf8_lines"):
+            setattr(s, key, getattr(s, key) + stats[key])
+        for key, n in stats["reasons"].items():
+            s.reasons[key] = s.reasons.get(key, 0) + n
+        s.file_errors += stats["file_errors"]
+        s.truncated.update(stats["truncated"])
+
+    def _batches(self, table: str):
+        for path in self.sources.get(table, []):
+            reader = pa.ipc.open_file(pa.memory_map(str(path)))
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+
     def _read(self, table: str, columns: list[str]) -> pa.Table:
-        path = self.out_dir / f".{table}.fast.tmp"
-        if table not in self.writers:
-            return self.schemas[table].empty_table().select(columns)
-        return pa.ipc.open_file(pa.memory_map(str(path))).read_all().select(columns)
+        batches = [b.select(columns) for b in self._batches(table)]
+        return pa.Table.from_batches(batches) if batches else self.schemas[table].empty_table().select(columns)
 
     def _keep_posts(self) -> tuple[np.ndarray, pa.Array, pa.Table]:
         t = self._read("posts", ["post_id", "collection", "_rec"])
@@ -165,8 +199,7 @@ class ColumnarWriter:
 
     def close(self) -> IngestStats:
         self.end_block()
-        for w in [*self.writers.values(), *([self.reject_writer] if self.reject_writer else [])]:
-            w.close()
+        self.finish_blocks()
         keep_posts, promoted, kept_posts = self._keep_posts()
         masks = {"posts": keep_posts, "edges": self._keep_edges(kept_posts)}
         for table in ("users", "media"):
@@ -175,11 +208,11 @@ class ColumnarWriter:
             out_schema = schema.append(pa.field("_of", pa.string())) if table == "edges" and self.keep_owner else schema
             self.stats.rows[table] = int(masks[table].sum())
             self._write_final(table, out_schema, masks[table], promoted if table == "posts" else None)
-        with atomic_path(self.out_dir / "rejects.parquet") as tmp:
-            if self.reject_writer is not None:
-                (self.out_dir / ".rejects.fast.tmp").replace(tmp)
-            else:
-                pq.write_table(REJECTS.empty_table(), tmp)
+        with atomic_path(self.out_dir / "rejects.parquet") as tmp, pq.ParquetWriter(tmp, REJECTS) as out:
+            out.write_table(REJECTS.empty_table())
+            for path in self.reject_sources:
+                out.write_table(pq.read_table(path))
+                path.unlink()
         if self.stats.rejected or self.stats.media_problems:
             import pyarrow.csv as pacsv
 
@@ -189,17 +222,14 @@ class ColumnarWriter:
         return self.stats
 
     def _write_final(self, table: str, schema: pa.Schema, mask: np.ndarray, promoted) -> None:
-        src = self.out_dir / f".{table}.fast.tmp"
         # dictionary pages only for the low-cardinality columns (IDs and texts are mostly distinct)
         small = [c for c in schema.names if c in LOW_CARDINALITY]
         with atomic_path(self.out_dir / f"{table}.parquet") as tmp, \
                 pq.ParquetWriter(tmp, schema, use_dictionary=small) as out:
-            if table not in self.writers:
-                out.write_table(schema.empty_table())
-                return
-            reader, offset = pa.ipc.open_file(pa.memory_map(str(src))), 0
-            for i in range(reader.num_record_batches):
-                group = pa.Table.from_batches([reader.get_batch(i)])
+            out.write_table(schema.empty_table())
+            offset = 0
+            for batch in self._batches(table):
+                group = pa.Table.from_batches([batch])
                 part = group.filter(pa.array(mask[offset:offset + group.num_rows]))
                 offset += group.num_rows
                 if promoted is not None and len(promoted):
@@ -207,4 +237,5 @@ class ColumnarWriter:
                     col = pc.if_else(hit, pa.scalar("collected"), part["collection"])
                     part = part.set_column(part.schema.get_field_index("collection"), "collection", col)
                 out.write_table(part.select(schema.names).cast(schema))
-        src.unlink()
+        for path in self.sources.get(table, []):
+            path.unlink()
