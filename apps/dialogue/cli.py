@@ -131,10 +131,11 @@ def _open_image(path: str):
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    if args.study or args.social:
+    study, social = getattr(args, "study", None), getattr(args, "social", None)
+    if study or social:
         from .results.cli import cmd_result_chat
 
-        if sum(bool(x) for x in (args.image, args.study, args.social)) > 1:
+        if sum(bool(x) for x in (args.image, study, social)) > 1:
             print("error: give one of --image, --study, --social", file=sys.stderr)
             return 2
         return cmd_result_chat(args)
@@ -183,8 +184,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = guard(load_backend(args.model, _device(args.device)))
     batching = None if args.no_batching else BatchPolicy(args.batch_max, args.batch_wait_ms, args.batch_queue)
     print(f"serving {backend.name} on http://{args.host}:{args.port}/  (conversations in {args.db})")
+    if args.results_root:
+        print(f"result conversations: folders under {args.results_root} (the 'context' request field)")
     serve(backend, args.host, args.port, args.db, args.max_body_bytes, cache_bytes=int(args.kv_cache_mb * 2**20),
-          batching=batching)
+          batching=batching, results_root=args.results_root)
     return 0
 
 
@@ -322,6 +325,8 @@ def register(subparsers) -> None:
                    help="under concurrent load, how long a batch that is not full waits for company")
     s.add_argument("--batch-queue", type=int, default=1024, help="turns allowed to wait; more get HTTP 503")
     s.add_argument("--no-batching", action="store_true", help="answer each request on its own")
+    s.add_argument("--results-root", default=None,
+                   help="allow result conversations about the analysis folders under this folder (and nowhere else)")
     s.set_defaults(func=cmd_serve)
 
     register_results(sub)

@@ -12,7 +12,13 @@ route                       what
                             conversation (send only the new user message); every answer
                             returns its ``conversation_id``.
 ``GET /v1/conversations/{id}``  a stored conversation's history
+``GET /v1/results``         with ``results_root``: the result folders a ``context`` may name
 ==========================  ==========================================================
+
+Extension ``context`` (servers started with ``results_root``, :mod:`.results.serving`): a result
+folder under that root (a ``mm medical analyze`` or ``mm social analyze`` output); the question is
+parsed into a program, run over the result's files, and the response carries ``program``,
+``result`` (value, unit, abstained) and ``images`` (PNG data URLs).  Paths outside the root -> 400.
 
 Bad input never reaches the model as an exception: malformed JSON, bad base64, non-image or
 corrupt uploads, empty or over-long questions -> 400; unknown conversation ids -> 404;
@@ -176,9 +182,15 @@ def _png(image: Image.Image | None) -> bytes | None:
 
 
 # ----------------------------------------------------------------------------- app
-def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS):
+def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS,
+               results_root: str | Path | None = None):
     app = FastAPI(title="mmcore dialogue", version="1")
     store = ConversationStore(db_path)
+    results = None
+    if results_root is not None:
+        from .results.serving import ResultChats
+
+        results = ResultChats(results_root, db_path)
 
     def error(status: int, message: str) -> JSONResponse:
         kind = {400: "invalid_request_error", 404: "not_found_error", 413: "request_too_large",
@@ -226,6 +238,40 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
     def models():
         return {"object": "list", "data": [{"id": backend.name, "object": "model", "created": 0, "owned_by": "mmcore"}]}
 
+    @app.get("/v1/results")
+    def result_folders():
+        if results is None:
+            raise HTTPError(404, "this server has no results root (start it with --results-root DIR)")
+        return {"object": "list", "data": results.listing()}
+
+    async def result_turn(body: dict, stream: bool):
+        """A turn of a result conversation (``context`` / a ``res-`` conversation id)."""
+        from .results.serving import RequestError
+
+        turns, _ = await run_in_threadpool(parse_messages, body.get("messages"))
+        try:
+            question = check_question(turns[-1][1])
+        except BadInput as exc:
+            raise HTTPError(400, str(exc)) from None
+        try:
+            out = await run_in_threadpool(results.complete, body, turns, question, backend.name)
+        except RequestError as exc:
+            raise HTTPError(exc.status, exc.message) from None
+        if not stream:
+            return out
+        head = {k: out[k] for k in ("id", "created", "model", "conversation_id")}
+
+        def events():
+            for delta, finish, extra in (({"role": "assistant"}, None, {}),
+                                         ({"content": out["choices"][0]["message"]["content"]}, None, {}),
+                                         ({}, "stop", {k: out[k] for k in ("program", "result", "images", "context")})):
+                yield "data: " + json.dumps({**head, "object": "chat.completion.chunk", **extra,
+                                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Conversation-Id": out["conversation_id"]})
+
     @app.get("/v1/conversations/{cid}")
     def conversation(cid: str):
         image, history = store.get(cid)
@@ -237,6 +283,11 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise HTTPError(400, f"'stream' must be a JSON boolean (true or false), got {json.dumps(stream)}")
+        if body.get("context") is not None or str(body.get("conversation_id") or "").startswith("res-"):
+            if results is None:
+                raise HTTPError(400, "this server has no results root: start it with --results-root DIR to talk about "
+                                     "results")
+            return await result_turn(body, stream)
         turns, image = await run_in_threadpool(parse_messages, body.get("messages"))
         cid = body.get("conversation_id")
         if cid is not None and not isinstance(cid, str):
@@ -317,12 +368,14 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
                                  headers={"Cache-Control": "no-cache", "X-Conversation-Id": cid})
 
     app.state.store = store
+    app.state.results = results
     app.state.limits = {"max_body_bytes": max_body_bytes, "max_pixels": max_pixels, "max_question_chars": MAX_QUESTION_CHARS}
     return app
 
 
 def serve(backend, host: str = "127.0.0.1", port: int = 8000, db_path: str | Path = "runs/dialogue/conversations.sqlite",
-          max_body_bytes: int = MAX_BODY_BYTES, cache_bytes: int | None = None, batching=None) -> None:
+          max_body_bytes: int = MAX_BODY_BYTES, cache_bytes: int | None = None, batching=None,
+          results_root: str | Path | None = None) -> None:
     """Serve ``backend``; for the embedded model, ``cache_bytes`` (0 = off, None = the backend's
     default) and ``batching`` (a :class:`~.batching.BatchPolicy`, None = off) set its speed-ups."""
     import uvicorn
@@ -330,4 +383,5 @@ def serve(backend, host: str = "127.0.0.1", port: int = 8000, db_path: str | Pat
     if hasattr(backend, "configure"):
         kwargs = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
         backend.configure(batching=batching, **kwargs)
-    uvicorn.run(create_app(backend, db_path, max_body_bytes), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(backend, db_path, max_body_bytes, results_root=results_root), host=host, port=port,
+                log_level="warning")

@@ -139,6 +139,36 @@ def _merge(parts: dict) -> dict:
             "parse_ms_median": max(r["parse_ms_median"] for r in reps)}
 
 
+def cmd_results_bench(args: argparse.Namespace) -> int:
+    import os
+    import platform
+
+    import torch
+
+    from mmcore.utils.io import atomic_write_json
+
+    from .bench import run, table
+    from .context import load_context
+    from .session import default_parser
+
+    torch.set_num_threads(args.threads)
+    parser = default_parser(args.parser)
+    contexts = [load_context(p, "medical") for p in _folders(args.medical) if (p / "findings.json").exists()]
+    contexts += [load_context(p, "social") for p in _folders(args.social) if (p / "user_analytics.parquet").exists()]
+    if not contexts:
+        print("error: no result folders (give --medical and/or --social)", file=sys.stderr)
+        return 2
+    rep = run(contexts, parser, args.dialogues, args.rounds, args.seed, cold=not args.warm_cache)
+    rep["setup"] = {"parser": parser.model.kind, "threads": args.threads, "cold_encoder_cache": not args.warm_cache, "cpus": os.cpu_count(),
+                    "load_1min": os.getloadavg()[0], "python": platform.python_version()}
+    print(table(rep))
+    print(f"parser {parser.model.kind}, {args.threads} torch thread(s), load average {rep['setup']['load_1min']:.1f}")
+    if args.out:
+        atomic_write_json(args.out, rep)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def register(sub) -> None:
     t = sub.add_parser("results-train", help="train the parser of result conversations (question -> program)")
     t.add_argument("--out", default=None, help="default: the shipped apps/dialogue/results/model (or model_ngram)")
@@ -160,3 +190,15 @@ def register(sub) -> None:
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--out", default=None, help="write the report as JSON here")
     e.set_defaults(func=cmd_results_eval)
+
+    b = sub.add_parser("results-bench", help="latency per turn (parse + execute) of result conversations")
+    b.add_argument("--medical", action="append", help="a medical result folder, or a folder of them (repeatable)")
+    b.add_argument("--social", action="append", help="a social report folder, or a folder of them (repeatable)")
+    b.add_argument("--dialogues", type=int, default=10, help="dialogues per result")
+    b.add_argument("--rounds", type=int, default=8)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--parser", default=None)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--warm-cache", action="store_true", help="keep the sentence embeddings of earlier questions")
+    b.add_argument("--out", default=None, help="write the figures as JSON here")
+    b.set_defaults(func=cmd_results_bench)

@@ -143,8 +143,12 @@ def _on_mask_grid(ctx: MedicalContext, modality: str, shape, affine) -> np.ndarr
     """The modality's image sampled on the mask's grid (through the registration for the CT)."""
     from apps.medical.registration import resample_to
 
+    key = ("on_mask_grid", modality)
+    if key in ctx._cache:
+        return ctx._cache[key]
     image, img_affine = ctx.image(modality)
     if image.shape == tuple(shape) and np.allclose(img_affine, affine, atol=1e-3):
+        ctx._cache[key] = image
         return image
     reg = ctx.findings.get("registration") or {}
     ref = ctx.findings.get("reference_modality")
@@ -154,7 +158,8 @@ def _on_mask_grid(ctx: MedicalContext, modality: str, shape, affine) -> np.ndarr
     if modality == "mr" and ref == "ct":
         t = np.linalg.inv(t)
     fill = -1000.0 if modality == "ct" else 0.0
-    return resample_to(image, img_affine, shape, affine, t, fill=fill)
+    ctx._cache[key] = resample_to(image, img_affine, shape, affine, t, fill=fill)
+    return ctx._cache[key]
 
 
 def _pick_modality(ctx, p) -> tuple[str | None, str]:

@@ -12,7 +12,7 @@ LES = "(the lesion|it|the abnormality|the finding|that lesion|this lesion|the ma
 U = "{u}"
 G = {
     "found": ("(is|was) there (a|any) (lesion|abnormality|finding) [in the (scan|study|brain)]",
-              "did (the model|you|the analysis) (find|detect|see|spot) (a|any) (lesion|abnormality|thing)",
+              "did (the model|you) (find|detect|see|spot) (a|any) (lesion|abnormality|thing)",
               "(any|a) lesion [found|detected] ?", "is (the study|the scan|the brain) (normal|clean|clear)",
               "(was|is) (a|the) lesion (found|detected|present|visible)", "did anything show up"),
     "volume": ("(how|just how) (big|large|huge|small|extensive) is " + LES,

@@ -134,5 +134,19 @@ def templates(intent: str, phrasing: str, rng=None) -> tuple[str, ...]:
     if phrasing == "paraphrase":
         from .paraphrase import expand, patterns
 
-        return train + tuple(expand(p, rng) for p in patterns(intent))
+        out = []
+        for p in patterns(intent):
+            for _ in range(20):            # an expansion that happens to be a held-out template is drawn again
+                text = expand(p, rng)
+                if normalise(text) not in HELDOUT:
+                    out.append(text)
+                    break
+        return train + tuple(out)
     return train if phrasing == "train" else heldout
+
+
+def normalise(template: str) -> str:
+    return " ".join(template.replace("?", " ").split())
+
+
+HELDOUT = frozenset(normalise(t) for _, heldout in T.values() for t in heldout)
