@@ -199,6 +199,9 @@ def _pacs_rows(r: dict | None) -> str:
             f"model load, pull, analyse, push) | {r['warm_worker_seconds_median']:.1f} pull + analyse + push "
             f"({', '.join(f'{v:.1f}' for v in r['warm_worker_seconds'])}); "
             f"{r['warm_upload_to_results_seconds_median']:.1f} upload to results (Orthanc StableAge 1 s, 0.5 s polls) |\n")
+    if "warm_cpu_seconds_median" in r:
+        rows += (f"| CPU seconds per warm study (watcher + Orthanc, median) | | {r['warm_cpu_seconds_median']:.1f} "
+                 f"(load average {r['load_average_1min'][0]:.1f} -> {r['load_average_1min'][1]:.1f} on {r['cpu_count']} cores) |\n")
     stages = r.get("warm_stages_seconds_median")
     if stages:
         rows += "\n| warm study, stage | seconds (median) |\n| --- | --- |\n" + "".join(

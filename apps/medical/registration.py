@@ -5,8 +5,8 @@ convention); SimpleITK works in LPS. The result ``ct_from_mr`` is a 4x4 RAS matr
 point of the MR (patient) world to the same anatomy in the CT world, i.e. what resampling the CT
 onto the MR grid needs. Header-only resampling is ``ct_from_mr = I``.
 
-Cost. Two levels (6 mm, then the 3 mm working grid), Mattes MI on 5 % random samples, regular-step
-gradient descent. The metric's image-gradient filters are off: ITK then takes the moving image's
+Cost. Two levels (6 mm, then the 3 mm working grid), Mattes MI on 5 % random samples of which only
+those inside the MR's head are used (air around the head costs nothing), regular-step gradient descent. The metric's image-gradient filters are off: ITK then takes the moving image's
 gradient by finite differences at the sampled points only, instead of filtering whole gradient
 images at every level and for every metric probe (that filtering was ~40 % of the time, and its
 Gaussian smoothing blurred the gradient: the demo studies' TRE went from 0.16 to 0.07 mm mean).
@@ -57,6 +57,18 @@ def _downsample(img, spacing_mm: float):
     return sitk.BinShrink(img, factors) if max(factors) > 1 else img
 
 
+def _head_mask(img, fraction: float):
+    """Where the fixed image is above ``fraction`` of its 99th percentile, dilated by one voxel (the
+    head); None when that is under 5 % or over 95 % of the image (no clear head/air split)."""
+    import SimpleITK as sitk
+
+    threshold = fraction * float(np.percentile(sitk.GetArrayViewFromImage(img), 99))
+    inside = float(np.mean(sitk.GetArrayViewFromImage(img) > threshold))
+    if not 0.05 <= inside <= 0.95:
+        return None
+    return sitk.BinaryDilate(sitk.Cast(img > threshold, sitk.sitkUInt8), [1, 1, 1])
+
+
 def _euler_to_ras(tx) -> np.ndarray:
     m = np.eye(4)
     m[:3, :3] = np.asarray(tx.GetMatrix()).reshape(3, 3)
@@ -67,8 +79,12 @@ def _euler_to_ras(tx) -> np.ndarray:
 
 def register_rigid(mr: np.ndarray, mr_affine: np.ndarray, ct: np.ndarray, ct_affine: np.ndarray, *,
                    working_spacing: float = 3.0, seed: int = 0, threads: int | None = None,
-                   shrink: tuple[int, ...] = (2, 1), sampling: float = 0.05) -> dict:
-    """Rigid registration of ``ct`` (moving) to ``mr`` (fixed); returns transform + quality."""
+                   shrink: tuple[int, ...] = (2, 1), sampling: float = 0.05, head_mask: float | None = 0.05) -> dict:
+    """Rigid registration of ``ct`` (moving) to ``mr`` (fixed); returns transform + quality.
+
+    ``head_mask``: MI is computed only at sample points inside the MR's head (:func:`_head_mask` at
+    this fraction of the 99th percentile); random points that fall in the air around it are dropped
+    before any interpolation, so the same ``sampling`` costs about half (None: the whole grid)."""
     import SimpleITK as sitk
 
     t0 = time.perf_counter()
@@ -77,6 +93,7 @@ def register_rigid(mr: np.ndarray, mr_affine: np.ndarray, ct: np.ndarray, ct_aff
     fixed = _downsample(to_sitk(mr, mr_affine, axes_reversed=True), working_spacing)
     # CT in a soft-tissue-to-bone window: air and metal outliers must not dominate the histogram
     moving = _downsample(to_sitk(np.clip(ct, -200, 1500), ct_affine, axes_reversed=True), working_spacing)
+    mask = _head_mask(fixed, head_mask) if head_mask else None
     init = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
                                              sitk.CenteredTransformInitializerFilter.GEOMETRY)
     init = sitk.Euler3DTransform(init)
@@ -95,6 +112,8 @@ def register_rigid(mr: np.ndarray, mr_affine: np.ndarray, ct: np.ndarray, ct_aff
         # gradients at the sampled points only (see the module docstring), not whole filtered gradient images
         r.SetMetricUseFixedImageGradientFilter(False)
         r.SetMetricUseMovingImageGradientFilter(False)
+        if mask is not None:
+            r.SetMetricFixedMask(mask)
         return r
 
     reg = method()

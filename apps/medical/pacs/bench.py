@@ -81,6 +81,17 @@ class StageClock:
         return out
 
 
+def _cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system, all threads) used so far by this process, or by process ``pid`` (Linux /proc)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def watch_latency(tmp: Path, bundle: Path | None, n_studies: int = 3) -> dict:
     from ..analyze import load_model
     from ..bundle import DEFAULT_BUNDLE
@@ -118,7 +129,8 @@ def watch_latency(tmp: Path, bundle: Path | None, n_studies: int = 3) -> dict:
         watcher = Watcher(Archive(server.url, environ=server.env), worker, Ledger(tmp / "pacs-ledger.sqlite", "bench"),
                           feed="orthanc", interval=0.5)
         watcher.cycle()                                       # the cold study's change events: skipped (done)
-        per_study, upload_to_result, stages = [], [], []
+        per_study, upload_to_result, stages, cpu = [], [], [], []
+        load_before = os.getloadavg()
         with StageClock() as clock:
             for entry in warm_entries:
                 uid = uid_of(entry)
@@ -126,6 +138,7 @@ def watch_latency(tmp: Path, bundle: Path | None, n_studies: int = 3) -> dict:
                 t0 = time.perf_counter()
                 outcome = None
                 clock.take()
+                cpu0 = (_cpu_seconds(), _cpu_seconds(server.proc.pid))
                 while outcome is None and time.perf_counter() - t0 < 600:
                     outcome = next((o for o in watcher.cycle() if o["study"] == uid), None)
                     if outcome is None:
@@ -134,6 +147,7 @@ def watch_latency(tmp: Path, bundle: Path | None, n_studies: int = 3) -> dict:
                     return {"error": f"warm study {uid}: {outcome}"}
                 upload_to_result.append(time.perf_counter() - t0)
                 per_study.append(outcome["seconds"])
+                cpu.append((_cpu_seconds() - cpu0[0], _cpu_seconds(server.proc.pid) - cpu0[1]))
                 stages.append(_stages(outcome, clock.take()))
         worker.close()
         names = list(dict.fromkeys(k for row in stages for k in row))
@@ -142,6 +156,11 @@ def watch_latency(tmp: Path, bundle: Path | None, n_studies: int = 3) -> dict:
                 "warm_upload_to_results_seconds_median": statistics.median(upload_to_result),
                 "warm_stages_seconds_median": {k: round(statistics.median(row.get(k, 0.0) for row in stages), 3) for k in names},
                 "warm_stages_seconds": stages, "worker_warm_imports_seconds": worker.warm_seconds,
+                # CPU seconds per warm study (upload to results): the watcher process and Orthanc; on a busy
+                # machine they move far less than wall time does (load average given for that reason)
+                "warm_cpu_seconds": [{"watcher": round(a, 3), "orthanc": round(b, 3)} for a, b in cpu],
+                "warm_cpu_seconds_median": round(statistics.median(a + b for a, b in cpu), 3),
+                "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)], "cpu_count": os.cpu_count(),
                 "studies_warm": len(per_study), "registration": True}
     finally:
         server.stop()
