@@ -54,7 +54,7 @@ def prepare_data(inputs: list, out_dir: Path, fmt: str = "auto", mapping: dict |
 
 def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: dict | None = None, media_root=None,
             labels=None, text_encoder: str = "hashed", cache_dir=None, train_config: TrainConfig | None = None,
-            zero_shot_labels: list | None = None, zero_shot_max: int = 300, zero_shot_margin: float = 0.05,
+            zero_shot_labels: list | None = None, zero_shot_max: int = 300, zero_shot_margin: float = 0.08,
             seed: int = 0, log=None, split: str = "hash",
             ingest_stats: dict | None = None, post_models=None, user_models=None) -> dict:
     log = log or logger.info

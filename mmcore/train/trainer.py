@@ -514,7 +514,7 @@ class Trainer:
         self.history.log(epoch=self.epoch, step=self.step, split="val", **{k[4:]: v for k, v in values.items()})
         if self.dist.is_main:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in values.items())
-            tqdm.write(f"[mmcore] epoch {self.epoch}/{self.config.epochs} step {self.step}: {shown}")
+            log.info(f"epoch {self.epoch}/{self.config.epochs} step {self.step}: {shown}")
         name = self.monitor
         if name is None or name not in values:
             return
@@ -532,7 +532,7 @@ class Trainer:
             if self.config.patience is not None and self.bad_epochs >= self.config.patience:
                 self.stopped_early = True
                 if self.dist.is_main:
-                    tqdm.write(f"[mmcore] early stop: {name} has not improved for {self.bad_epochs} evaluations")
+                    log.info(f"early stop: {name} has not improved for {self.bad_epochs} evaluations")
 
     @torch.no_grad()
     def evaluate(self, data: Dataset) -> dict[str, float]:

@@ -19,10 +19,25 @@ def level_for(verbosity: int) -> int:
     return {0: logging.INFO, -1: logging.WARNING}.get(verbosity, logging.ERROR)
 
 
+class _ProgressSafeHandler(logging.StreamHandler):
+    """Writes through ``tqdm.write``, so a record printed while a progress bar is drawn lands above
+    the bar instead of breaking it (plain stderr when tqdm is not installed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return super().emit(record)
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Send the suite's log records (``mmcore.*`` and ``apps.*``) to stderr at the chosen level."""
     level = level_for(verbosity)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ProgressSafeHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     for name in ("mmcore", "apps"):
         logger = logging.getLogger(name)
