@@ -303,3 +303,31 @@ def test_server_without_results_root_refuses_context(tmp_path):
     client = TestClient(create_app(_NoModel(), tmp_path / "c.sqlite"))
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "context": "x"})
     assert r.status_code == 400 and "--results-root" in r.json()["error"]["message"]
+
+
+def test_browser_picks_a_study_asks_and_sees_the_image(server, med):
+    from pathlib import Path
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("headless Chromium not installed at /usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), headless=True,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.goto(server + "/")
+            page.wait_for_selector("#pick", state="visible")
+            page.select_option("#result", label="medical: med/s1")
+            page.fill("#question", "show me the lesion")
+            page.click("#send")
+            page.wait_for_selector("#log img.shot", timeout=60_000)
+            assert page.text_content("#answer").startswith("Here is MR axial slice")
+            assert "program: lesion.image()" in page.text_content("#log")
+            width = page.eval_on_selector("#log img.shot", "img => img.naturalWidth")
+            assert width > 100                                  # the PNG decoded in the browser
+        finally:
+            browser.close()
