@@ -3,6 +3,11 @@
     mm bench social --throughput --sizes 10000,100000,1000000
     mm bench social --acceptance --posts 20000 --seeds 5
     mm bench social --leakage --posts 20000 --seed 0
+    mm bench social --scale --posts 100000 --workers 2
+
+Scale (``apps/social/bench_scale.py``): fast ingest vs DuckDB ``read_json_auto`` and the streaming
+engine, Dask 2 vs 1 worker processes, MiniLM fp32 vs int8 (torch, ONNX Runtime); results in
+``benchmarks/results/social/scale.{json,txt}``.
 
 Throughput (``apps/social/throughput.py`` has the stage table): the MiniLM cache is warmed once
 with the streaming generator's whole text vocabulary (its rate is compared with the bare encoder's
@@ -153,6 +158,9 @@ def main(argv=None) -> int:
     p.add_argument("--throughput", action="store_true")
     p.add_argument("--acceptance", action="store_true")
     p.add_argument("--leakage", action="store_true", help="print each single feature's AUC for each label")
+    p.add_argument("--scale", action="store_true", help="ingest vs DuckDB, Dask workers, int8 MiniLM (one run)")
+    p.add_argument("--no-dask", action="store_true", help="scale: skip the LocalCluster runs")
+    p.add_argument("--encode-texts", type=int, default=256, help="scale: distinct texts timed per MiniLM backend")
     p.add_argument("--sizes", default="10000,100000,1000000")
     p.add_argument("--posts", type=int, default=20000)
     p.add_argument("--seed", type=int, default=0, help="first seed (generator and training)")
@@ -168,6 +176,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        from .bench_scale import scale
+
+        scale(args.posts, Path(args.work) / "scale", out, dask=not args.no_dask, encode_texts=args.encode_texts,
+              threads=max(2, args.threads))
+        return 0
     if not (args.throughput or args.acceptance or args.leakage):
         args.throughput = True
     meta = {"machine": platform.platform(), "python": platform.python_version()}

@@ -49,7 +49,7 @@ def cmd_ingest(args) -> int:
                 client.close()
                 if cluster is not None:
                     cluster.close()
-            stats = IngestStats(**{k: v for k, v in result.items() if k != "partitions"})
+            stats = IngestStats(**{k: v for k, v in result.items() if k not in ("partitions", "seconds")})
         else:
             stats = ingest(args.inputs, args.out, args.format, table=args.table, mapping=_mapping(args.mapping),
                            media_root=args.media_root, labels=args.labels, progress=True, engine=args.engine)

@@ -23,6 +23,7 @@ restarts.  GNN training scales with ``torchrun`` through the shared Trainer's DD
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,7 @@ def dask_ingest(paths, out_dir: str | Path, client=None, fmt: str = "auto", n_pa
     errors: list = []
     parts = plan_partitions(paths, fmt, target_bytes, n_parts, errors=errors)
     dirs = [str(work / f"part-{i:05d}") for i in range(len(parts))]
+    t0 = time.perf_counter()
     if client is not None:
         futures = client.map(ingest_partition, parts, dirs, [options] * len(parts), pure=False)
         stats = client.gather(futures)
@@ -117,6 +119,7 @@ def dask_ingest(paths, out_dir: str | Path, client=None, fmt: str = "auto", n_pa
 
         bag = db.from_sequence(list(zip(parts, dirs)), npartitions=max(1, len(parts)))
         stats = bag.map(lambda pd: ingest_partition(pd[0], pd[1], options)).compute(scheduler="threads")
+    t1 = time.perf_counter()
     writer = ColumnarWriter(out_dir)
     writer.stats.file_errors += errors
     for message in errors:  # counted under its reason, as ingest() does
@@ -124,7 +127,8 @@ def dask_ingest(paths, out_dir: str | Path, client=None, fmt: str = "auto", n_pa
         writer.stats.reasons[key] = writer.stats.reasons.get(key, 0) + 1
     for d, st in zip(dirs, stats):
         writer.adopt(d, st)
-    result = writer.close().to_dict() | {"partitions": len(parts)}
+    result = writer.close().to_dict() | {"partitions": len(parts), "seconds": {
+        "partitions": round(t1 - t0, 2), "merge": round(time.perf_counter() - t1, 2)}}
     shutil.rmtree(work, ignore_errors=True)
     return result
 

@@ -104,17 +104,19 @@ class FastFile:
                     o["labels"], self.name)
         self.slow_lines += 1
 
-    def parse(self, data: bytes, starts: np.ndarray, ends: np.ndarray, numbers: np.ndarray) -> None:
-        """Arrow-parse non-blank lines ``data[starts[i]:ends[i]]`` (one newline between two lines);
-        halve the group while Arrow refuses it."""
+    def parse(self, data: bytes, starts, ends, numbers: np.ndarray) -> None:
+        """Arrow-parse non-blank lines ``data[starts[i]:ends[i]]`` (one newline between two lines;
+        offsets None: found when needed); halve the group while Arrow refuses it."""
         try:
             _check_utf8(data)  # Arrow skips the fields it ignores; the adapters count every bad line
             table = pj.read_json(pa.BufferReader(data), parse_options=PARSE,
                                  read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 16, len(data) + 1)))
-            if table.num_rows != len(starts):
+            if table.num_rows != len(numbers):
                 raise ValueError("a line holds more than one JSON value")
             tables, slow = tweet_tables(table, numbers + self.base, self.labels)
         except (pa.ArrowException, ValueError, UnicodeDecodeError):
+            if starts is None:
+                starts, ends = line_offsets(data)
             if len(starts) <= LEAF:
                 for i, lineno in enumerate(numbers):
                     self.slow(int(lineno), data[starts[i]:ends[i]])
@@ -127,11 +129,20 @@ class FastFile:
             self.writer.add_table(name, part)
         self.writer.stats.lines += int((~slow).sum())
         self.fast_rows += int((~slow).sum())
+        if slow.any() and starts is None:
+            starts, ends = line_offsets(data)
         for i in np.flatnonzero(slow):
             self.slow(int(numbers[i]), data[starts[i]:ends[i]])
 
     def flush(self, data: bytes, first: int) -> None:
         """The lines of ``data`` (newline-separated, no final newline), numbered from ``first``."""
+        n_lines = data.count(b"\n") + 1
+        if self.fmt == "twitter" and data[:1] == b"{" and data.count(b"\n{") == n_lines - 1:
+            # every line opens an object (none blank): no per-line offsets unless a line goes slow
+            self.read = first + n_lines - 1
+            self.parse(data, None, None, first + np.arange(n_lines, dtype=np.int64))
+            self.writer.end_block()
+            return
         starts, ends = line_offsets(data)
         numbers = first + np.arange(len(starts), dtype=np.int64)
         buf = np.frombuffer(data, np.uint8)

@@ -1,0 +1,171 @@
+"""``mm bench social --scale``: the dataset-scale figures, each ratio measured side by side in one run.
+
+| stage     | what is timed                                                                        |
+|-----------|--------------------------------------------------------------------------------------|
+| ingest    | a twarc2 ``flatten`` JSONL of N posts (distinct texts) -> canonical Parquet, fast engine, |
+|           | one process; beside it DuckDB ``read_json_auto`` reading the same file into a table    |
+|           | (one thread), and the streaming engine on the first 20k lines                         |
+| dask      | the same ingest as Dask tasks on a ``LocalCluster`` of 1 and of 2 worker processes     |
+|           | (cluster start-up not counted); the outputs are compared                              |
+| encode    | MiniLM on distinct texts, the same batches through fp32 torch, torch int8 and ONNX     |
+|           | Runtime int8 (2 threads): sentences/s and mean cosine to the fp32 embeddings           |
+
+Times are the better of ``repeats`` runs (the box is shared: other tenants slow single runs 2-9x);
+CPU seconds are reported beside wall seconds for the single-threaded ingest comparison.  Peak RSS
+is this process's after the ingest stage (before any model is loaded).  The 1M-post estimate is
+linear in posts (ingest, measured at N) plus distinct texts / int8 rate (encode).
+"""
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import time
+from pathlib import Path
+
+from mmcore.utils.io import atomic_write_json, atomic_write_text
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(fn) -> tuple[float, float, object]:
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - t, time.process_time() - c, out
+
+
+def ingest_figures(path: Path, work: Path, repeats: int = 2, stream_lines: int = 20_000) -> dict:
+    import duckdb
+
+    from .ingest import ingest
+
+    n = sum(1 for _ in open(path, "rb"))
+    fast, duck, rss = [], [], None
+    for _ in range(repeats):  # alternate so both see the same load
+        shutil.rmtree(work / "fast", ignore_errors=True)
+        fast.append(_timed(lambda: ingest([path], work / "fast", engine="fast")))
+        rss = rss or _rss_mb()  # the first ingest, before DuckDB's table exists in this process
+        con = duckdb.connect()
+        con.execute("SET threads=1")
+        duck.append(_timed(lambda con=con: con.execute(f"CREATE TABLE t AS SELECT * FROM read_json_auto('{path}')")))
+        con.close()
+    stream_lines = min(stream_lines, n)
+    head = work / "head.jsonl"
+    with open(path, "rb") as src, open(head, "wb") as dst:
+        for i, line in enumerate(src):
+            if i >= stream_lines:
+                break
+            dst.write(line)
+    shutil.rmtree(work / "stream", ignore_errors=True)
+    stream = _timed(lambda: ingest([head], work / "stream", engine="stream"))
+    f_wall, f_cpu = min(x[0] for x in fast), min(x[1] for x in fast)
+    d_wall, d_cpu = min(x[0] for x in duck), min(x[1] for x in duck)
+    return {"posts": n, "fast_s": round(f_wall, 2), "fast_cpu_s": round(f_cpu, 2), "duckdb_s": round(d_wall, 2),
+            "duckdb_cpu_s": round(d_cpu, 2), "fast_posts_per_s": round(n / f_wall), "duckdb_posts_per_s": round(n / d_wall),
+            "fast_over_duckdb_wall": round(d_wall / f_wall, 2), "fast_over_duckdb_cpu": round(d_cpu / f_cpu, 2),
+            "stream_posts_per_s": round(stream_lines / stream[0]), "ingest_peak_rss_mb": round(rss),
+            "rows": fast[-1][2].rows}
+
+
+def _warm() -> None:
+    import apps.social.ingest.fast  # noqa: F401
+    import apps.social.scale  # noqa: F401
+
+
+def dask_figures(path: Path, work: Path, n_parts: int = 4) -> dict:
+    import pandas as pd
+
+    from .scale import dask_ingest, make_client
+
+    out = {}
+    for workers in (1, 2):
+        client = make_client(workers=workers)
+        try:
+            shutil.rmtree(work / f"dask{workers}", ignore_errors=True)
+            client.run(_warm)  # imports on every worker, outside the timing
+            wall, _, res = _timed(lambda w=workers, c=client: dask_ingest([path], work / f"dask{w}", client=c, n_parts=n_parts))
+        finally:
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+        out[f"workers_{workers}_s"] = round(wall, 2)
+        out[f"workers_{workers}_partitions_s"] = res["seconds"]["partitions"]  # the parallel part
+        out[f"workers_{workers}_merge_s"] = res["seconds"]["merge"]            # serial, on the client
+    out["two_over_one"] = round(out["workers_1_s"] / out["workers_2_s"], 2)
+    out["two_over_one_partitions"] = round(out["workers_1_partitions_s"] / out["workers_2_partitions_s"], 2)
+    out["identical"] = all(pd.read_parquet(work / "dask1" / f"{t}.parquet").equals(pd.read_parquet(work / "dask2" / f"{t}.parquet"))
+                           for t in ("posts", "users", "edges", "rejects"))
+    return out
+
+
+def encoder_figures(texts: list[str], threads: int = 2, batch: int = 64, onnx_dir=None) -> dict:
+    import torch
+
+    from mmcore.represent.text_encoder import MiniLMEncoder
+
+    torch.set_num_threads(threads)
+    out, ref = {"texts": len(texts), "threads": threads}, None
+    for backend in ("torch", "torch-int8", "onnx-int8"):
+        enc = MiniLMEncoder(backend=backend, batch_size=batch, onnx_dir=onnx_dir)
+        enc._run(texts[:8])  # first call allocates
+        wall, _, vecs = _timed(lambda e=enc: torch.cat([e._run(texts[s:s + batch]) for s in range(0, len(texts), batch)]))
+        out[f"{backend}_sentences_per_s"] = round(len(texts) / wall, 1)
+        if ref is None:
+            ref = vecs
+        else:
+            cos = (vecs * ref).sum(1)
+            out[f"{backend}_mean_cos"], out[f"{backend}_min_cos"] = round(float(cos.mean()), 4), round(float(cos.min()), 4)
+            out[f"{backend}_over_fp32"] = round(out[f"{backend}_sentences_per_s"] / out["torch_sentences_per_s"], 2)
+    return out
+
+
+def table(res: dict) -> str:
+    i, d, e = res["ingest"], res.get("dask", {}), res.get("encode", {})
+    rows = [("ingest, fast engine, 1 process", f"{i['fast_posts_per_s']:,} posts/s",
+             f"{i['fast_over_duckdb_wall']}x DuckDB wall, {i['fast_over_duckdb_cpu']}x CPU"),
+            ("ingest, DuckDB read_json_auto (1 thread)", f"{i['duckdb_posts_per_s']:,} posts/s", "reference"),
+            ("ingest, streaming engine (first 20k lines)", f"{i['stream_posts_per_s']:,} posts/s",
+             f"fast = {i['fast_posts_per_s'] / i['stream_posts_per_s']:.1f}x")]
+    if d:
+        rows.append(("ingest on Dask, 2 vs 1 worker processes", f"{d['workers_2_s']} s vs {d['workers_1_s']} s",
+                     f"{d['two_over_one']}x (partition tasks {d['two_over_one_partitions']}x, merge "
+                     f"{d['workers_2_merge_s']} s serial), identical: {d['identical']}"))
+    for b in ("torch", "torch-int8", "onnx-int8"):
+        if f"{b}_sentences_per_s" in e:
+            extra = "fp32 reference" if b == "torch" else f"{e[f'{b}_over_fp32']}x, mean cos {e[f'{b}_mean_cos']}"
+            rows.append((f"encode MiniLM {b} ({e['threads']} threads)", f"{e[f'{b}_sentences_per_s']} sentences/s", extra))
+    rows.append(("peak RSS after ingest", f"{i['ingest_peak_rss_mb']} MB", f"{i['posts']:,} posts"))
+    if "estimate_1m_hours" in res:
+        rows.append(("1M distinct posts, ingest + int8 encode", f"{res['estimate_1m_hours']} h (estimate)",
+                     "linear from this run"))
+    w = [max(len(r[k]) for r in rows) for k in range(3)]
+    return "\n".join(f"{a:<{w[0]}}  {b:>{w[1]}}  {c}" for a, b, c in rows)
+
+
+def scale(n_posts: int, work: Path, out: Path, dask: bool = True, encode_texts: int = 256, threads: int = 2) -> dict:
+    from .ingest.twarc_stream import write_twarc2
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"twarc2-{n_posts}" / "tweets_flat.jsonl"
+    if not path.exists():
+        write_twarc2(n_posts, path.parent, distinct_texts=True)
+    res = {"date": time.strftime("%Y-%m-%d"), "input_mb": round(path.stat().st_size / 1e6, 1)}
+    res["ingest"] = ingest_figures(path, work)
+    print(json.dumps(res["ingest"]), flush=True)
+    if dask:
+        res["dask"] = dask_figures(path, work)
+        print(json.dumps(res["dask"]), flush=True)
+    if encode_texts:
+        texts = [json.loads(line)["text"] for _, line in zip(range(encode_texts), open(path))]
+        res["encode"] = encoder_figures(texts, threads)
+        print(json.dumps(res["encode"]), flush=True)
+        rate = res["encode"].get("onnx-int8_sentences_per_s") or res["encode"]["torch_sentences_per_s"]
+        res["estimate_1m_hours"] = round((1e6 / res["ingest"]["fast_posts_per_s"] + 1e6 / rate) / 3600, 2)
+    text = table(res)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "scale.json", res)
+    atomic_write_text(out / "scale.txt", text + "\n")
+    print(text, flush=True)
+    return res
