@@ -89,7 +89,7 @@ def cmd_results_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, summary
     from .session import default_parser
 
-    parser = default_parser(args.parser, args.threshold)
+    parser = default_parser(args.parser, args.threshold, None if args.no_cascade else args.fast_confidence)
     try:
         medical = [load_context(p, "medical") for p in _folders(args.medical) if (p / "findings.json").exists()]
         social = [load_context(p, "social") for p in _folders(args.social) if (p / "user_analytics.parquet").exists()]
@@ -99,7 +99,7 @@ def cmd_results_eval(args: argparse.Namespace) -> int:
     if not medical and not social:
         print("error: no result folders (give --medical and/or --social)", file=sys.stderr)
         return 2
-    report = {"parser": parser.model.kind, "threshold": parser.threshold, "medical_results": len(medical),
+    report = {"parser": parser.kind, "threshold": parser.threshold, "medical_results": len(medical),
               "social_reports": len(social)}
     for phrasing in args.phrasing.split(","):
         parts = {}
@@ -152,17 +152,17 @@ def cmd_results_bench(args: argparse.Namespace) -> int:
     from .session import default_parser
 
     torch.set_num_threads(args.threads)
-    parser = default_parser(args.parser)
+    parser = default_parser(args.parser, fast_confidence=None if args.no_cascade else args.fast_confidence)
     contexts = [load_context(p, "medical") for p in _folders(args.medical) if (p / "findings.json").exists()]
     contexts += [load_context(p, "social") for p in _folders(args.social) if (p / "user_analytics.parquet").exists()]
     if not contexts:
         print("error: no result folders (give --medical and/or --social)", file=sys.stderr)
         return 2
     rep = run(contexts, parser, args.dialogues, args.rounds, args.seed, cold=not args.warm_cache)
-    rep["setup"] = {"parser": parser.model.kind, "threads": args.threads, "cold_encoder_cache": not args.warm_cache, "cpus": os.cpu_count(),
+    rep["setup"] = {"parser": parser.kind, "threads": args.threads, "cold_encoder_cache": not args.warm_cache, "cpus": os.cpu_count(),
                     "load_1min": os.getloadavg()[0], "python": platform.python_version()}
     print(table(rep))
-    print(f"parser {parser.model.kind}, {args.threads} torch thread(s), load average {rep['setup']['load_1min']:.1f}")
+    print(f"parser {parser.kind}, {args.threads} torch thread(s), load average {rep['setup']['load_1min']:.1f}")
     if args.out:
         atomic_write_json(args.out, rep)
         print(f"wrote {args.out}")
@@ -187,6 +187,9 @@ def register(sub) -> None:
     e.add_argument("--rounds", type=int, default=8)
     e.add_argument("--threshold", type=float, default=0.2, help="abstain below this parser confidence")
     e.add_argument("--parser", default=None)
+    e.add_argument("--fast-confidence", type=float, default=0.9,
+                   help="the shipped n-gram parser decides at or above this confidence, the MiniLM one below it")
+    e.add_argument("--no-cascade", action="store_true", help="the shipped n-gram + MiniLM parser alone")
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--out", default=None, help="write the report as JSON here")
     e.set_defaults(func=cmd_results_eval)
@@ -198,6 +201,9 @@ def register(sub) -> None:
     b.add_argument("--rounds", type=int, default=8)
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--parser", default=None)
+    b.add_argument("--fast-confidence", type=float, default=0.9,
+                   help="the shipped n-gram parser decides at or above this confidence, the MiniLM one below it")
+    b.add_argument("--no-cascade", action="store_true", help="the shipped n-gram + MiniLM parser alone")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--warm-cache", action="store_true", help="keep the sentence embeddings of earlier questions")
     b.add_argument("--out", default=None, help="write the figures as JSON here")

@@ -155,13 +155,26 @@ def _users_for(op: str, named: list[str], memory: list[str]) -> dict:
 
 
 class Parser:
-    def __init__(self, model: IntentModel, threshold: float = 0.35) -> None:
+    """``fast`` (optional, a cheaper model, e.g. n-grams only): its intent is taken when its confidence
+    is at least ``fast_confidence``; otherwise ``model`` decides (the sentence encoder runs only then)."""
+
+    def __init__(self, model: IntentModel, threshold: float = 0.35, fast: IntentModel | None = None,
+                 fast_confidence: float = 0.9) -> None:
         self.model, self.threshold = model, threshold
+        self.fast, self.fast_confidence = fast, fast_confidence
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind if self.fast is None else f"{self.fast.kind} >= {self.fast_confidence} else {self.model.kind}"
 
     def parse(self, question: str, state: DialogueState, kind: str, lex: Lexicon) -> tuple[Program, dict]:
         linked = link(question, lex)
-        intent, conf = self.model.predict(linked.text)
-        info = {"linked": linked.text, "intent": intent, "confidence": round(conf, 3)}
+        stage = "fast"
+        intent, conf = self.fast.predict(linked.text) if self.fast is not None else (None, 0.0)
+        if conf < self.fast_confidence:
+            intent, conf = self.model.predict(linked.text)
+            stage = "model"
+        info = {"linked": linked.text, "intent": intent, "confidence": round(conf, 3), "stage": stage}
         program = self._program(intent, conf, linked, state, kind)
         if program.op == "abstain":
             info["why"] = self._why(intent, conf, kind, state)

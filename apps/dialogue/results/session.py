@@ -25,7 +25,8 @@ MODEL_DIR = Path(__file__).with_name("model")          # ngram+minilm parser (ne
 NGRAM_DIR = Path(__file__).with_name("model_ngram")     # n-gram parser (no sentence encoder)
 _LOCK = threading.Lock()
 _SHARED: dict[str, Parser] = {}
-THRESHOLD = 0.2          # below this confidence the parser abstains (docs/dialogue.md: the sweep)
+THRESHOLD = 0.2          # below this confidence the parser abstains
+FAST_CONFIDENCE = 0.9    # the n-gram parser's answer is taken at or above this confidence (no sentence encoder)
 
 
 class SentenceEncoder:
@@ -69,17 +70,22 @@ def train_parser(n_dialogues: int = 1000, seed: int = 0, encoder=None) -> Intent
     return IntentModel.train(texts, intents, seed=seed, encoder=encoder)
 
 
-def default_parser(path: str | Path | None = None, threshold: float = THRESHOLD) -> Parser:
-    """The shipped parser (loaded once per process): ngram+minilm when the sentence encoder is
-    installed, else the n-gram one; ``path``: a parser saved by ``mm dialogue results-train``."""
+def default_parser(path: str | Path | None = None, threshold: float = THRESHOLD,
+                   fast_confidence: float | None = FAST_CONFIDENCE) -> Parser:
+    """The shipped parser (loaded once per process): when the sentence encoder is installed, the
+    n-gram parser decides the questions it is sure of (confidence >= ``fast_confidence``) and the
+    n-gram + MiniLM parser the rest; else the n-gram parser alone.  ``path``: one parser saved by
+    ``mm dialogue results-train`` (used alone); ``fast_confidence=None``: the shipped MiniLM parser alone."""
+    cascade = path is None and fast_confidence is not None
     if path is None:
         path = MODEL_DIR if minilm_available() else NGRAM_DIR
-    key = f"{path}@{threshold}"
+    key = f"{path}@{threshold}@{fast_confidence if cascade else None}"
     with _LOCK:
         if key not in _SHARED:
             meta = json.loads((Path(path) / "parser.json").read_text())
             encoder = SentenceEncoder() if meta.get("kind") == "ngram+minilm" else None
-            _SHARED[key] = Parser(IntentModel.load(path, encoder), threshold)
+            fast = IntentModel.load(NGRAM_DIR) if cascade and encoder is not None else None
+            _SHARED[key] = Parser(IntentModel.load(path, encoder), threshold, fast, fast_confidence or 1.0)
         return _SHARED[key]
 
 
