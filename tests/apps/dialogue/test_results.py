@@ -32,16 +32,17 @@ def study(results_root):
 
 @pytest.fixture(scope="module")
 def med(results_root, study):
-    """<root>/med/s1: the study analysed by the shipped bundle (`mm medical analyze`)."""
+    """<root>/med/s1: `mm medical analyze` of the study with the shipped bundle."""
     import torch
 
-    from apps.medical.analyze import DEFAULT_BUNDLE, analyze_study, load_model
+    from apps.medical.analyze import DEFAULT_BUNDLE
+    from mmcore.cli import main as mm
 
     if not (DEFAULT_BUNDLE / "models" / "model.safetensors").exists():
         pytest.skip("shipped medical bundle missing")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    analyze_study(study["study"], results_root / "med" / "s1", load_model())
+    assert mm(["medical", "analyze", study["study"], "--out", str(results_root / "med" / "s1"), "--threads", "1",
+               "--no-progress"]) == 0
     torch.set_num_threads(threads)
     return load_context(results_root / "med" / "s1")
 
