@@ -332,3 +332,26 @@ def test_browser_picks_a_study_asks_and_sees_the_image(server, med):
             assert width > 100                                  # the PNG decoded in the browser
         finally:
             browser.close()
+
+
+def test_result_conversation_survives_a_restart_and_streams(med, results_root, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from apps.dialogue.results.serving import ResultChats
+    from apps.dialogue.server import create_app
+
+    db = tmp_path / "conv.sqlite"
+    first = ResultChats(results_root, db)
+    out = first.complete({"context": "med/s1"}, [("user", "how big is the lesion?")], "how big is the lesion?", "m")
+    cid = out["conversation_id"]
+    again = ResultChats(results_root, db)                   # a new process: the dialogue state comes from SQLite
+    follow = again.complete({"conversation_id": cid}, [("user", "and on the CT?")], "and on the CT?", "m")
+    assert follow["program"] == "lesion.volume(modality=ct)"
+    client = TestClient(create_app(_NoModel(), db, results_root=results_root))
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "show me it"}],
+                                                  "conversation_id": cid, "stream": True})
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert r.status_code == 200 and events[-1] == "[DONE]"
+    last = json.loads(events[-2])
+    assert last["program"] == "lesion.image()" and last["images"][0]["image_url"]["url"].startswith("data:image/png")
+    assert json.loads(events[1])["choices"][0]["delta"]["content"].startswith("Here is MR axial slice")
