@@ -355,3 +355,12 @@ def test_result_conversation_survives_a_restart_and_streams(med, results_root, t
     last = json.loads(events[-2])
     assert last["program"] == "lesion.image()" and last["images"][0]["image_url"]["url"].startswith("data:image/png")
     assert json.loads(events[1])["choices"][0]["delta"]["content"].startswith("Here is MR axial slice")
+
+
+def test_a_tool_call_answers_like_the_parsed_question(med, soc):
+    from apps.dialogue.results.tools import call_tool
+
+    assert call_tool(med, "lesion_volume", "{}").text == ResultSession(med).ask("how big is the lesion?").text
+    assert call_tool(soc, "top", {"by": "pagerank", "k": 3}).value == \
+        ResultSession(soc).ask("who are the top 3 accounts by pagerank?").value
+    assert call_tool(med, "community", {"of": "x"}).abstained            # a social tool on a medical result

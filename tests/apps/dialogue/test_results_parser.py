@@ -89,3 +89,20 @@ def test_programs_print_and_refuse_unknown_functions():
     assert str(Program.make("lesion.volume", modality=None)) == "lesion.volume()"
     with pytest.raises(ValueError, match="unknown function"):
         Program.make("delete_everything")
+
+
+def test_tool_specs_and_tool_calls_map_to_programs():
+    from apps.dialogue.results.tools import ToolError, program_of, tool_specs
+
+    medical = {t["function"]["name"] for t in tool_specs("medical")}
+    social = {t["function"]["name"] for t in tool_specs("social")}
+    assert {"lesion_volume", "diagnosis", "registration_quality"} <= medical and not medical & social
+    assert {"top", "path", "timeline", "subgraph_image"} <= social
+    assert str(program_of("lesion_volume", '{"modality": "ct"}')) == "lesion.volume(modality=ct)"
+    assert str(program_of("top", {"by": "degree", "k": 3})) == "top(accounts, by=degree, k=3)"
+    assert str(program_of("path", {"between": ["a", "b"]})) == "path(between=a,b)"
+    for name, args, msg in (("rm_rf", "{}", "unknown tool"), ("top", '{"by": "likes"}', "must be one of"),
+                            ("top", '{"k": "5"}', "must be integer"), ("community", "{}", "'of' is required"),
+                            ("lesion_volume", "{bad", "not valid JSON"), ("counts", '{"x": 1}', "unknown argument")):
+        with pytest.raises(ToolError, match=msg):
+            program_of(name, args)
