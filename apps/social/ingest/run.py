@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import CanonicalWriter, IngestStats, Reject, RowError, check_image, dumps, reason_key
+from .common import CanonicalWriter, Reject, RowError, check_image, dumps
 from .generic import ROW_PARSERS
 from .reddit import reddit_rows
 from .source import DecodeCounter, InputError, TruncatedInput, open_binary, sniff, strip_compression_suffix
@@ -286,41 +286,3 @@ def load_labels(path: str | Path | None) -> dict:
         reader = csv.reader(fh)
         next(reader, None)
         return {row[0]: row[1] for row in reader if len(row) >= 2}
-
-
-ENGINES = ("fast", "stream")
-
-
-def ingest(paths, out_dir: str | Path, fmt: str = "auto", *, table: str = "posts", mapping: dict | None = None,
-           media_root=None, labels: str | dict | None = None, chunk_rows: int = 50_000, progress: bool = False,
-           engine: str = "fast") -> IngestStats:
-    """Ingest every file in ``paths`` into canonical Parquet tables under ``out_dir``.
-
-    ``engine``: ``fast`` (Arrow blocks, :mod:`.fast`) or ``stream`` (one row dict at a time,
-    :class:`CanonicalWriter`); both write the same tables, rejects and counts.
-    A file that cannot be read is recorded in ``stats.file_errors`` (one line each) and the other
-    files are still ingested; the caller decides the exit status (``mm social ingest``: 2)."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown ingest engine '{engine}' (one of {', '.join(ENGINES)})")
-    if engine == "fast":
-        from .columnar import ColumnarWriter
-        from .fast import fast_ingest_file
-
-        writer, one_file = ColumnarWriter(out_dir, chunk_rows=chunk_rows), fast_ingest_file
-    else:
-        writer, one_file = CanonicalWriter(out_dir, chunk_rows=chunk_rows), ingest_file
-    label_map = labels if isinstance(labels, dict) else load_labels(labels)
-    files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    iterator = files
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(files, desc="ingest", unit="file")
-    for path in iterator:
-        try:
-            one_file(writer, path, fmt, table=table, mapping=mapping, media_root=media_root, labels=label_map)
-        except InputError as exc:
-            writer.stats.file_errors.append(str(exc))
-            key = reason_key(str(exc).split(": ", 1)[-1].split(" after ")[0])
-            writer.stats.reasons[key] = writer.stats.reasons.get(key, 0) + 1
-    return writer.close()
