@@ -13,6 +13,7 @@ compares the two on every sample file and on fuzzed lines.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .source import DecodeCounter, InputError, TruncatedInput, open_binary, snif
 BATCH_LINES = 20_000
 BLOCK_BYTES = 16 << 20
 LEAF = 16
+NOT_OBJECT_LINE = re.compile(rb"\n[^{]")  # a line that does not open a JSON object right away
 ASCII_SPACE = np.array([9, 11, 12, 13, 32], np.uint8)  # \t \v \f \r and space (bytes.strip)
 PARSE = pj.ParseOptions(explicit_schema=TWEET_SCHEMA, unexpected_field_behavior="ignore")
 
@@ -134,10 +136,11 @@ class FastFile:
         for i in np.flatnonzero(slow):
             self.slow(int(numbers[i]), data[starts[i]:ends[i]])
 
-    def flush(self, data: bytes, first: int) -> None:
-        """The lines of ``data`` (newline-separated, no final newline), numbered from ``first``."""
-        n_lines = data.count(b"\n") + 1
-        if self.fmt == "twitter" and data[:1] == b"{" and data.count(b"\n{") == n_lines - 1:
+    def flush(self, data: bytes, first: int, newlines: int | None = None) -> None:
+        """The lines of ``data`` (newline-separated, no final newline, ``newlines`` of them when
+        known), numbered from ``first``."""
+        n_lines = data.count(b"\n") + 1 if newlines is None else newlines + 1
+        if self.fmt == "twitter" and data[:1] == b"{" and NOT_OBJECT_LINE.search(data) is None:
             # every line opens an object (none blank): no per-line offsets unless a line goes slow
             self.read = first + n_lines - 1
             self.parse(data, None, None, first + np.arange(n_lines, dtype=np.int64))
@@ -173,8 +176,11 @@ class FastFile:
         """Ingest the lines; return the last line number read."""
         try:
             if sniff(self.path) is None:
-                for first, chunk in plain_blocks(self.path, start, end):
-                    self.flush(chunk[:-1] if chunk.endswith(b"\n") else chunk, first)
+                for first, chunk, newlines in plain_blocks(self.path, start, end):
+                    if chunk.endswith(b"\n"):
+                        self.flush(chunk[:-1], first, newlines - 1)
+                    else:
+                        self.flush(chunk, first, newlines)
                 return self.read
             batch: list[bytes] = []
             first = 1
@@ -201,8 +207,9 @@ class FastFile:
             self.decode.bad_lines = 0
 
 
-def plain_blocks(path: Path, start: int = 0, end: int | None = None, size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
-    """(number of the first line, bytes) of newline-aligned blocks of an uncompressed file holding
+def plain_blocks(path: Path, start: int = 0, end: int | None = None,
+                 size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
+    """(number of the first line, bytes, newlines in them) of newline-aligned blocks of an uncompressed file holding
     the lines that start in [start, end): the lines of :func:`byte_lines`, read a block at a time."""
     total = path.stat().st_size
     end = total if end is None or end > total else end
@@ -231,8 +238,9 @@ def plain_blocks(path: Path, start: int = 0, end: int | None = None, size: int =
                 rest = data
                 continue
             block, rest = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
-            yield lineno, block
-            lineno += block.count(b"\n")
+            newlines = block.count(b"\n")
+            yield lineno, block, newlines
+            lineno += newlines
 
 
 def fast_ingest_file(writer: ColumnarWriter, path: str | Path, fmt: str = "auto", *, table: str = "posts",
