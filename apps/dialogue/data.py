@@ -134,6 +134,19 @@ def _objects_and_raw(sample: Sample, view: str | None = None):
     return objs, torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
 
 
+def _by_value(fn, sample):
+    """``fn(sample)`` with tensors as numpy arrays: a pool sends tensors through shared memory, one
+    file descriptor each, and 10,000 images (40,000 tensors) exceed the open-file limit."""
+    out = fn(sample)
+    convert = lambda d: {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in d.items()}  # noqa: E731
+    return (convert(out[0]), out[1].numpy()) if isinstance(out, tuple) else convert(out)
+
+
+def _from_arrays(out):
+    convert = lambda d: {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in d.items()}  # noqa: E731
+    return (convert(out[0]), torch.from_numpy(out[1])) if isinstance(out, tuple) else convert(out)
+
+
 class SceneQADataset(Dataset):
     """Pre-tokenised, pre-extracted items (see the module table)."""
 
@@ -144,8 +157,8 @@ class SceneQADataset(Dataset):
         families = SOC_FAMILIES if mode == "sort_of_clevr" else DIALOGUE_FAMILIES
         fn = functools.partial(_objects_and_raw if with_raw else _objects, view=view)
         if workers > 1 and len(samples) > 200:
-            with get_context("fork").Pool(workers) as pool:
-                extracted = pool.map(fn, samples, chunksize=64)
+            with get_context("fork").Pool(workers) as pool:     # arrays, not tensors: see _by_value
+                extracted = [_from_arrays(x) for x in pool.map(functools.partial(_by_value, fn), samples, chunksize=64)]
         else:
             extracted = [fn(s) for s in samples]
         if with_raw:
@@ -216,8 +229,18 @@ def collator():
     return MultimodalCollator(["image", "text"])
 
 
+TRAIN_PHRASING, TRAIN_FOLLOWUPS = "paraphrase", 0.7
+
+
 def build(mode: str, split: str, n: int, history: bool = True, with_raw: bool = False, workers: int = 0,
-          rounds: int = 10, layout: str = "per_turn", view: str | None = None, phrasing: str = "train",
-          followups: float = 0.5) -> SceneQADataset:
+          rounds: int = 10, layout: str = "per_turn", view: str | None = None, phrasing: str | None = None,
+          followups: float | None = None) -> SceneQADataset:
+    """The dataset of ``n`` images of ``split``. ``phrasing`` / ``followups`` default to the training
+    mix for the train split (:data:`TRAIN_PHRASING`: extra paraphrases, fillers and unknown words;
+    more follow-ups) and to ``"train"`` / 0.5 elsewhere."""
+    if phrasing is None:
+        phrasing = TRAIN_PHRASING if split == "train" else "train"
+    if followups is None:
+        followups = TRAIN_FOLLOWUPS if split == "train" else 0.5
     return SceneQADataset(generate_samples(mode, split, n, rounds, phrasing, followups), mode, history=history,
                           with_raw=with_raw, workers=workers, layout=layout, view=view)

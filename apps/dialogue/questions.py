@@ -25,8 +25,10 @@ when exactly one matches) which later "it" / "that one" / "the earlier <shape>" 
 
 Phrasing: each family has several templates (:data:`TEMPLATES`); the ``train`` set is used by
 every split, the ``heldout`` set only when a dialogue is made with ``phrasing="heldout"`` (the
-held-out phrasing column of the evaluation). Questions are then typed as people type
-(:func:`typed`): capitalised, "?" glued to the last word or left out, "color" for "colour".
+held-out phrasing column of the evaluation). Training dialogues use ``phrasing="paraphrase"``: the
+train set plus :data:`EXTRA_TEMPLATES`, with fillers and unknown-word noise (:func:`embellish`).
+Questions are then typed as people type (:func:`typed`): capitalised, "?" glued to the last word
+or left out, "color" for "colour".
 """
 from __future__ import annotations
 
@@ -95,6 +97,19 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     "count": {"train": ("how many {xs} are there ?", "count the {xs}", "what is the number of {xs} ?"),
               "heldout": ("how many {xs} do you see ?", "how many {xs} are in the image ?")},
 }
+# Training-only paraphrases (``phrasing="paraphrase"``: the train templates plus these, then
+# :func:`embellish`); none uses a word that only the held-out templates use.
+EXTRA_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "seek": ("name the {a} of {ref}", "{a} of {ref} ?"),
+    "relate": ("name the {a} of the object {rel} {ref}", "{a} of the object {rel} {ref} ?"),
+    "count-spatial": ("how many objects lie {sp} {ref} ?", "number of objects {sp} {ref} ?"),
+    "exist": ("is there any {x} ?", "any {xs} ?"),
+    "count": ("number of {xs} ?", "how many {xs} are shown ?", "give me the number of {xs}"),
+}
+PREFIXES = ("please", "now", "ok", "so", "and", "hey", "ok so", "now tell me ,")
+SUFFIXES = ("please", "here", "now", "in this picture", "in the picture", "in this scene", "in the scene")
+# function words a paraphrase may lose to an unknown word without changing what is asked
+_REPLACEABLE = ("the", "is", "are", "a", "an", "of", "there", "me", "what", "which")
 RELATIONS = {"near": ("closest to", "nearest to"), "far": ("furthest from", "farthest from")}
 ATTRIBUTE_WORDS = {"colour": ("colour", "color"), "shape": ("shape",), "size": ("size",)}
 TOTAL = "how many objects are there in total ?"
@@ -111,16 +126,47 @@ def template_words() -> list[str]:
     return list(dict.fromkeys(words))
 
 
+def paraphrase_words() -> list[str]:
+    """The words of the training-only paraphrases (appended to the vocabulary after the templates')."""
+    words = [w for group in (*EXTRA_TEMPLATES.values(), PREFIXES, SUFFIXES) for t in group for w in t.split()
+             if not w.startswith("{")]
+    return list(dict.fromkeys(words))
+
+
 def phrase(kind: str, rng: random.Random, phrasing: str = "train", **parts: str) -> str:
-    """One template of family ``kind`` from the ``phrasing`` set, filled with ``parts``."""
+    """One template of family ``kind`` from the ``phrasing`` set ("train", "heldout", or "paraphrase":
+    the train set plus :data:`EXTRA_TEMPLATES`), filled with ``parts``."""
+    if phrasing == "paraphrase":
+        return rng.choice(TEMPLATES[kind]["train"] + EXTRA_TEMPLATES[kind]).format(**parts)
     return rng.choice(TEMPLATES[kind][phrasing]).format(**parts)
+
+
+def embellish(question: str, rng: random.Random, unknown: str = "<unk>") -> str:
+    """Training noise for phrasings never seen: an optional prefix / suffix (:data:`PREFIXES`,
+    :data:`SUFFIXES`), and at times an ``unknown`` token inserted anywhere or standing in for a
+    function word, so that the model learns to read past words it does not know."""
+    words = question.split()
+    mark = words[-1:] if words and words[-1] == "?" else []
+    body = words[: len(words) - len(mark)]
+    roll = rng.random()
+    if roll < 0.25:
+        body = rng.choice(PREFIXES).split() + body
+    elif roll < 0.5:
+        body = body + rng.choice(SUFFIXES).split()
+    if rng.random() < 0.15:
+        body.insert(rng.randrange(len(body) + 1), unknown)
+    if rng.random() < 0.1:
+        spots = [i for i, w in enumerate(body) if w in _REPLACEABLE]
+        if spots:
+            body[rng.choice(spots)] = unknown
+    return " ".join(body + mark)
 
 
 def typed(question: str, rng: random.Random) -> str:
     """As people type: sometimes capitalised, "?" glued to the last word or dropped."""
     q = question
     roll = rng.random()
-    if q.endswith(" ?") and roll < 0.3:
+    if q.endswith(" ?") and roll < 0.3 and not q[:-2].endswith(">"):    # "<unk>?" would not read as <unk>
         q = q[:-2] + "?"
     elif q.endswith(" ?") and roll < 0.4:
         q = q[:-2]
@@ -237,8 +283,9 @@ def make_dialogue(scene: dict, rng: random.Random, rounds: int = 10, phrasing: s
                   followups: float = 0.5) -> list[dict]:
     """``rounds`` question/answer rounds with coreference to earlier mentions, labelled by distance.
 
-    ``phrasing`` picks the template set; ``followups`` is the chance that a round after an
-    existence or count question that singled out one object asks about "it" (``followup: True``).
+    ``phrasing`` picks the template set ("paraphrase", for training, also :func:`embellish`-es every
+    question); ``followups`` is the chance that a round after an existence or count question that
+    singled out one object asks about "it" (``followup: True``).
     """
     objs = scene["objects"]
     mentions: list[tuple[int, dict]] = []  # (round, object), most recent last
@@ -283,6 +330,8 @@ def make_dialogue(scene: dict, rng: random.Random, rounds: int = 10, phrasing: s
                 mentions.append((r, next(o for o in objs if o["id"] == item["mention"])))
         if item is not None:
             item["round"] = r
+            if phrasing == "paraphrase":
+                item["question"] = embellish(item["question"], rng)
             item["question"] = typed(item["question"], rng)
             out.append(item)
     return out

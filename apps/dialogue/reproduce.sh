@@ -9,28 +9,24 @@
 #
 # The shipped dialogue model (data/dialogue/scenes) in one command, on a CPU:
 #   bash apps/dialogue/reproduce.sh scenes [OUT_DIR]
-# fine-tunes the previous shipped checkpoint (git commit c25a5c5, itself made by the commands in
-# data/dialogue/README.md) with render randomisation (--augment), the phrasing layer and the
-# follow-up labels (two runs: a schedule fitted to 2400 s, then resumed on a 1300-step schedule for
-# up to 1500 s; on the shared 2-core CPU of 2026-12-02 they made 574 and 1124 steps), then scores it
-# on the whole suite (mm dialogue eval).
+# fine-tunes the previous shipped checkpoint (git commit 08816f4: c25a5c5's model after 1,124 render-
+# randomised steps; `git show 08816f4:apps/dialogue/reproduce.sh` rebuilds it) on 10,000 training
+# dialogues with the training paraphrases (questions.EXTRA_TEMPLATES, fillers, unknown-word noise)
+# and 70% follow-ups, render randomisation (--augment) and own answers mixed in, for at most 3000 s
+# (--time-limit fits the cosine schedule to it), then scores it on the whole suite (mm dialogue eval).
 set -u
 if [ "${1:-}" = "scenes" ]; then
   OUT=${2:-runs/dialogue-scenes}
   MM=${MM:-python3 -m mmcore.cli}
+  INIT=08816f4
   mkdir -p "$OUT/init"
   for f in config.json model.safetensors generation_config.json; do
-    git show "c25a5c5:data/dialogue/scenes/$f" > "$OUT/init/$f"
+    git show "$INIT:data/dialogue/scenes/$f" > "$OUT/init/$f"
   done
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $MM dialogue train --mode dialogue --model vlm --device cpu --no-progress \
-    --train-images 1500 --val-images 30 --test-images 0 --epochs 100 --max-steps 4000 --time-limit 2400 \
-    --batch-size 4 --lr 1e-3 --warmup-steps 100 --mix-own 0.2 --eval-every 1000 --checkpoint-every 250 \
+    --train-images 10000 --val-images 30 --test-images 0 --epochs 100 --max-steps 20000 --time-limit 3000 \
+    --batch-size 8 --lr 7e-4 --warmup-steps 100 --mix-own 0.2 --eval-every 1000 --checkpoint-every 500 \
     --hidden 64 --layers 2 --heads 4 --augment --workers 2 --init-from "$OUT/init" \
-    --out "$OUT/run" --export "$OUT/export" &&
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $MM dialogue train --mode dialogue --model vlm --device cpu --no-progress \
-    --train-images 1500 --val-images 30 --test-images 0 --epochs 100 --max-steps 1300 --time-limit 1500 \
-    --batch-size 4 --lr 1e-3 --warmup-steps 100 --mix-own 0.2 --eval-every 1000 --checkpoint-every 250 \
-    --hidden 64 --layers 2 --heads 4 --augment --workers 2 --init-from "$OUT/init" --resume \
     --out "$OUT/run" --export "$OUT/export" &&
   $MM dialogue eval --mode dialogue --model "$OUT/export" --n 100 --abstention 30 --out "$OUT/suite.json"
   exit $?

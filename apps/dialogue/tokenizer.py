@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from .questions import ANSWERS, PLURAL, template_words
+from .questions import ANSWERS, PLURAL, paraphrase_words, template_words
 from .scenes import PALETTE, SHAPES, SIZES
 
 PAD, UNK, BOS, EOS, IMAGE, USER, ASSISTANT = "<pad>", "<unk>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:"
@@ -54,7 +54,7 @@ def vocabulary() -> list[str]:
     """Every token id's word. New words are only ever appended (the phrasing layer's, last), so the
     ids of older words, and the rows of a saved model's embeddings, stay where they were."""
     words = list(SPECIALS) + _WORDS + list(ANSWERS) + list(PALETTE) + list(SHAPES) + list(PLURAL.values()) + list(SIZES)
-    words += template_words()
+    words += template_words() + paraphrase_words()
     seen: dict[str, None] = {}
     for w in words:
         seen.setdefault(w, None)

@@ -292,10 +292,33 @@ def run_training(kind: str, mode: str, config: TrainConfig, train_images: int, v
                            device=trainer.device)
             report["heldout_combos"] = rep
             log.info(f"held-out attribute combinations: {summary_line(rep)}")
+    if kind in ("vlm", "nohistory", "blind"):
+        report["unseen_words"] = tie_unseen_words(trainer.model, train.text)
     atomic_write_json(out / "report.json", report)
     if export and kind in ("vlm", "nohistory", "blind"):
         export_pretrained(trainer.model, export, note=json.dumps({k: report[k] for k in ("kind", "mode", "steps")}))
     return report
+
+
+def tie_unseen_words(model: SceneVLMForConditionalGeneration, text: torch.Tensor) -> list[str]:
+    """Give every vocabulary word that never occurs in the training ``text`` (token ids) the ``<unk>``
+    embedding, and return those words.
+
+    Such a word (one only the held-out phrasings use, or a Sort-of-CLEVR word in a dialogue model)
+    keeps its random initial embedding, which the model reads as some arbitrary signal; as ``<unk>``
+    it reads as the unknown words that training inserts into questions (:func:`questions.embellish`).
+    """
+    from .tokenizer import SPECIALS, UNK
+
+    vocab = vocabulary()
+    seen = set(torch.unique(text).tolist())
+    unseen = [i for i, w in enumerate(vocab) if i not in seen and w not in SPECIALS]
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        emb[unseen] = emb[vocab.index(UNK)].detach().clone()
+    names = [vocab[i] for i in unseen]
+    log.info(f"{len(names)} words never seen in training read as {UNK}: {' '.join(names)}")
+    return names
 
 
 LEGACY_PREFIXES = ("film_",)   # the FiLM question conditioning, removed (unused once the reasoner existed)
