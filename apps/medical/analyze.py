@@ -2,12 +2,15 @@
 
 Per study ``OUT/<study>/``: ``findings.json`` (always, also for a refused study), and when the
 study could be analysed ``lesion_mask.nii.gz`` (native grid of the reference series: MR, or CT
-when MR is missing), ``report.html`` and, for DICOM input, ``lesion_seg.dcm``.
+when MR is missing), ``report.html`` and, for DICOM input, ``lesion_seg.dcm``. ``status``: ``ok``,
+``incomplete`` (analysed, but an output could not be written: ``output_errors`` says which and why),
+``refused`` (bad input, ``error`` says why) or ``error`` (a bug; ``traceback_tail``).
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import traceback
 from pathlib import Path
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 
 from .bundle import DEFAULT_BUNDLE, load_bundle
-from .intake import IntakeError, StudyInput, intake_cause, list_studies, read_study
+from .intake import IntakeError, StudyInput, dicom_studies, intake_cause, list_studies, read_study
 from .model import keep_largest_lesion
 from .phantom import CLASS_NAMES
 from .transforms import MODALITIES, ROI
@@ -91,28 +94,61 @@ def _guard(native: torch.Tensor, affine: np.ndarray, method: str | None) -> tupl
     return guarded & icv, record, icv
 
 
+def _write_outputs(out: Path, findings: dict, study: StudyInput, d: dict, mask, affine, pred, batch, present) -> None:
+    """Every output of an analysed study; one that cannot be written is named in ``output_errors`` and
+    the status becomes ``incomplete`` (never a silent "ok")."""
+    from .outputs import write_dicom_seg, write_nifti_mask, write_report
+
+    findings["outputs"], errors = {}, []
+
+    def attempt(name: str, file: str, fn) -> None:
+        try:
+            result = fn()
+            findings["outputs"][name] = file
+            if name == "dicom_seg":
+                findings["dicom_seg"] = result
+        except Exception as exc:  # noqa: BLE001 - the other outputs stay valid; the status says what is missing
+            errors.append(f"{file} not written: {type(exc).__name__}: {str(exc)[:200]}")
+            findings["status"] = "incomplete"
+            findings["output_errors"] = errors
+
+    attempt("mask_nifti", "lesion_mask.nii.gz", lambda: write_nifti_mask(out / "lesion_mask.nii.gz", mask, affine))
+    if study.kind == "dicom" and d["reference"] in study.sources:
+        attempt("dicom_seg", "lesion_seg.dcm",
+                lambda: write_dicom_seg(out / "lesion_seg.dcm", mask, affine, study.sources[d["reference"]]))
+    findings["messages"] += [f"output {e}" for e in errors]        # the report lists them too
+    n = len(errors)
+    lesion_grid = (pred["lesion_prob"] > 0.5).numpy()
+    attempt("report", "report.html", lambda: write_report(out / "report.html", findings, {
+        m: batch[m][0, 0].numpy() if present[m] else None for m in MODALITIES}, lesion_grid))
+    findings["messages"] += [f"output {e}" for e in errors[n:]]
+
+
 def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, write: bool = True,
-                  drop: str | None = None, keep: dict | None = None, guard: bool = True) -> dict:
+                  drop: str | None = None, keep: dict | None = None, guard: bool = True,
+                  select: str | None = None) -> dict:
     """Analyse one study; never raises for bad input: the findings say what went wrong.
 
     ``guard``: remove predicted lesion outside the intracranial volume (:mod:`apps.medical.intracranial`).
     The diagnosis is withheld (``diagnosis`` None, ``diagnosis_withheld`` says why) when no lesion is
-    found inside the brain or the out-of-domain check (:mod:`apps.medical.ood`) flags the study."""
+    found inside the brain or the out-of-domain check (:mod:`apps.medical.ood`) flags the study.
+    ``select``: one study of a folder holding several (:func:`apps.medical.intake.dicom_studies`)."""
     from mmcore.train import atomic_write_json
 
     from .datasets import study_batch
     from .ood import score as ood_score
     from .ood import study_features
-    from .outputs import write_dicom_seg, write_nifti_mask, write_report
     from .transforms import invert_to_native, preprocess
 
     t0 = time.perf_counter()
     path = Path(path)
     findings: dict = {"study": str(path), "status": "ok", "messages": [], "model": getattr(model, "bundle_info", None),
                       "disclaimer": DISCLAIMER}
+    if select:
+        findings.update(study_key=select, output_dir=str(out_dir))
     out = Path(out_dir)
     try:
-        study: StudyInput = read_study(path)
+        study: StudyInput = read_study(path, select) if select else read_study(path)
         findings["messages"] += study.messages
         sources = {m: study.sources.get(m) for m in MODALITIES}
         if drop:
@@ -150,8 +186,11 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
             reasons.append("no lesion found inside the intracranial volume (no voxel with lesion probability > 0.5)")
         withheld = "; ".join(reasons) or None
         findings.update({
-            "study_instance_uid": study.study_uid, "input_kind": study.kind, "series": study.series,
-            "sources": {m: (str(v[0]) if len(v) == 1 else f"{len(v)} DICOM files in {v[0].parent}") for m, v in study.sources.items()},
+            # only the series that were loaded and used (a rejected or removed one is in the messages)
+            "study_instance_uid": study.study_uid, "input_kind": study.kind,
+            "series": {m: v for m, v in study.series.items() if present.get(m)},
+            "sources": {m: (str(v[0]) if len(v) == 1 else f"{len(v)} DICOM files in {v[0].parent}")
+                        for m, v in study.sources.items() if present.get(m)},
             "reference_modality": d["reference"], "modalities_used": used, "modalities_missing": missing,
             "flag": (f"single-modality result ({', '.join(m.upper() for m in missing)} missing): the model was trained with "
                      "modality dropout but fused accuracy is higher; see docs/medical.md") if missing else None,
@@ -174,17 +213,7 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
             if "unguarded" in pred:
                 keep["unguarded"] = {"native_mask": native[3].numpy() > 0.5, "probs": pred["unguarded"]["probs"]}
         if write:
-            write_nifti_mask(out / "lesion_mask.nii.gz", mask, affine)
-            findings["outputs"] = {"mask_nifti": "lesion_mask.nii.gz", "report": "report.html"}
-            if study.kind == "dicom" and d["reference"] in study.sources:
-                try:
-                    findings["dicom_seg"] = write_dicom_seg(out / "lesion_seg.dcm", mask, affine, study.sources[d["reference"]])
-                    findings["outputs"]["dicom_seg"] = "lesion_seg.dcm"
-                except Exception as exc:  # noqa: BLE001 - the other outputs stay valid
-                    findings["messages"].append(f"DICOM SEG not written: {type(exc).__name__}: {exc}")
-            lesion_grid = (pred["lesion_prob"] > 0.5).numpy()
-            write_report(out / "report.html", findings, {m: batch[m][0, 0].numpy() if present[m] else None
-                                                         for m in MODALITIES}, lesion_grid)
+            _write_outputs(out, findings, study, d, mask, affine, pred, batch, present)
     except IntakeError as exc:
         findings.update(status="refused", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one broken study must not stop the batch
@@ -206,11 +235,18 @@ def analyze_path(path: Path, out: Path, model, *, register: bool = True, progres
 
     from mmcore.train import atomic_write_json
 
-    studies = list_studies(path)
+    folders = list_studies(path)
+    studies = []                     # (folder, study key or None, output folder)
+    for folder in folders:
+        base = Path(out) if len(folders) == 1 else Path(out) / folder.name
+        keys = dicom_studies(folder) if folder.is_dir() and not _has_nifti(folder) else []
+        if len(keys) > 1:            # several DICOM studies in one folder: each on its own, never mixed
+            studies += [(folder, k, base / _key_dir(k)) for k in keys]
+        else:
+            studies.append((folder, None, base))
     results = []
-    for study in tqdm(studies, desc="studies", disable=not progress or len(studies) < 2):
-        sub = Path(out) if len(studies) == 1 else Path(out) / study.name
-        f = analyze_study(study, sub, model, register=register)
+    for study, key, sub in tqdm(studies, desc="studies", disable=not progress or len(studies) < 2):
+        f = analyze_study(study, sub, model, register=register, select=key)
         results.append(f)
         if f["status"] != "ok":
             status = f"{f['status']} - {f.get('error')}"
@@ -218,11 +254,21 @@ def analyze_path(path: Path, out: Path, model, *, register: bool = True, progres
             status = f"{f['result']}; diagnosis withheld: {f['diagnosis_withheld']}"
         else:
             status = f"{f['diagnosis']} ({max(f['probabilities'].values()):.2f})"
-        log.info("%s: %s", study.name, status)
+        log.info("%s: %s", study.name + (f" [{key}]" if key else ""), status)
     if len(studies) > 1:
-        atomic_write_json(Path(out) / "summary.json", [{k: r.get(k) for k in ("study", "status", "diagnosis", "error")}
-                                                       for r in results])
+        atomic_write_json(Path(out) / "summary.json", [{k: r.get(k) for k in ("study", "study_key", "status", "diagnosis",
+                                                                              "error", "output_dir")} for r in results])
     return results
+
+
+def _has_nifti(folder: Path) -> bool:
+    return (folder / "manifest.json").exists() or any(p.name.endswith((".nii", ".nii.gz")) for p in folder.iterdir())
+
+
+def _key_dir(key: str) -> str:
+    """An output folder name for a ``PatientID|StudyInstanceUID`` key."""
+    patient, uid = key.split("|", 1)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{patient or 'no-patient-id'}_{uid or 'no-study-uid'}")[:120]
 
 
 def load_model(bundle: Path | str | None = None, device: str = "cpu"):

@@ -95,3 +95,35 @@ def new_study(patient_id: str) -> dict:
         "PatientBirthDate": "19700101", "PatientSex": "O", "StudyID": "1", "AccessionNumber": patient_id[-8:],
         "ReferringPhysicianName": "", "StudyDescription": "mmcore demo MR+CT head",
     }
+
+
+def header_corners(files: list[Path]) -> tuple[np.ndarray, str]:
+    """The 8 corner voxel centres (RAS mm, [8, 3]) of a single-orientation series from its headers, and a
+    label naming the series; the check for a loader that got the geometry wrong (:func:`geometry_mismatch`)."""
+    import pydicom
+
+    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    o = np.asarray(heads[0].ImageOrientationPatient, float)
+    row_dir, col_dir = o[:3], o[3:]
+    normal = np.cross(row_dir, col_dir)
+    heads.sort(key=lambda d: float(np.asarray(d.ImagePositionPatient, float) @ normal))
+    dr, dc = (float(v) for v in heads[0].PixelSpacing)      # row spacing (between rows), column spacing
+    extent = [np.zeros(3), row_dir * dc * (int(heads[0].Columns) - 1)], [np.zeros(3), col_dir * dr * (int(heads[0].Rows) - 1)]
+    corners = [np.asarray(d.ImagePositionPatient, float) + a + b for d in (heads[0], heads[-1])
+               for a in extent[0] for b in extent[1]]
+    label = (f"{heads[0].get('Modality', '')} series {heads[0].get('SeriesNumber', '')} '{heads[0].get('SeriesDescription', '')}' "
+             f"({len(files)} files in {Path(files[0]).parent})")
+    return np.stack(corners) * np.array([-1.0, -1.0, 1.0]), label
+
+
+def geometry_mismatch(files: list[Path], affine_ras: np.ndarray, shape: tuple[int, ...], tol_mm: float = 1.0) -> str | None:
+    """None when a loaded volume (``affine_ras``, spatial ``shape``) covers the box the DICOM headers give,
+    else the reason naming the series (e.g. a reader that fell back to an identity affine)."""
+    want, label = header_corners(files)
+    idx = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    got = (idx @ np.asarray(affine_ras, float).T)[:, :3]
+    err = max(float(np.linalg.norm(got - w, axis=1).min()) for w in want)
+    if err > tol_mm:
+        return (f"{label}: the loaded geometry does not match the headers (a corner {err:.1f} mm off; the reader could not "
+                "parse ImagePositionPatient/ImageOrientationPatient and used another affine); series refused")
+    return None

@@ -6,9 +6,16 @@ presentation states, files without pixels, localizers/scouts, non-DICOM files. A
 candidate when it is MR or CT, has >= ``MIN_SLICES`` slices, one orientation and even spacing.
 Selection (like MONAI Deploy's series selector, written as code you can read):
 
-* MR: prefer a description naming T1 (``T1``, ``MPRAGE``, ``SPGR``), then more slices;
+* MR: prefer a description naming T1 (``T1``, ``MPRAGE``, ``SPGR``), then one naming no weighting,
+  then other weightings (T2, FLAIR, DWI ...), then more slices; a chosen MR not named T1 is kept
+  with a warning in the messages (the model was trained on T1);
 * CT: prefer original/primary axial, then more slices;
-* a second candidate is never silently dropped: the study JSON names both and the rule used.
+* a second candidate is never silently dropped: the study JSON names both and the rule used;
+* a folder holding several studies (StudyInstanceUID + PatientID) is never read as one:
+  :func:`dicom_studies` lists them and ``read_study(folder, select=key)`` reads one.
+
+A candidate's slices must have finite positions/orientations and, for uncompressed transfer
+syntaxes, complete pixel data; a cut file rejects its series with the file and the cause named.
 
 NIfTI: ``manifest.json`` (``{"mr": "file", "ct": "file"}``) if present, else file names
 (``mr|t1|mprage|anat`` -> MR, ``ct`` -> CT).
@@ -90,7 +97,7 @@ def _skip_reason(ds, path: Path) -> str | None:
         if sop.startswith(prefix):
             return why
     if "Rows" not in ds:
-        return "no image pixels"
+        return "no image pixels (truncated header, or not an image)"
     itype = [str(v).upper() for v in getattr(ds, "ImageType", [])]
     if any(v in ("LOCALIZER", "SCOUT") for v in itype):
         return "localizer/scout image"
@@ -104,7 +111,7 @@ def index_dicom(folder: Path) -> tuple[dict[str, Series], list[str]]:
 
     series: dict[str, Series] = {}
     notes: list[str] = []
-    skipped: dict[str, int] = {}
+    skipped: dict[str, list[str]] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if path.suffix.lower() in (".json", ".html", ".png", ".txt", ".md", ".nii", ".gz"):
             continue
@@ -112,13 +119,13 @@ def index_dicom(folder: Path) -> tuple[dict[str, Series], list[str]]:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
             if path.name.upper() == "DICOMDIR":
-                skipped["DICOMDIR (media index)"] = skipped.get("DICOMDIR (media index)", 0) + 1
+                skipped.setdefault("DICOMDIR (media index)", []).append(path.name)
             else:
                 notes.append(f"{path}: not readable as DICOM ({type(exc).__name__}: {str(exc)[:80]}); skipped")
             continue
         why = _skip_reason(ds, path)
         if why:
-            skipped[why] = skipped.get(why, 0) + 1
+            skipped.setdefault(why, []).append(str(path.relative_to(folder)))
             continue
         uid = str(getattr(ds, "SeriesInstanceUID", "") or f"no-uid:{path.parent}")
         if uid not in series:
@@ -126,8 +133,29 @@ def index_dicom(folder: Path) -> tuple[dict[str, Series], list[str]]:
                                  int(getattr(ds, "SeriesNumber", 0) or 0), [], tuple(str(v).upper() for v in getattr(ds, "ImageType", [])),
                                  str(getattr(ds, "StudyInstanceUID", "")), str(getattr(ds, "PatientID", "")))
         series[uid].files.append(path)
-    notes += [f"skipped {n} file(s): {why}" for why, n in sorted(skipped.items())]
+    notes += [f"skipped {len(names)} file(s): {why}" + (f" ({_names(names)})" if why.startswith("no image") else "")
+              for why, names in sorted(skipped.items())]
     return series, notes
+
+
+def _names(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _pixel_problem(ds) -> str | None:
+    """Why this slice's pixel data is unusable (missing or cut), or None; compressed data is left to the decoder."""
+    if "PixelData" not in ds:
+        return "no pixel data (file truncated?)"
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None and getattr(ts, "is_compressed", False):
+        return None
+    try:
+        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) * int(getattr(ds, "SamplesPerPixel", 1) or 1)
+                    * int(getattr(ds, "NumberOfFrames", 1) or 1) + 7) // 8
+    except (AttributeError, TypeError, ValueError) as exc:
+        return f"image size attributes unusable ({exc})"
+    got = len(ds.PixelData)
+    return f"pixel data cut: {got} of {expected} bytes (file truncated)" if got < expected else None
 
 
 def check_series_geometry(s: Series) -> str | None:
@@ -139,9 +167,18 @@ def check_series_geometry(s: Series) -> str | None:
     orients, positions = [], []
     for path in s.files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ImageOrientationPatient", "ImagePositionPatient"])
-            orients.append(np.asarray(ds.ImageOrientationPatient, float))
-            positions.append(np.asarray(ds.ImagePositionPatient, float))
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # noqa: BLE001 - a file that read header-only but not whole is cut
+            return f"{s.label()}: {path.name} cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+        bad_pixels = _pixel_problem(ds)
+        if bad_pixels:
+            return f"{s.label()}: {path.name}: {bad_pixels}"
+        try:
+            o, p = np.asarray(ds.ImageOrientationPatient, float), np.asarray(ds.ImagePositionPatient, float)
+            if o.shape != (6,) or p.shape != (3,) or not (np.isfinite(o).all() and np.isfinite(p).all()):
+                raise ValueError(f"orientation {list(o)} / position {list(p)}: need 6 and 3 finite numbers")
+            orients.append(o)
+            positions.append(p)
         except Exception as exc:  # noqa: BLE001 - any broken header makes the series unusable
             return f"{s.label()}: {path.name} has no usable geometry ({type(exc).__name__}: {exc})"
     o = np.stack(orients)
@@ -158,8 +195,17 @@ def check_series_geometry(s: Series) -> str | None:
     return None
 
 
+T1_RX = re.compile(r"t1|mprage|spgr|bravo|tfe|vibe", re.I)
+NON_T1_RX = re.compile(r"t2|flair|dwi|diff|adc|trace|swi|pd\b|stir|perf|bold|dti|gre|mra|tof|fmri|epi", re.I)
+
+
+def is_t1(s: Series) -> bool:
+    return bool(T1_RX.search(s.description))
+
+
 def _mr_rank(s: Series) -> tuple:
-    return (bool(re.search(r"t1|mprage|spgr", s.description, re.I)), len(s.files))
+    weight = 2 if is_t1(s) else (0 if NON_T1_RX.search(s.description) else 1)
+    return (weight, len(s.files))
 
 
 def _ct_rank(s: Series) -> tuple:
@@ -168,7 +214,8 @@ def _ct_rank(s: Series) -> tuple:
 
 def select_series(series: dict[str, Series], messages: list[str]) -> dict[str, Series]:
     chosen: dict[str, Series] = {}
-    for modality, rank, rule in (("MR", _mr_rank, "T1-weighted description first, then most slices"),
+    for modality, rank, rule in (("MR", _mr_rank, "T1-weighted description first, then no weighting named, then "
+                                                  "other weightings (T2, FLAIR, ...), then most slices"),
                                  ("CT", _ct_rank, "original axial first, then most slices")):
         cands = []
         for s in series.values():
@@ -188,15 +235,32 @@ def select_series(series: dict[str, Series], messages: list[str]) -> dict[str, S
                 f"{len(cands)} candidate {modality} series: " + "; ".join(c.label() for c in cands)
                 + f". Chose series {cands[0].number} by rule: {rule}" + (" (tie: lowest series number)" if tie else ""))
         chosen[modality.lower()] = cands[0]
+    if "mr" in chosen and not is_t1(chosen["mr"]):
+        messages.append(f"WARNING: the MR used, {chosen['mr'].label()}, is not named T1-weighted (no T1/MPRAGE/SPGR in its "
+                        "description) but no T1 series was found; the model was trained on T1 MR, so its result on this "
+                        "contrast may be wrong")
     return chosen
+
+
+def study_key(s: Series) -> str:
+    return f"{s.patient_id}|{s.study_uid}"
+
+
+def dicom_studies(folder: Path | str) -> list[str]:
+    """The studies (``PatientID|StudyInstanceUID`` keys) among the DICOM image series under ``folder``."""
+    series, _ = index_dicom(Path(folder))
+    return sorted({study_key(s) for s in series.values()})
 
 
 def _nifti_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and (p.name.endswith(".nii") or p.name.endswith(".nii.gz")))
 
 
-def read_study(folder: Path | str) -> StudyInput:
-    """Find the MR and CT of one study folder; raises :class:`IntakeError` naming what is wrong."""
+def read_study(folder: Path | str, select: str | None = None) -> StudyInput:
+    """Find the MR and CT of one study folder; raises :class:`IntakeError` naming what is wrong.
+
+    ``select``: a key from :func:`dicom_studies` when the folder holds several DICOM studies (without
+    it such a folder is refused, never mixed)."""
     folder = Path(folder)
     if not folder.exists():
         raise IntakeError(f"{folder}: no such folder")
@@ -241,6 +305,18 @@ def read_study(folder: Path | str) -> StudyInput:
     if not series:
         raise IntakeError(f"{folder}: no image series found (empty folder, or no readable DICOM/NIfTI)" +
                           (f"; {'; '.join(notes)}" if notes else ""))
+    keys = sorted({study_key(s) for s in series.values()})
+    if select is not None:
+        if select not in keys:
+            raise IntakeError(f"{folder}: no series of study {select} (patient|study UID); found {keys}")
+        others = [s for s in series.values() if study_key(s) != select]
+        series = {u: s for u, s in series.items() if study_key(s) == select}
+        if others:
+            messages.append(f"folder holds {len(keys)} studies; this is patient {select.split('|')[0]!r} study "
+                            f"{select.split('|')[1]} ({len(series)} series; {len(others)} series of other studies left out)")
+    elif len(keys) > 1:
+        raise IntakeError(f"{folder}: holds {len(keys)} DICOM studies (patient|study UID: {', '.join(keys)}); "
+                          "they are analysed one by one by `mm medical analyze`, never as one")
     chosen = select_series(series, messages)
     if not chosen:
         raise IntakeError(f"{folder}: no usable MR or CT series. " + "; ".join(messages))
@@ -270,4 +346,5 @@ def list_studies(path: Path | str) -> list[Path]:
     path = Path(path)
     if path.is_file() or not path.exists() or looks_like_study(path):
         return [path]
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # an empty folder (or one with only hidden entries) is one study, refused with a findings.json
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) or [path]

@@ -28,6 +28,20 @@ def write_nifti_mask(path: Path, mask: np.ndarray, affine_ras: np.ndarray) -> No
     atomic_write_bytes(path, data)
 
 
+# Type-2 attributes (must be present, may be empty) that highdicom copies from the source images; a
+# de-identification profile may have emptied or removed them (e.g. PatientBirthDate).
+TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+                "AccessionNumber", "ReferringPhysicianName")
+
+
+def _with_type2(ds):
+    """The source dataset (in memory only) with each of :data:`TYPE2_COPIED` present, empty when it was removed."""
+    for keyword in TYPE2_COPIED:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
 def write_dicom_seg(path: Path, mask: np.ndarray, affine_ras: np.ndarray, source_files: list[Path]) -> dict:
     """A binary DICOM SEG over the source series; frames follow the source slices.
 
@@ -40,7 +54,7 @@ def write_dicom_seg(path: Path, mask: np.ndarray, affine_ras: np.ndarray, source
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    sources = [pydicom.dcmread(f) for f in source_files]
+    sources = [_with_type2(pydicom.dcmread(f)) for f in source_files]
     inv = np.linalg.inv(LPS @ np.asarray(affine_ras, float))
     lps_axes = (LPS @ np.asarray(affine_ras, float))[:3, :3]
     frames = []

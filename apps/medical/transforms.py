@@ -80,23 +80,44 @@ def load_volume(source, name: str):
 
 
 class LoadSeriesd:
-    """Load ``keys`` (file path or DICOM file list; ``None``/missing = absent modality)."""
+    """Load ``keys`` (file path or DICOM file list; ``None``/missing = absent modality).
+
+    A DICOM series whose loaded affine does not match the box its headers give (MONAI falls back to
+    an identity affine, with only a warning, on position/orientation strings it cannot parse) is
+    refused. An MR or CT that cannot be loaded is dropped with a message naming it and the cause
+    when the other modality loads; the study is refused only when neither does."""
 
     def __init__(self, keys=("mr", "ct", "mask")) -> None:
         self.keys = keys
 
     def __call__(self, data: dict) -> dict:
+        from .dicom_io import geometry_mismatch
+
         d = dict(data)
+        failed: list[str] = []
         for key in self.keys:
             if d.get(key) is None:
                 d.pop(key, None)
                 continue
-            d[key] = load_volume(d[key], key)
+            source = d[key]
+            try:
+                d[key] = load_volume(source, key)
+                if isinstance(source, (list, tuple)) and len(source) > 1:
+                    problem = geometry_mismatch(list(source), np.asarray(d[key].affine, float), tuple(d[key].shape[1:]))
+                    if problem:
+                        raise IntakeError(problem)
+            except IntakeError as exc:
+                if key not in MODALITIES:
+                    raise
+                d.pop(key)
+                failed.append(str(exc))
+                continue
             if "nonfinite_fraction" in d[key].meta:
                 d.setdefault("messages", []).append(
                     f"{key.upper()}: {d[key].meta['nonfinite_fraction']:.3%} NaN/Inf voxels replaced by the volume's range")
         if not any(m in d for m in MODALITIES):
-            raise IntakeError("study has neither an MR nor a CT volume")
+            raise IntakeError("; ".join(failed) if failed else "study has neither an MR nor a CT volume")
+        d.setdefault("messages", []).extend(f"rejected {why}; analysed without it" for why in failed)
         return d
 
 

@@ -32,3 +32,42 @@ def write_nifti(path: Path, vol, affine):
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.asarray(vol), affine), str(path))
     return path
+
+
+def flatten_into(dest: Path, *series_dirs: Path) -> Path:
+    """Move the files of several series folders into one flat folder (names prefixed by their folder)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in series_dirs:
+        for f in sorted(Path(d).glob("*.dcm")):
+            f.rename(dest / f"{Path(d).name}_{f.name}")
+        Path(d).rmdir()
+    return dest
+
+
+def set_raw(path: Path, tag: int, text: str, vr: str = "DS") -> None:
+    """Store ``text`` as the raw value of ``tag`` (as a scanner would write it; pydicom does not validate it)."""
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = pydicom.dcmread(path)
+    raw = text.encode() + (b" " if len(text) % 2 else b"")
+    ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(raw), raw, 0, False, True)
+    ds.save_as(path)
+
+
+def deidentify(folder: Path, remove=("PatientBirthDate", "PatientSex"), empty=("PatientName", "ReferringPhysicianName",
+                                                                                "AccessionNumber", "StudyID")) -> None:
+    """A basic-profile style de-identification in place: type-2 attributes removed or emptied."""
+    import pydicom
+
+    for f in sorted(Path(folder).rglob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        for k in remove:
+            if k in ds:
+                delattr(ds, k)
+        for k in empty:
+            setattr(ds, k, "")
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = "basic profile (test)"
+        ds.save_as(f)
