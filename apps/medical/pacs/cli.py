@@ -10,7 +10,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _worker(args):
+def _worker(args, warm_up: bool = False):
     """The warm model and a Worker around it (bundle, device, threads, registration from the flags)."""
     import torch
 
@@ -22,7 +22,10 @@ def _worker(args):
     torch.set_num_threads(max(1, args.threads))
     bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
     model = load_model(bundle, device_from_arg(args.device))
-    return Worker(model, bundle, Path(args.out), register=not args.no_register)
+    worker = Worker(model, bundle, Path(args.out), register=not args.no_register)
+    if warm_up:           # a long-lived process: pay the first study's one-off costs now
+        worker.warm_up()
+    return worker
 
 
 def _archive(url: str):
@@ -77,7 +80,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"mm medical pacs watch: {exc}") from None
     archive = _archive(args.url)
-    worker = _worker(args)
+    worker = _worker(args, warm_up=not args.once)
     owner = args.owner or f"{socket.gethostname()}:shard{shard[0]}of{shard[1]}"
     ledger = Ledger(Path(args.ledger or Path(args.out) / "ledger.sqlite"), owner)
     watcher = Watcher(archive, worker, ledger, shard=shard, feed=args.feed, interval=args.interval,
@@ -97,7 +100,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         sink = _archive(args.to_url) if args.to_url else DimseSink(args.to_dimse, args.aet)
     except ValueError as exc:
         raise SystemExit(f"mm medical pacs listen: {exc}") from None
-    worker = _worker(args)
+    worker = _worker(args, warm_up=True)
     listener = Listener(worker, sink, Path(args.out) / "inbox", host=args.host, port=args.port, aet=args.aet, idle=args.idle)
     listener.serve()
     return 0

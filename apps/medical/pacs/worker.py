@@ -57,6 +57,35 @@ class Worker:
         self._cleanups: list[threading.Thread] = []
         self.warm_seconds = round(warm_imports(), 3)
 
+    def warm_up(self) -> float:
+        """Analyse one small generated DICOM study end to end (SEG and SR built, nothing stored), so
+        that a long-lived watcher or listener pays the first study's one-off costs (lazy imports,
+        first-call set-up in the SEG writer, the registration and the report) at start-up rather than
+        on a user's study; returns the seconds spent. A failure is logged and ignored: the first real
+        study then pays those costs itself."""
+        from ..demo_data import write_study
+
+        class _Discard:
+            def store(self, datasets, study_uid):
+                return None
+
+        t0 = time.perf_counter()
+        tmp = Path(tempfile.mkdtemp(prefix="mm-pacs-warmup-", dir=self.scratch))
+        try:
+            entry = write_study(tmp, "warmup", seed=7, fmt="dicom")
+            out_root, self.out_root = self.out_root, tmp / "out"
+            try:
+                self.process_folder(Path(entry["study"]), "warmup", sink=_Discard())
+            finally:
+                self.out_root = out_root
+        except Exception as exc:  # noqa: BLE001 - warming is an optimisation, never a reason to stop
+            log.warning("warm-up study failed (%s: %s); the first real study will be slower", type(exc).__name__, exc)
+        finally:
+            self._remove_later(tmp)
+        seconds = time.perf_counter() - t0
+        log.info("warm-up study analysed in %.1f s", seconds)
+        return seconds
+
     def _remove_later(self, path: Path) -> None:
         """Delete ``path`` (a pulled study) in a background thread; see the module docstring."""
         job = threading.Thread(target=shutil.rmtree, args=(path,), kwargs={"ignore_errors": True}, name="mm-pacs-cleanup")

@@ -270,3 +270,16 @@ def test_bad_archives_and_studies_give_clear_messages_and_lose_nothing(orthanc, 
     first, _ = poll.new_stable_studies(None)
     second, _ = poll.new_stable_studies(None)
     assert first == [] and study["study_uid"] in second
+
+
+def test_warm_up_analyses_a_generated_study_and_stores_nothing(worker, caplog):
+    """`watch`/`listen` warm the worker on a generated study at start-up: it runs the whole analysis
+    and result building, writes nothing where the user's results go and never reaches an archive."""
+    import logging
+
+    before = sorted(p.name for p in worker.out_root.iterdir()) if worker.out_root.exists() else []
+    with caplog.at_level(logging.INFO, logger="apps.medical.pacs.worker"):
+        seconds = worker.warm_up()
+    assert seconds > 0 and "warm-up study analysed" in caplog.text and "failed" not in caplog.text, caplog.text
+    after = sorted(p.name for p in worker.out_root.iterdir()) if worker.out_root.exists() else []
+    assert after == before
