@@ -186,3 +186,34 @@ def test_f_non_finite_position_is_rejected_by_intake(tmp_path):
         set_raw(f, 0x00200032, "nan\\0\\0")
     s = read_study(tmp_path / "s")
     assert s.modalities == ["mr"] and any("'Head CT'" in m and "no usable geometry" in m for m in s.messages)
+
+
+def test_a_seg_after_the_dicom_basic_profile_of_dicom_anonymizer(tmp_path):
+    """A standard de-identification profile (PS3.15 basic, the PyPI package ``dicom-anonymizer``;
+    skipped where it is not installed): intake, loading and the SEG still work, the SEG's frames lie
+    on the source slices, and the removed SeriesDescription makes intake warn that no T1 is named."""
+    anonymizer = pytest.importorskip("dicomanonymizer")
+    import highdicom as hd
+    import pydicom
+
+    from apps.medical.outputs import write_dicom_seg
+    from apps.medical.transforms import LoadSeriesd
+
+    _study(tmp_path / "raw")
+    for f in sorted((tmp_path / "raw").rglob("*.dcm")):
+        out = tmp_path / "anon" / f.parent.name / f.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        anonymizer.anonymize_dicom_file(str(f), str(out))
+    s = read_study(tmp_path / "anon")
+    assert s.modalities == ["mr", "ct"] and any(m.startswith("WARNING") for m in s.messages)
+    d = LoadSeriesd(("mr", "ct"))(dict(s.sources))
+    mask = np.zeros(d["mr"].shape[1:], bool)
+    mask[8:14, 9:15, 3:7] = True
+    write_dicom_seg(tmp_path / "seg.dcm", mask, np.asarray(d["mr"].affine), s.sources["mr"])
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    src = {x.SOPInstanceUID: x for x in (pydicom.dcmread(f, stop_before_pixels=True) for f in s.sources["mr"])}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        ref = src[frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
+        np.testing.assert_allclose(np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, float),
+                                   np.asarray(ref.ImagePositionPatient, float), atol=1e-3)
+    assert int(seg.pixel_array.sum()) == int(mask.sum())
