@@ -37,6 +37,22 @@ def umask_mode(path: str | Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~mask)
 
 
+def publish(tmp: str | Path, path: str | Path, *, private: bool = False) -> None:
+    """Move a finished temporary file ``tmp`` onto ``path`` durably: fsync it, give it the mode a
+    plain open() would (unless ``private``), rename it in one step and fsync the directory.
+
+    For writers that must name their own temporary file (a stream written over many calls, a
+    ``.part`` file that readers skip by its suffix); everything else uses :func:`atomic_path`."""
+    tmp, path = Path(tmp), Path(path)
+    with contextlib.suppress(OSError):
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    if not private:
+        umask_mode(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on a clean exit it replaces ``path`` atomically.
@@ -52,15 +68,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with contextlib.suppress(OSError):
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        umask_mode(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

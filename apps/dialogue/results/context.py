@@ -19,6 +19,8 @@ from functools import cached_property
 from pathlib import Path
 
 MEDICAL_REQUIRED = ("status", "lesion", "modalities_used", "modalities_missing")
+# "incomplete": analysed, but one of the output files could not be written (findings say which)
+ANALYSED = ("ok", "incomplete")
 SOCIAL_USER_COLUMNS = ("user_id", "community", "pagerank", "degree", "bridge")
 
 
@@ -51,7 +53,7 @@ class MedicalContext:
 
     @property
     def ok(self) -> bool:
-        return self.findings.get("status") == "ok"
+        return self.findings.get("status") in ANALYSED
 
     @property
     def mask_path(self) -> Path | None:
@@ -168,7 +170,7 @@ def load_medical(folder: Path) -> MedicalContext:
     findings = _read_json(path)
     if "status" not in findings:
         raise ResultError(f"{path}: field 'status' missing (not a `mm medical analyze` findings file)")
-    if findings["status"] == "ok":
+    if findings["status"] in ANALYSED:
         for key in MEDICAL_REQUIRED:
             if key not in findings:
                 raise ResultError(f"{path}: field '{key}' missing")

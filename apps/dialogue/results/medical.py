@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from .context import MedicalContext, ResultError
+from .context import ANALYSED, MedicalContext, ResultError
 from .program import Answer, Program, abstain
 
 NAMES = {"mr": "MR", "ct": "CT"}
@@ -27,7 +27,7 @@ def _modality_note(ctx: MedicalContext, modality: str | None) -> str:
 
 def run(ctx: MedicalContext, p: Program) -> Answer:
     f = ctx.findings
-    if f.get("status") != "ok":
+    if f.get("status") not in ANALYSED:
         return Answer(f"The analysis {f.get('status')} this study: {f.get('error')}", p, value=None)
     fn = _OPS.get(p.op)
     if fn is None:

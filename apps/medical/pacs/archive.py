@@ -156,7 +156,7 @@ class Archive:
 
         Non-image series (SEG, SR, PR, ...) are not downloaded. A transfer that breaks, or an archive
         that sends fewer instances than QIDO announced, raises a transient :class:`ArchiveError`."""
-        import os
+        from mmcore.utils.io import publish
 
         dest = Path(dest)
         series = self.series(study_uid)
@@ -173,7 +173,7 @@ class Archive:
                     part = folder / f"{got:06d}.part"
                     _write_instance(part, data)
                     stats["bytes"] += len(data)
-                    os.replace(part, part.with_suffix(".dcm"))
+                    publish(part, part.with_suffix(".dcm"))
                     got += 1
             except Exception as exc:  # noqa: BLE001
                 err = (ArchiveError(f"{self.name}: {what}: {exc}", transient=exc.transient, status=exc.status)

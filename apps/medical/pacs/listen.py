@@ -9,11 +9,12 @@ delivery failed stays in the inbox and is retried with back-off, so nothing rece
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
 from pathlib import Path
+
+from mmcore.utils.io import publish
 
 from .archive import ArchiveError
 
@@ -81,7 +82,7 @@ class Listener:
             folder.mkdir(parents=True, exist_ok=True)
             part = folder / f"{ds.SOPInstanceUID}.part"
             ds.save_as(part, enforce_file_format=True)
-            os.replace(part, part.with_suffix(".dcm"))
+            publish(part, part.with_suffix(".dcm"))
         except Exception as exc:  # noqa: BLE001 - tell the sender, keep serving
             log.warning("C-STORE from %s rejected: %s: %s", event.assoc.requestor.ae_title, type(exc).__name__, exc)
             return 0xA700       # out of resources: the sender keeps the instance and may retry

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmcore.utils.io import atomic_path, atomic_write_json
+from mmcore.utils.io import atomic_path, atomic_write_json, publish
 
 from ..schema import REJECTS, TABLES
 
@@ -333,7 +333,7 @@ class CanonicalWriter:
         if self.promote:
             self._promote_posts()
         for table in self.buffers:
-            (self.out_dir / f".{table}.parquet.tmp").replace(self.out_dir / f"{table}.parquet")
+            publish(self.out_dir / f".{table}.parquet.tmp", self.out_dir / f"{table}.parquet")
         if self.stats.rejected or self.stats.media_problems:
             import pyarrow.csv as pacsv
 
