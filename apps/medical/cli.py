@@ -219,7 +219,14 @@ def demo(out_dir: Path, device: str = "cpu") -> dict:
     rows = json.loads((out_dir / "results" / "eval_rows.json").read_text())
     ok = [r for r in rows if r["status"] == "ok"]
     correct = sum(int(np.argmax(r["probs"]) == r["label"]) for r in ok)
+    # what fusion adds: the true class's probability with both modalities and with one removed, on
+    # the studies that have both (the same preprocessed tensors; `evaluate` removes each in turn)
+    both = [r for r in ok if "probs_without_mr" in r and "probs_without_ct" in r]
+    p_true = {key: round(float(np.mean([r[key][r["label"]] for r in both])), 3) if both else float("nan")
+              for key in ("probs", "probs_without_ct", "probs_without_mr")}
     return {"studies": len(rows), "analysed": len(ok), "correct_diagnoses": correct,
+            "p_true_fused": p_true["probs"], "p_true_mr_only": p_true["probs_without_ct"],
+            "p_true_ct_only": p_true["probs_without_mr"], "studies_with_both": len(both),
             "dice_mean": float(np.mean([r["dice"] for r in ok])) if ok else float("nan"),
             "tre_mm_mean": summary.get("tre_mm_mean", float("nan")),
             "header_only_tre_mm": (summary.get("tre_header_only_mm_range") or [float("nan")])[0],
