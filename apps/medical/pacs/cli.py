@@ -85,10 +85,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     ledger = Ledger(Path(args.ledger or Path(args.out) / "ledger.sqlite"), owner)
     watcher = Watcher(archive, worker, ledger, shard=shard, feed=args.feed, interval=args.interval,
                       lookback_days=args.lookback_days)
-    watcher.run(once=args.once, max_cycles=args.max_cycles)
+    rc = watcher.run(once=args.once, max_cycles=args.max_cycles)
     print(json.dumps({"outcomes": {k: sum(o["outcome"] == k for o in watcher.log) for k in ("done", "skipped", "refused", "failed")},
                       "ledger": ledger.counts()}))
-    return 0
+    return rc
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -133,15 +133,15 @@ def register(sub) -> None:
 
     w = cmds.add_parser("watch", help="poll the archive; analyse each new stable study once (warm model)", epilog=creds)
     w.add_argument("--url", required=True, help="DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
-    w.add_argument("--interval", type=float, default=10.0, help="seconds between polls")
+    w.add_argument("--interval", type=float, default=10.0, help="seconds between polls (default 10)")
     w.add_argument("--shard", default="0/1", help="k/N: analyse only studies with sha256(StudyInstanceUID) mod N == k")
     w.add_argument("--feed", default="auto", choices=["auto", "orthanc", "qido"],
                    help="Orthanc's /changes (StableStudy) or QIDO by StudyDate; auto probes /changes")
     w.add_argument("--lookback-days", type=int, default=1, help="qido feed: StudyDate window")
     w.add_argument("--ledger", default=None, help="SQLite ledger (default OUT/ledger.sqlite)")
     w.add_argument("--owner", default=None, help="this watcher's name in the ledger (default host:shard)")
-    w.add_argument("--once", action="store_true", help="one poll, then exit")
-    w.add_argument("--max-cycles", type=int, default=None)
+    w.add_argument("--once", action="store_true", help="one poll, then exit (exit 1 if the archive could not be reached)")
+    w.add_argument("--max-cycles", type=int, default=None, help="stop after this many polls (exit 1 if the last could not reach the archive)")
     common(w, "runs/pacs-watch")
     w.set_defaults(func=cmd_watch)
 

@@ -32,12 +32,24 @@ class OrthancChanges:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
         self.root = archive.url[: -len("/dicom-web")] if archive.url.endswith("/dicom-web") else archive.url
+        self.last_error: ArchiveError | None = None      # why the last probe could not decide
 
-    def probe(self) -> bool:
+    def probe(self) -> bool | None:
+        """True: an Orthanc change log answers; False: the archive answers but has none; None: no
+        answer to decide on (unreachable, HTTP 401/403/429/5xx; the reason in ``last_error``)."""
+        from .archive import explain
+
+        self.last_error = None
         try:
             r = self.archive.session.get(f"{self.root}/changes", params={"limit": 0})
+            if r.status_code in (401, 403, 429) or r.status_code >= 500:
+                r.raise_for_status()
+        except Exception as exc:  # noqa: BLE001 - connection refused, DNS, timeout, refusals: undecided
+            self.last_error = explain(exc, self.archive.name, "probe for Orthanc's change log")
+            return None
+        try:
             return r.status_code == 200 and "Changes" in r.json()
-        except Exception:  # noqa: BLE001 - anything else: not an Orthanc change log
+        except ValueError:       # a 200 that is not JSON: some other server's page
             return False
 
     def new_stable_studies(self, ledger: Ledger) -> tuple[list[str], str]:
@@ -89,15 +101,37 @@ class Watcher:
     def __init__(self, archive: Archive, worker: Worker, ledger: Ledger, *, shard=(0, 1), feed: str = "auto",
                  interval: float = 10.0, lookback_days: int = 1) -> None:
         self.archive, self.worker, self.ledger, self.shard, self.interval = archive, worker, ledger, shard, interval
-        if feed == "auto":
-            feed = "orthanc" if OrthancChanges(archive).probe() else "qido"
-        self.feed_name = feed
-        self.feed = OrthancChanges(archive) if feed == "orthanc" else QidoPoll(archive, lookback_days)
+        self.lookback_days = lookback_days
+        self.feed_name, self.feed = "auto (undecided)", None
+        if feed != "auto":
+            self._use_feed(feed)
+        else:
+            self._detect_feed()
         self.stop_requested = False
         self.log: list[dict] = []       # outcomes of this process (for tests, the bench and the summary line)
 
+    def _use_feed(self, feed: str) -> None:
+        self.feed_name = feed
+        self.feed = OrthancChanges(self.archive) if feed == "orthanc" else QidoPoll(self.archive, self.lookback_days)
+
+    def _detect_feed(self) -> ArchiveError | None:
+        """``auto``: Orthanc's change log when the archive has one, QIDO otherwise. Decided only on an
+        answer: a watcher started while the archive is down or refusing asks again on every poll
+        (choosing QIDO then would miss studies whose StudyDate is older than the lookback). Returns
+        why it could not decide, or None."""
+        probe = OrthancChanges(self.archive)
+        found = probe.probe()
+        if found is not None:
+            self._use_feed("orthanc" if found else "qido")
+        return probe.last_error
+
     def cycle(self) -> list[dict]:
         """One poll: enqueue new stable studies of our shard, then work through everything due."""
+        if self.feed is None:
+            why = self._detect_feed()
+            if why is not None:
+                raise why
+            log.info("%s answers: %s feed", self.archive.name, self.feed_name)
         version = self.worker.version
         uids, cursor = self.feed.new_stable_studies(self.ledger)
         for uid in uids:
@@ -125,24 +159,27 @@ class Watcher:
         return done
 
     def run(self, *, once: bool = False, max_cycles: int | None = None) -> int:
-        """Poll until stopped (SIGINT/SIGTERM finish the current study first); ``once``: one cycle."""
+        """Poll until stopped (SIGINT/SIGTERM finish the current study first); ``once``: one cycle.
+        Returns 1 when the last poll could not reach the archive (``--once`` in a script), else 0."""
         def stop(signum, frame):
             self.stop_requested = True
 
         previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if not once else {}
-        cycles, wait = 0, self.interval
+        cycles, wait, failed = 0, self.interval, False
         log.info("watching %s (%s feed, shard %d/%d, model %s)", self.archive.name, self.feed_name, *self.shard,
                  self.worker.version)
         try:
             while not self.stop_requested:
+                last = once or (max_cycles and cycles + 1 >= max_cycles)
                 try:
                     self.cycle()
-                    wait = self.interval
+                    wait, failed = self.interval, False
                 except ArchiveError as exc:
-                    wait = min(max(wait * 2, self.interval), 300.0)
-                    log.warning("%s; next poll in %.0f s", exc, wait)
+                    wait, failed = min(max(wait * 2, self.interval), 300.0), True
+                    text = str(exc).replace("; will retry", "") if last else str(exc)
+                    log.warning("%s; %s", text, "that was the last poll" if last else f"next poll in {wait:.0f} s")
                 cycles += 1
-                if once or (max_cycles and cycles >= max_cycles):
+                if last:
                     break
                 end = time.monotonic() + wait
                 while time.monotonic() < end and not self.stop_requested:
@@ -150,4 +187,4 @@ class Watcher:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-        return 0
+        return 1 if failed else 0

@@ -218,12 +218,13 @@ def test_bad_archives_and_studies_give_clear_messages_and_lose_nothing(orthanc, 
     from apps.medical.pacs.ledger import Ledger
 
     caplog.set_level(logging.INFO, logger="apps")
-    # unreachable archive and wrong credentials: the loop logs one line per poll and keeps going
+    # unreachable archive and wrong credentials: the loop logs one line per poll and keeps going;
+    # run() says 1 when its last poll failed (`--once` / `--max-cycles` in a script)
     dead = make_watcher(orthanc, worker, tmp_path / "dead.sqlite", url=f"http://127.0.0.1:{free_port()}/dicom-web")
-    assert dead.run(max_cycles=2) == 0
+    assert dead.run(max_cycles=2) == 1
     wrong = make_watcher(orthanc, worker, tmp_path / "wrong.sqlite", environ={"MM_PACS_USER": "mmtest",
                                                                               "MM_PACS_PASSWORD": "not-the-password"})
-    assert wrong.run(max_cycles=2) == 0
+    assert wrong.run(max_cycles=2) == 1
     text = caplog.text
     assert "archive unreachable" in text and "HTTP 401 (credentials rejected" in text
     assert "not-the-password" not in text and "pacs-test-secret" not in text

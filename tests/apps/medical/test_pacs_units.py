@@ -147,3 +147,28 @@ def test_multipart_parts_are_split_exactly_whatever_the_chunking_and_a_cut_strea
     with pytest.raises(ArchiveError, match="not multipart/related") as wrong:
         list(iter_parts(_Streamed(b"{}", "application/json", 2)))
     assert not wrong.value.transient
+
+
+def test_auto_feed_is_decided_only_on_an_answer(monkeypatch, tmp_path):
+    """A watcher started while the archive is down must not settle for QIDO (which only looks at
+    recent StudyDates): it asks again on each poll and takes Orthanc's change log once it answers;
+    `--once` against an unreachable archive exits 1."""
+    from apps.medical.pacs.archive import Archive, ArchiveError
+    from apps.medical.pacs.ledger import Ledger
+    from apps.medical.pacs.orthanc import free_port
+    from apps.medical.pacs.watch import OrthancChanges, Watcher
+
+    class NoWorker:
+        version = "test"
+
+    archive = Archive(f"http://127.0.0.1:{free_port()}/dicom-web", environ={}, timeout=5)
+    watcher = Watcher(archive, NoWorker(), Ledger(tmp_path / "ledger.sqlite", "t"), interval=0.01)
+    assert watcher.feed is None and watcher.feed_name.startswith("auto")
+    with pytest.raises(ArchiveError, match="probe for Orthanc's change log: archive unreachable") as err:
+        watcher.cycle()
+    assert err.value.transient and watcher.feed is None
+    assert watcher.run(once=True) == 1
+    monkeypatch.setattr(OrthancChanges, "probe", lambda self: True)        # the archive is back: an Orthanc
+    with pytest.raises(ArchiveError, match="read the change log"):           # (still nothing listening here)
+        watcher.cycle()
+    assert watcher.feed_name == "orthanc"
