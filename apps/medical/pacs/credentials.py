@@ -61,10 +61,20 @@ def auth_for(url: str, environ: dict | None = None) -> tuple[str, object] | None
 
 
 def session_for(url: str, environ: dict | None = None, timeout: float = 30.0):
-    """A ``requests.Session`` carrying the archive's credentials (if any) and a default timeout."""
+    """A ``requests.Session`` carrying the archive's credentials (if any) and a default timeout.
+
+    GET and HEAD are retried twice (0.2 s, 0.4 s) when the connection fails before an answer
+    arrives, e.g. a kept-alive connection the archive closed meanwhile; never once a response has
+    started (a transfer cut mid-stream stays an error) and never for POST (STOW)."""
     import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
 
     session = requests.Session()
+    retry = Retry(total=2, connect=2, read=2, status=0, other=0, allowed_methods=frozenset({"GET", "HEAD"}),
+                  backoff_factor=0.2, raise_on_status=False)
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, HTTPAdapter(max_retries=retry))
     auth = auth_for(url, environ)
     if auth and auth[0] == "bearer":
         session.headers["Authorization"] = f"Bearer {auth[1]}"
