@@ -143,19 +143,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print("error: give --image (a picture), --study (a medical result) or --social (a social report)", file=sys.stderr)
         return 2
     from .abstain import guard
+    from .prompt import question_lines
     from .session import BadInput, Session, load_backend
 
     image = _open_image(args.image)
     chat = Session(guard(load_backend(args.model, _device(args.device))), image)
-    questions = args.question or None
-    if questions is None and sys.stdin.isatty():
-        print("Ask about the image (empty line or Ctrl-D to quit; ':image PATH' for a new image).")
-    for line in (questions or sys.stdin):
-        line = line.strip()
-        if not line:
-            if questions is None:
-                break
-            continue
+    for line in question_lines(args.question or None,
+                               "Ask about the image (empty line or Ctrl-D to quit; ':image PATH' for a new image)."):
         if line.startswith(":image "):
             try:
                 chat.set_image(_open_image(line.split(" ", 1)[1]))

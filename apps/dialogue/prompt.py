@@ -39,3 +39,18 @@ def prompt_ids(tokenizer, config, max_new_tokens: int, history: list[tuple[str, 
     if len(ids) > limit:
         raise BadInput(f"the question is too long for this model ({len(ids)} tokens, at most {limit})")
     return list(ids)
+
+
+def question_lines(given: list[str] | None, banner: str):
+    """The questions of a terminal chat: ``given`` (``-q``, blank ones skipped), else stdin lines
+    until an empty line or end of input; ``banner`` is printed first when stdin is a terminal."""
+    import sys
+
+    if given is None and sys.stdin.isatty():
+        print(banner)
+    for line in (given or sys.stdin):
+        line = line.strip()
+        if line:
+            yield line
+        elif given is None:
+            return

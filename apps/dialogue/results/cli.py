@@ -18,6 +18,7 @@ def add_chat_arguments(c: argparse.ArgumentParser) -> None:
 def cmd_result_chat(args: argparse.Namespace) -> int:
     from mmcore.utils.io import atomic_write_bytes
 
+    from ..prompt import question_lines
     from .context import ResultError, load_context
     from .session import ResultSession, default_parser
 
@@ -28,16 +29,8 @@ def cmd_result_chat(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     chat = ResultSession(ctx, default_parser(args.parser))
-    questions = args.question or None
-    if questions is None and sys.stdin.isatty():
-        print(f"Ask about {folder} (empty line or Ctrl-D to quit).")
     out_dir, n_images = Path(args.images_out), 0
-    for line in (questions or sys.stdin):
-        line = line.strip()
-        if not line:
-            if questions is None:
-                break
-            continue
+    for line in question_lines(args.question or None, f"Ask about {folder} (empty line or Ctrl-D to quit)."):
         if len(line) > 1000:
             print("(error: question over 1000 characters)")
             continue

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from mmcore.utils.io import atomic_path, atomic_write_json
 
 from ..schema import REJECTS, TABLES
-from .common import IngestStats, Reject, reason_key
+from .common import IngestStats, Reject, count_reject
 
 POS_BITS = 20
 KEYS = {"posts": "post_id", "users": "user_id", "media": "media_id"}
@@ -88,14 +88,7 @@ class ColumnarWriter:
             self.rows[table].append(row)
 
     def reject(self, rej: Reject, media: bool = False) -> None:
-        if media:
-            self.stats.media_problems += 1
-        else:
-            self.stats.rejected += 1
-        key = reason_key(rej.reason)
-        self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
-        self.rejects.append({"file": rej.file, "line": rej.line, "reason": rej.reason, "raw": rej.raw[:2000],
-                             "_seq": (self.rec << POS_BITS) + self.pos})
+        self.rejects.append({**count_reject(self.stats, rej, media), "_seq": (self.rec << POS_BITS) + self.pos})
         self.pos += 1
 
     def add_table(self, table: str, data: pa.Table) -> None:

@@ -207,6 +207,18 @@ def _edge_key(row: dict) -> int:
                  t.timestamp() if t is not None else None))
 
 
+def count_reject(stats: IngestStats, rej: Reject, media: bool = False) -> dict:
+    """Count ``rej`` in ``stats`` (a media problem or a rejected row, and its reason) and return its
+    rejects-table record (the raw line cut to 2,000 characters)."""
+    if media:
+        stats.media_problems += 1
+    else:
+        stats.rejected += 1
+    key = reason_key(rej.reason)
+    stats.reasons[key] = stats.reasons.get(key, 0) + 1
+    return {"file": rej.file, "line": rej.line, "reason": rej.reason, "raw": rej.raw[:2000]}
+
+
 class CanonicalWriter:
     """Streams canonical rows into ``out_dir/{posts,users,media,edges}.parquet`` and rejects.
 
@@ -291,13 +303,7 @@ class CanonicalWriter:
         self.stats.duplicates += 1
 
     def reject(self, rej: Reject, media: bool = False) -> None:
-        if media:
-            self.stats.media_problems += 1
-        else:
-            self.stats.rejected += 1
-        key = reason_key(rej.reason)
-        self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
-        self.buffers["rejects"].append({"file": rej.file, "line": rej.line, "reason": rej.reason, "raw": rej.raw[:2000]})
+        self.buffers["rejects"].append(count_reject(self.stats, rej, media))
         if len(self.buffers["rejects"]) >= self.chunk_rows:
             self._flush("rejects")
 

@@ -24,7 +24,7 @@ import pyarrow.json as pj
 from .columnar import ColumnarWriter
 from .common import Reject
 from .fast_twitter import TWEET_SCHEMA, tweet_tables
-from .source import DecodeCounter, InputError, TruncatedInput, open_binary, sniff
+from .source import DecodeCounter, InputError, TruncatedInput, byte_lines, sniff
 
 BATCH_LINES = 20_000
 BLOCK_BYTES = 16 << 20
@@ -32,34 +32,6 @@ LEAF = 16
 NOT_OBJECT_LINE = re.compile(rb"\n[^{]")  # a line that does not open a JSON object right away
 ASCII_SPACE = np.array([9, 11, 12, 13, 32], np.uint8)  # \t \v \f \r and space (bytes.strip)
 PARSE = pj.ParseOptions(explicit_schema=TWEET_SCHEMA, unexpected_field_behavior="ignore")
-
-
-def byte_lines(path: Path, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, bytes without the line end) of the lines starting in [start, end):
-    the lines and numbers of :func:`.run.iter_lines`, undecoded."""
-    if (start or end is not None) and sniff(path) is not None:
-        raise ValueError(f"{path}: compressed files cannot be split by byte range")
-    with open_binary(path) as fh:
-        lineno, pos = 0, 0
-        if start:
-            while pos < start:
-                chunk = fh.read(min(1 << 20, start - pos))
-                if not chunk:
-                    break
-                lineno += chunk.count(b"\n")
-                pos += len(chunk)
-            fh.seek(start - 1)
-            if fh.read(1) != b"\n":
-                pos = start + len(fh.readline())
-                lineno += 1
-            else:
-                pos = start
-        for raw in fh:
-            if end is not None and pos >= end:
-                break
-            pos += len(raw)
-            lineno += 1
-            yield lineno, raw.rstrip(b"\r\n")
 
 
 def line_offsets(data: bytes) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,14 @@ from pathlib import Path
 from .common import CanonicalWriter, Reject, RowError, check_image, dumps
 from .generic import ROW_PARSERS
 from .reddit import reddit_rows
-from .source import DecodeCounter, InputError, TruncatedInput, open_binary, sniff, strip_compression_suffix
+from .source import (
+    DecodeCounter,
+    InputError,
+    TruncatedInput,
+    byte_lines,
+    open_binary,
+    strip_compression_suffix,
+)
 from .twitter import gone_rows, is_raw_page, page_items, tweet_rows
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "twitter", "reddit")
@@ -69,35 +76,13 @@ def detect_format(path: Path) -> str:
 
 def iter_lines(path: Path, start: int = 0, end: int | None = None,
                decode: DecodeCounter | None = None) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of the lines that *start* inside the byte range [start, end).
+    """(1-based line number, text) of the lines that *start* inside the byte range [start, end)
+    (:func:`.source.byte_lines`, decoded).
 
     Text is UTF-8; undecodable lines are decoded with U+FFFD and counted by ``decode``."""
     decode = decode or DecodeCounter()
-    if (start or end is not None) and sniff(path) is not None:
-        raise ValueError(f"{path}: compressed files cannot be split by byte range")
-    with open_binary(path) as fh:
-        lineno, pos = 0, 0
-        if start:
-            fh.seek(0)
-            while pos < start:  # count the lines before the range so numbers match a whole-file run
-                chunk = fh.read(min(1 << 20, start - pos))
-                if not chunk:
-                    break
-                lineno += chunk.count(b"\n")
-                pos += len(chunk)
-            fh.seek(start - 1)
-            if fh.read(1) != b"\n":  # we are mid-line: that line belongs to the previous range
-                rest = fh.readline()
-                pos = start + len(rest)
-                lineno += 1
-            else:
-                pos = start
-        for raw in fh:
-            if end is not None and pos >= end:
-                break
-            pos += len(raw)
-            lineno += 1
-            yield lineno, decode(raw).rstrip("\r\n")
+    for lineno, raw in byte_lines(path, start, end):
+        yield lineno, decode(raw)
 
 
 def _rows_of_line(fmt: str, obj, table: str, mapping: dict, media_root) -> Iterator[list | Reject]:

@@ -17,6 +17,7 @@ decoded frame by frame with ``decompressobj`` and its ``eof`` flag checked at th
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
@@ -159,3 +160,31 @@ class DecodeCounter:
         except UnicodeDecodeError:
             self.bad_lines += 1
             return raw.decode("utf-8", errors="replace")
+
+
+def byte_lines(path: Path, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, bytes without the line end) of the lines starting in [start, end):
+    lines that *start* inside the byte range, numbered as in a whole-file read."""
+    if (start or end is not None) and sniff(path) is not None:
+        raise ValueError(f"{path}: compressed files cannot be split by byte range")
+    with open_binary(path) as fh:
+        lineno, pos = 0, 0
+        if start:
+            while pos < start:  # count the lines before the range so numbers match a whole-file run
+                chunk = fh.read(min(1 << 20, start - pos))
+                if not chunk:
+                    break
+                lineno += chunk.count(b"\n")
+                pos += len(chunk)
+            fh.seek(start - 1)
+            if fh.read(1) != b"\n":  # mid-line: that line belongs to the previous range
+                pos = start + len(fh.readline())
+                lineno += 1
+            else:
+                pos = start
+        for raw in fh:
+            if end is not None and pos >= end:
+                break
+            pos += len(raw)
+            lineno += 1
+            yield lineno, raw.rstrip(b"\r\n")

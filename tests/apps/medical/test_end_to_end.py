@@ -8,18 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from apps.medical.analyze import DEFAULT_BUNDLE, analyze_path, analyze_study, load_model
+from apps.medical.analyze import DEFAULT_BUNDLE, analyze_path, analyze_study
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_BUNDLE / "models" / "model.safetensors").exists(),
                                 reason="shipped model bundle missing (data/medical/model)")
-
-
-@pytest.fixture(scope="module")
-def model():
-    import torch
-
-    torch.set_num_threads(1)
-    return load_model()
 
 
 @pytest.fixture(scope="module")
