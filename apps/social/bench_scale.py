@@ -7,6 +7,9 @@
 |           | (one thread), and the streaming engine on the first 20k lines                         |
 | dask      | the same ingest as Dask tasks on a ``LocalCluster`` of 1 and of 2 worker processes     |
 |           | (cluster start-up not counted); the outputs are compared                              |
+| network   | communities, PageRank, k-core, bridges of every account from the ingested Parquet     |
+|           | (``network_scale``: DuckDB + igraph) in a fresh process, its own peak RSS; beside it  |
+|           | the in-memory path (pandas tables -> SocialGraph -> ``user_analytics``) up to 200k     |
 | encode    | MiniLM on distinct texts, the same batches through fp32 torch, torch int8 and ONNX     |
 |           | Runtime int8 (2 threads): sentences/s and mean cosine to the fp32 embeddings           |
 
@@ -67,6 +70,45 @@ def ingest_figures(path: Path, work: Path, repeats: int = 2, stream_lines: int =
             "fast_over_duckdb_wall": round(d_wall / f_wall, 2), "fast_over_duckdb_cpu": round(d_cpu / f_cpu, 2),
             "stream_posts_per_s": round(stream_lines / stream[0]), "ingest_peak_rss_mb": round(rss),
             "rows": fast[-1][2].rows}
+
+
+def _network_child(kind: str, data_dir: str, out_dir: str, queue) -> None:
+    t, c = time.perf_counter(), time.process_time()
+    if kind == "parquet":
+        from .network_scale import run
+
+        figures = run(data_dir, out_dir)
+        extra = {"accounts": figures["accounts"], "user_edges": figures["user_edges"],
+                 "communities": figures["communities"], "modularity": round(figures["modularity"], 4)}
+    else:
+        from .analytics import modularity, user_analytics
+        from .dataset import load_tables
+        from .graph import build_graph
+
+        tables = load_tables(data_dir)
+        g = build_graph(tables["posts"], tables["users"], tables["edges"])
+        users = user_analytics(g)
+        extra = {"accounts": len(users), "modularity": round(modularity(g, users.community.to_numpy()), 4)}
+    queue.put({"s": round(time.perf_counter() - t, 2), "cpu_s": round(time.process_time() - c, 2),
+               "peak_rss_mb": round(_rss_mb())} | extra)
+
+
+def network_figures(data_dir: Path, work: Path, in_memory_up_to: int = 200_000, posts: int = 0) -> dict:
+    """Each path in a fresh process (so its peak RSS is its own)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = {}
+    kinds = ["parquet"] + (["in_memory"] if posts <= in_memory_up_to else [])
+    for kind in kinds:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_network_child, args=(kind, str(data_dir), str(work / f"network_{kind}"), queue))
+        proc.start()
+        out[kind] = queue.get()
+        proc.join()
+    if "in_memory" in out:
+        out["parquet_over_in_memory"] = round(out["in_memory"]["s"] / out["parquet"]["s"], 2)
+    return out
 
 
 def _warm() -> None:
@@ -143,6 +185,14 @@ def table(res: dict) -> str:
             extra = "fp32 reference" if b == "torch" else f"{e[f'{b}_over_fp32']}x, mean cos {e[f'{b}_mean_cos']}"
             rows.append((f"encode MiniLM {b} ({e['threads']} threads)", f"{e[f'{b}_sentences_per_s']} sentences/s", extra))
     rows.append(("peak RSS after ingest", f"{i['ingest_peak_rss_mb']} MB", f"{i['posts']:,} posts"))
+    n = res.get("network", {})
+    if n:
+        pq_, mem = n["parquet"], n.get("in_memory")
+        rows.append(("network analytics from Parquet (DuckDB + igraph)", f"{pq_['s']} s, {pq_['peak_rss_mb']} MB",
+                     f"{pq_['accounts']:,} accounts, {pq_['user_edges']:,} user edges, modularity {pq_['modularity']}"))
+        if mem:
+            rows.append(("network analytics in memory (pandas + user_analytics)", f"{mem['s']} s, {mem['peak_rss_mb']} MB",
+                         f"Parquet path {n['parquet_over_in_memory']}x faster, modularity {mem['modularity']}"))
     if "estimate_1m_hours" in res:
         rows.append(("1M distinct posts, ingest + int8 encode", f"{res['estimate_1m_hours']} h (estimate)",
                      "linear from this run"))
@@ -150,7 +200,8 @@ def table(res: dict) -> str:
     return "\n".join(f"{a:<{w[0]}}  {b:>{w[1]}}  {c}" for a, b, c in rows)
 
 
-def scale(n_posts: int, work: Path, out: Path, dask: bool = True, encode_texts: int = 256, threads: int = 2) -> dict:
+def scale(n_posts: int, work: Path, out: Path, dask: bool = True, encode_texts: int = 256, threads: int = 2,
+          network: bool = True) -> dict:
     from .ingest.twarc_stream import write_twarc2
 
     work.mkdir(parents=True, exist_ok=True)
@@ -160,6 +211,9 @@ def scale(n_posts: int, work: Path, out: Path, dask: bool = True, encode_texts: 
     res = {"date": time.strftime("%Y-%m-%d"), "input_mb": round(path.stat().st_size / 1e6, 1)}
     res["ingest"] = ingest_figures(path, work)
     print(json.dumps(res["ingest"]), flush=True)
+    if network:
+        res["network"] = network_figures(work / "fast", work, posts=n_posts)
+        print(json.dumps(res["network"]), flush=True)
     if dask:
         res["dask"] = dask_figures(path, work)
         print(json.dumps(res["dask"]), flush=True)

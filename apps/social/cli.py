@@ -1,4 +1,4 @@
-"""``mm social ingest|train|analyze|demo|synth`` (heavy imports stay inside the functions)."""
+"""``mm social ingest|train|analyze|network|demo|synth`` (heavy imports stay inside the functions)."""
 from __future__ import annotations
 
 import argparse
@@ -96,6 +96,19 @@ def cmd_analyze(args) -> int:
                       zero_shot_labels=args.zero_shot.split(",") if args.zero_shot else None,
                       zero_shot_margin=args.zero_shot_margin, seed=cfg.seed, split=args.split)
     print(json.dumps({"post_models": metrics["post_models"], "user_models": metrics["user_models"]}, indent=1))
+    return 0
+
+
+def cmd_network(args) -> int:
+    """Communities, PageRank, k-core and bridges of every account, from the Parquet tables."""
+    from .network_scale import NetworkInputError, run
+
+    try:
+        figures = run(args.data, args.out, seed=args.seed, resolution=args.resolution, memory_limit=args.memory_limit)
+    except NetworkInputError as exc:
+        return _user_error(str(exc))
+    print(json.dumps({k: figures[k] for k in ("accounts", "user_edges", "communities", "modularity", "max_coreness",
+                                              "bridges", "seconds")}, indent=1))
     return 0
 
 
@@ -216,6 +229,14 @@ def register(subparsers) -> None:
             q.add_argument("--zero-shot-margin", type=float, default=0.08,
                            help="abstain below this corrected cosine margin (0: always answer)")
         q.set_defaults(func=func)
+
+    q = sub.add_parser("network", help="network analytics of a collection of any size, straight from its Parquet tables")
+    q.add_argument("data", help="canonical data folder (mm social ingest --out)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--seed", type=int, default=0, help="Leiden seed")
+    q.add_argument("--resolution", type=float, default=1.0, help="Leiden modularity resolution")
+    q.add_argument("--memory-limit", default="2GB", help="DuckDB memory limit (larger joins spill to disk)")
+    q.set_defaults(func=cmd_network)
 
     q = sub.add_parser("synth", help="write the synthetic data set (canonical + twarc2 + Reddit + generic)")
     q.add_argument("--out", required=True)
