@@ -33,6 +33,8 @@ def _user_error(message: str) -> int:
 def cmd_ingest(args) -> int:
     """Exit 0: everything read (row rejects are in rejects.csv); 2: a file could not be read in
     full (missing, empty, corrupt, truncated: one line each on stderr); 1: nothing usable at all."""
+    from mmcore.utils.io import atomic_write_json
+
     from .ingest import IngestStats, InputError, ingest
 
     try:
@@ -55,7 +57,13 @@ def cmd_ingest(args) -> int:
                            media_root=args.media_root, labels=args.labels, progress=True, engine=args.engine)
     except InputError as exc:  # e.g. the labels file
         return _user_error(str(exc))
-    print(json.dumps(stats.to_dict(), indent=1))
+    report = stats.to_dict()
+    if args.partition_by == "day" and sum(stats.rows.values()):
+        from .ingest.partition import partition_by_day
+
+        report["partitioned_by_day"] = partition_by_day(args.out)
+        atomic_write_json(Path(args.out) / "ingest_report.json", report)
+    print(json.dumps(report, indent=1))
     print(f"canonical tables in {args.out}; rejects: {Path(args.out) / 'rejects.csv'}" if stats.rejected
           or stats.media_problems else f"canonical tables in {args.out}")
     for message in stats.file_errors:
@@ -104,7 +112,8 @@ def cmd_network(args) -> int:
     from .network_scale import NetworkInputError, run
 
     try:
-        figures = run(args.data, args.out, seed=args.seed, resolution=args.resolution, memory_limit=args.memory_limit)
+        figures = run(args.data, args.out, seed=args.seed, resolution=args.resolution, memory_limit=args.memory_limit,
+                      leiden_iterations=args.leiden_iterations)
     except NetworkInputError as exc:
         return _user_error(str(exc))
     print(json.dumps({k: figures[k] for k in ("accounts", "user_edges", "communities", "modularity", "max_coreness",
@@ -211,6 +220,8 @@ def register(subparsers) -> None:
                    help="run on a local Dask cluster of N single-threaded worker processes (partitions in parallel)")
     q.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786); workers must see the paths")
     q.add_argument("--partition-mb", type=int, default=64, help="byte-range partition size of large uncompressed files")
+    q.add_argument("--partition-by", default="none", choices=["none", "day"],
+                   help="day: posts and edges as hive-partitioned datasets (posts.parquet/day=YYYY-MM-DD/...)")
     q.set_defaults(func=cmd_ingest)
 
     for name, helptext, func in (("train", "train the fused model and every baseline on canonical data", cmd_train),
@@ -235,6 +246,8 @@ def register(subparsers) -> None:
     q.add_argument("--out", required=True)
     q.add_argument("--seed", type=int, default=0, help="Leiden seed")
     q.add_argument("--resolution", type=float, default=1.0, help="Leiden modularity resolution")
+    q.add_argument("--leiden-iterations", type=int, default=-1,
+                   help="-1: until stable (as analyze); e.g. 2 on a million-post graph (~40x faster, ~5%% lower modularity)")
     q.add_argument("--memory-limit", default="2GB", help="DuckDB memory limit (larger joins spill to disk)")
     q.set_defaults(func=cmd_network)
 

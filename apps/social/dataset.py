@@ -45,6 +45,9 @@ def load_tables(path: str | Path) -> dict[str, pd.DataFrame]:
     if missing:
         raise FileNotFoundError(f"{path}: not a canonical data folder (missing {', '.join(m + '.parquet' for m in missing)})")
     tables = {t: pd.read_parquet(path / f"{t}.parquet") for t in ("posts", "users", "edges")}
+    for t in ("posts", "edges"):  # a table partitioned by day (ingest --partition-by day): same columns
+        if (path / f"{t}.parquet").is_dir():
+            tables[t] = tables[t].drop(columns="day", errors="ignore")
     if "kind" in tables["posts"]:  # a repost row is its reposts edge in the graph: no content node of its own
         tables["posts"] = tables["posts"][tables["posts"].kind.ne("repost")].reset_index(drop=True)
     return tables | {"dir": path}

@@ -49,8 +49,30 @@ def publish(tmp: str | Path, path: str | Path, *, private: bool = False) -> None
             os.fsync(fh.fileno())
     if not private:
         umask_mode(tmp)
+    if path.is_dir():  # a folder of the same name (e.g. a partitioned table) is replaced too
+        publish_dir(tmp, path)
+        return
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def publish_dir(tmp: str | Path, path: str | Path) -> None:
+    """Move a finished temporary folder (or file) ``tmp`` onto ``path``, which may be a file or a
+    folder already.  A folder cannot be renamed over another in one step, so the old one is first
+    renamed aside to ``.<name>.old-<pid>`` and deleted after the new one is in place: a reader sees
+    the old data, the new data, or (between the two renames) no ``path``, never a mixture."""
+    import shutil
+
+    tmp, path = Path(tmp), Path(path)
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists():
+        old.unlink()
 
 
 @contextlib.contextmanager
