@@ -180,8 +180,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {backend.name} on http://{args.host}:{args.port}/  (conversations in {args.db})")
     if args.results_root:
         print(f"result conversations: folders under {args.results_root} (the 'context' request field)")
+    from .results.cli import serve_options
+
+    options = serve_options(args)
+    if options is None:
+        return 2
     serve(backend, args.host, args.port, args.db, args.max_body_bytes, cache_bytes=int(args.kv_cache_mb * 2**20),
-          batching=batching, results_root=args.results_root)
+          batching=batching, results_root=args.results_root, **options)
     return 0
 
 
@@ -299,7 +304,8 @@ def register(subparsers) -> None:
 
     c = sub.add_parser("chat", help="chat about an image, a medical result (--study) or a social report (--social)")
     c.add_argument("--image", default=None)
-    c.add_argument("--model", default=None, help="a SceneVLM or any local HF image-text-to-text model directory")
+    c.add_argument("--model", default=None, help="a SceneVLM or any local HF image-text-to-text model directory; with "
+                   "--study/--social: a local HF chat model that calls the result functions as tools")
     c.add_argument("--question", "-q", action="append", help="ask these instead of reading stdin")
     c.add_argument("--device", default="cpu")
     add_chat_arguments(c)
@@ -321,6 +327,9 @@ def register(subparsers) -> None:
     s.add_argument("--no-batching", action="store_true", help="answer each request on its own")
     s.add_argument("--results-root", default=None,
                    help="allow result conversations about the analysis folders under this folder (and nowhere else)")
+    from .results.cli import add_serve_arguments
+
+    add_serve_arguments(s)
     s.set_defaults(func=cmd_serve)
 
     register_results(sub)

@@ -13,12 +13,16 @@ route                       what
                             returns its ``conversation_id``.
 ``GET /v1/conversations/{id}``  a stored conversation's history
 ``GET /v1/results``         with ``results_root``: the result folders a ``context`` may name
+``POST /v1/results``        upload a result (zip/tar body; ``?name=``) -> ``{"id": "up-..."}``
+``DELETE /v1/results/{id}``  remove an uploaded result
 ==========================  ==========================================================
 
 Extension ``context`` (servers started with ``results_root``, :mod:`.results.serving`): a result
 folder under that root (a ``mm medical analyze`` or ``mm social analyze`` output); the question is
 parsed into a program, run over the result's files, and the response carries ``program``,
 ``result`` (value, unit, abstained) and ``images`` (PNG data URLs).  Paths outside the root -> 400.
+``{"upload": "up-..."}`` names an uploaded result; ``tools``/``tool_choice`` follow OpenAI's
+semantics there (see :mod:`.results.serving` for what the parser-backed server calls).
 
 Bad input never reaches the model as an exception: malformed JSON, bad base64, non-image or
 corrupt uploads, empty or over-long questions -> 400; unknown conversation ids -> 404;
@@ -140,14 +144,17 @@ def decode_image(url: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise HTTPError(400, f"image_url does not hold a readable image ({type(exc).__name__})") from None
 
 
-def parse_messages(messages) -> tuple[list[tuple[str, str | None]], Image.Image | None]:
-    """OpenAI messages -> [(role, text)], the last image. System messages are ignored."""
+def parse_messages(messages, allow_tool: bool = False) -> tuple[list[tuple[str, str | None]], Image.Image | None]:
+    """OpenAI messages -> [(role, text)], the last image. System messages are ignored; ``tool``
+    messages (results of a client's tool calls) only with ``allow_tool``, and may then end the list."""
     if not isinstance(messages, list) or not messages:
         raise HTTPError(400, "'messages' must be a non-empty list")
     turns, image = [], None
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            raise HTTPError(400, f"messages[{i}] must be an object with role system, user or assistant")
+        if isinstance(m, dict) and m.get("role") == "tool" and not allow_tool:
+            raise HTTPError(400, f"messages[{i}]: tool messages belong to result conversations ('context')")
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
+            raise HTTPError(400, f"messages[{i}] must be an object with role system, user, assistant or tool")
         content = m.get("content")
         texts = []
         if isinstance(content, str):
@@ -168,8 +175,8 @@ def parse_messages(messages) -> tuple[list[tuple[str, str | None]], Image.Image 
             turns.append((m["role"], " ".join(texts)))
     if not turns:
         raise HTTPError(400, "'messages' holds no user message (system messages alone ask nothing)")
-    if turns[-1][0] != "user":
-        raise HTTPError(400, "the last message must come from the user")
+    if turns[-1][0] != "user" and not (allow_tool and turns[-1][0] == "tool"):
+        raise HTTPError(400, "the last message must come from the user" + (" (or be tool results)" if allow_tool else ""))
     return turns, image
 
 
@@ -183,18 +190,25 @@ def _png(image: Image.Image | None) -> bytes | None:
 
 # ----------------------------------------------------------------------------- app
 def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTES, max_pixels: int = MAX_PIXELS,
-               results_root: str | Path | None = None):
+               results_root: str | Path | None = None, results_llm=None, uploads_dir: str | Path | None = None,
+               max_upload_bytes: int | None = None):
+    """``results_llm``: a :class:`.results.llm.ChatLLM` answering result conversations instead of the
+    parser; ``uploads_dir``: where uploaded results are kept (default: ``result-uploads`` beside the
+    database; uploads need ``results_root``)."""
     app = FastAPI(title="mmcore dialogue", version="1")
     store = ConversationStore(db_path)
     results = None
     if results_root is not None:
         from .results.serving import ResultChats
+        from .results.upload import MAX_BYTES, UploadStore
 
-        results = ResultChats(results_root, db_path)
+        uploads = UploadStore(uploads_dir or Path(db_path).parent / "result-uploads", max_upload_bytes or MAX_BYTES)
+        results = ResultChats(results_root, db_path, llm=results_llm, uploads=uploads)
+    upload_cap = results.uploads.max_bytes if results is not None else max_body_bytes
 
     def error(status: int, message: str) -> JSONResponse:
         kind = {400: "invalid_request_error", 404: "not_found_error", 413: "request_too_large",
-                503: "overloaded_error"}.get(status, "server_error")
+                422: "invalid_request_error", 503: "overloaded_error", 507: "insufficient_storage"}.get(status, "server_error")
         return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
     @app.exception_handler(HTTPError)
@@ -208,16 +222,21 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
     @app.middleware("http")
     async def _cap_body(request: Request, call_next):
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return error(413, f"request body over {max_body_bytes} bytes")
+        cap = upload_cap if request.method == "POST" and request.url.path == "/v1/results" else max_body_bytes
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            return error(413, f"request body over {cap} bytes")
         return await call_next(request)
 
-    async def read_json(request: Request) -> dict:
+    async def read_body(request: Request, cap: int) -> bytes:
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > max_body_bytes:
-                raise HTTPError(413, f"request body over {max_body_bytes} bytes")
+            if len(body) > cap:
+                raise HTTPError(413, f"request body over {cap} bytes")
+        return bytes(body)
+
+    async def read_json(request: Request) -> dict:
+        body = await read_body(request, max_body_bytes)
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -244,13 +263,38 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
             raise HTTPError(404, "this server has no results root (start it with --results-root DIR)")
         return {"object": "list", "data": results.listing()}
 
+    @app.post("/v1/results", status_code=201)
+    async def upload_result(request: Request):
+        from .results.upload import UploadError
+
+        if results is None:
+            raise HTTPError(404, "this server has no results root (start it with --results-root DIR)")
+        data = await read_body(request, upload_cap)
+        try:
+            meta = await run_in_threadpool(results.uploads.add, data, request.query_params.get("name"))
+        except UploadError as exc:
+            raise HTTPError(exc.status, exc.message) from None
+        return JSONResponse(meta | {"object": "result", "context": {"upload": meta["id"]}}, status_code=201)
+
+    @app.delete("/v1/results/{uid}")
+    def delete_result(uid: str):
+        from .results.upload import UploadError
+
+        if results is None:
+            raise HTTPError(404, "this server has no results root (start it with --results-root DIR)")
+        try:
+            results.uploads.delete(uid)
+        except UploadError as exc:
+            raise HTTPError(exc.status, exc.message) from None
+        return {"id": uid, "object": "result", "deleted": True}
+
     async def result_turn(body: dict, stream: bool):
         """A turn of a result conversation (``context`` / a ``res-`` conversation id)."""
         from .results.serving import RequestError
 
-        turns, _ = await run_in_threadpool(parse_messages, body.get("messages"))
+        turns, _ = await run_in_threadpool(parse_messages, body.get("messages"), True)
         try:
-            question = check_question(turns[-1][1])
+            question = None if turns[-1][0] == "tool" else check_question(turns[-1][1])
         except BadInput as exc:
             raise HTTPError(400, str(exc)) from None
         try:
@@ -260,11 +304,14 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
         if not stream:
             return out
         head = {k: out[k] for k in ("id", "created", "model", "conversation_id")}
+        message, finish_reason = out["choices"][0]["message"], out["choices"][0]["finish_reason"]
+        body_delta = ({"tool_calls": [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]}
+                      if message.get("tool_calls") else {"content": message["content"]})
 
         def events():
             for delta, finish, extra in (({"role": "assistant"}, None, {}),
-                                         ({"content": out["choices"][0]["message"]["content"]}, None, {}),
-                                         ({}, "stop", {k: out[k] for k in ("program", "result", "images", "context")})):
+                                         (body_delta, None, {}),
+                                         ({}, finish_reason, {k: out[k] for k in ("program", "result", "images", "context")})):
                 yield "data: " + json.dumps({**head, "object": "chat.completion.chunk", **extra,
                                              "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
             yield "data: [DONE]\n\n"
@@ -288,6 +335,15 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
                 raise HTTPError(400, "this server has no results root: start it with --results-root DIR to talk about "
                                      "results")
             return await result_turn(body, stream)
+        from .results.serving import RequestError, check_tools
+
+        try:
+            _, tool_choice = check_tools(body)
+        except RequestError as exc:
+            raise HTTPError(exc.status, exc.message) from None
+        if tool_choice not in ("none", "auto"):
+            raise HTTPError(400, "this model calls tools only in result conversations ('context'): "
+                                 "'tool_choice' must be \"none\" or \"auto\" here")
         turns, image = await run_in_threadpool(parse_messages, body.get("messages"))
         cid = body.get("conversation_id")
         if cid is not None and not isinstance(cid, str):
@@ -375,7 +431,8 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
 
 def serve(backend, host: str = "127.0.0.1", port: int = 8000, db_path: str | Path = "runs/dialogue/conversations.sqlite",
           max_body_bytes: int = MAX_BODY_BYTES, cache_bytes: int | None = None, batching=None,
-          results_root: str | Path | None = None) -> None:
+          results_root: str | Path | None = None, results_llm=None, uploads_dir: str | Path | None = None,
+          max_upload_bytes: int | None = None) -> None:
     """Serve ``backend``; for the embedded model, ``cache_bytes`` (0 = off, None = the backend's
     default) and ``batching`` (a :class:`~.batching.BatchPolicy`, None = off) set its speed-ups."""
     import uvicorn
@@ -383,5 +440,6 @@ def serve(backend, host: str = "127.0.0.1", port: int = 8000, db_path: str | Pat
     if hasattr(backend, "configure"):
         kwargs = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
         backend.configure(batching=batching, **kwargs)
-    uvicorn.run(create_app(backend, db_path, max_body_bytes, results_root=results_root), host=host, port=port,
+    uvicorn.run(create_app(backend, db_path, max_body_bytes, results_root=results_root, results_llm=results_llm,
+                           uploads_dir=uploads_dir, max_upload_bytes=max_upload_bytes), host=host, port=port,
                 log_level="warning")

@@ -13,6 +13,38 @@ def add_chat_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--images-out", default="runs/dialogue/results-images",
                    help="with --study/--social: where pictures in answers are written (PNG)")
     c.add_argument("--parser", default=None, help="with --study/--social: a parser saved by `mm dialogue results-train`")
+    c.add_argument("--max-tool-steps", type=int, default=4,
+                   help="with --study/--social and --model (a local HF chat model): rounds of tool calls per question")
+
+
+def add_serve_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--results-model", default=None,
+                   help="with --results-root: a local HF chat model that answers result conversations by calling the "
+                        "result functions as tools (default: our trained parser)")
+    s.add_argument("--uploads-dir", default=None,
+                   help="with --results-root: where uploaded results (POST /v1/results) are kept "
+                        "(default: result-uploads beside --db)")
+    s.add_argument("--max-upload-bytes", type=int, default=64 * 1024 * 1024, help="largest result archive accepted")
+
+
+def serve_options(args: argparse.Namespace) -> dict | None:
+    """The result options of ``mm dialogue serve`` (None after printing an error)."""
+    options = {"uploads_dir": args.uploads_dir, "max_upload_bytes": args.max_upload_bytes, "results_llm": None}
+    if args.results_model:
+        if not args.results_root:
+            print("error: --results-model needs --results-root", file=sys.stderr)
+            return None
+        from mmcore.utils.device import resolve_device
+
+        from .llm import ChatLLM, LLMError
+
+        try:
+            options["results_llm"] = quiet_load(ChatLLM.load, args.results_model, str(resolve_device(args.device)))
+        except LLMError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return None
+        print(f"result conversations answered by {args.results_model} through tool calls")
+    return options
 
 
 def cmd_result_chat(args: argparse.Namespace) -> int:
@@ -28,7 +60,22 @@ def cmd_result_chat(args: argparse.Namespace) -> int:
     except ResultError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    chat = ResultSession(ctx, default_parser(args.parser))
+    if getattr(args, "model", None):           # bring your own LLM: the result functions as tools
+        from mmcore.utils.device import resolve_device
+
+        from .llm import ChatLLM, LLMError, ToolSession
+
+        if args.max_tool_steps < 1:
+            print("error: --max-tool-steps must be at least 1", file=sys.stderr)
+            return 2
+        try:
+            chat = ToolSession(ctx, quiet_load(ChatLLM.load, args.model, str(resolve_device(getattr(args, "device", "cpu")))),
+                               args.max_tool_steps)
+        except LLMError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    else:
+        chat = ResultSession(ctx, default_parser(args.parser))
     out_dir, n_images = Path(args.images_out), 0
     for line in question_lines(args.question or None, f"Ask about {folder} (empty line or Ctrl-D to quit)."):
         if len(line) > 1000:
@@ -42,10 +89,27 @@ def cmd_result_chat(args: argparse.Namespace) -> int:
             path = out_dir / f"{Path(folder).resolve().name}-{n_images:03d}.png"
             atomic_write_bytes(path, answer.image_png)
             print(f"     picture: {path}")
-        if args.explain:
+        if args.explain and answer.extra.get("intent") == "llm":
+            calls = "; ".join(f"{c['name']}({c['arguments']})" for c in answer.extra["tool_calls"]) or "none"
+            print(f"     tool calls: {calls}   programs: {'; '.join(answer.extra['programs']) or 'none'}   "
+                  f"(model steps {answer.extra['steps']})")
+            for err in answer.extra["errors"]:
+                print(f"     tool error: {err}")
+        elif args.explain:
             print(f"     program: {answer.program}   (intent {answer.extra.get('intent')}, "
                   f"confidence {answer.extra.get('confidence')}, linked: {answer.extra.get('linked')!r})")
     return 0
+
+
+def quiet_load(load, *args):
+    """Load a Hugging Face model without its progress bars on the terminal."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return load(*args)
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def cmd_results_train(args: argparse.Namespace) -> int:
