@@ -85,3 +85,39 @@ def summary(rep: dict) -> str:
             f"program {rep['program_accuracy']:.3f}  answer {rep['answer_accuracy']:.3f}  "
             f"abstention P {a['precision']:.3f} R {a['recall']:.3f} (n={a['positives']})  "
             f"by coref distance: {dist}  parse {rep['parse_ms_median']:.2f} ms median")
+
+
+def validate(parser, n_dialogues: int = 200, seed: int = 10_000, rounds: int = 8, phrasing: str = "val") -> dict:
+    """Program accuracy of the parser alone (its own earlier parses as history) on generated dialogues
+    over *synthetic* inventories: the validation split for choices about the parser and its training
+    data (``phrasing="val"``: train templates and patterns held back from ``fit``, never the held-out
+    ones).  No result folders, no execution."""
+    from .generate import dialogue, synthetic_inventory
+    from .linker import Lexicon
+    from .parser import DialogueState
+
+    rng = random.Random(seed)
+    n = ok = tp = fp = fn = 0
+    by_dist: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    errors: list[dict] = []
+    for i in range(n_dialogues):
+        inv = synthetic_inventory(rng, "medical" if i % 2 == 0 else "social")
+        lex, state = Lexicon(inv.lexicon_users(), inv.tags), DialogueState()
+        history: list[str] = []
+        for r in dialogue(inv, rng, rounds, phrasing):
+            pred, info = parser.parse(r["question"], state, inv.kind, lex)
+            good = str(pred) == r["program"]
+            n, ok = n + 1, ok + good
+            gold_abs, pred_abs = r["gold"].op == "abstain", pred.op == "abstain"
+            tp, fp, fn = tp + (gold_abs and pred_abs), fp + (pred_abs and not gold_abs), fn + (gold_abs and not pred_abs)
+            key = "none" if r["distance"] == 0 else str(r["distance"]) if r["distance"] < 3 else ">=3"
+            by_dist[key][0] += good
+            by_dist[key][1] += 1
+            if not good:
+                errors.append({"question": r["question"], "gold": r["program"], "parsed": str(pred), "intent": info["intent"],
+                               "gold_intent": r["intent"], "distance": r["distance"], "history": history[-4:]})
+            history.append(r["question"])
+    return {"rounds": n, "program_accuracy": ok / max(n, 1),
+            "abstention": {"precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1)},
+            "by_distance": {k: {"accuracy": v[0] / v[1], "n": v[1]} for k, v in sorted(by_dist.items())},
+            "errors": errors}

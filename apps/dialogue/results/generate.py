@@ -22,10 +22,10 @@ from .templates import (
     INTENTS,
     MOD_WORDS,
     MODALITY_INTENTS,
-    MODALITY_SUFFIX,
-    PAIR_PRONOUNS,
     PREFIXES,
-    PRONOUNS,
+    modality_suffixes,
+    pair_pronouns,
+    pronouns,
     templates,
 )
 
@@ -80,9 +80,10 @@ class Dialogue:
     """Generates rounds for one inventory; keeps the gold dialogue state (mentions, last program)."""
 
     def __init__(self, inv: Inventory, rng: random.Random, phrasing: str = "train", p_abstain: float = 0.12,
-                 p_other_kind: float = 0.04) -> None:
+                 p_other_kind: float = 0.04, p_pair_ref: float = 0.4) -> None:
         self.inv, self.rng, self.phrasing = inv, rng, phrasing
         self.p_abstain, self.p_other_kind = p_abstain, p_other_kind
+        self.p_pair_ref = p_pair_ref                  # a two-account question refers back to the last two ("them")
         self.mentions: list[str] = []                 # user ids, last = focus
         self.when: dict[str, int] = {}                # user id -> round of last mention
         self.last: Program | None = None
@@ -144,21 +145,24 @@ class Dialogue:
     def _followup(self) -> dict:
         rng, op = self.rng, self.last.op
         tpls = templates("followup", self.phrasing, self.rng)
+
+        def pick(slot: str) -> str:     # the val quarter has no "top {k}" follow-up: that one comes from fit
+            return rng.choice([t for t in tpls if slot in t] or [t for t in templates("followup", "fit", rng) if slot in t])
         if op.startswith("lesion."):
             m = rng.choice(("mr", "ct"))
-            tpl = rng.choice([t for t in tpls if "{mod}" in t])
+            tpl = pick("{mod}")
             q, prog = _fill(tpl, rng, {"mod": rng.choice(MOD_WORDS[m])}), self.last.with_args(modality=m)
         elif op == "timeline":
             tag = rng.choice([t for t in self.inv.tags if t != self.last.get("hashtag")])
-            tpl = rng.choice([t for t in tpls if "{tag}" in t])
+            tpl = pick("{tag}")
             q, prog = _fill(tpl, rng, {"tag": rng.choice(["#" + tag, tag])}), self.last.with_args(hashtag=tag)
         elif op == "top":
             k = rng.randint(2, 12)
-            tpl = rng.choice([t for t in tpls if "{k}" in t])
+            tpl = pick("{k}")
             q, prog = _fill(tpl, rng, {"k": str(k)}), self.last.with_args(k=k)
         else:
             uid, name = self._user()
-            tpl = rng.choice([t for t in tpls if "{u}" in t])
+            tpl = pick("{u}")
             q, prog = _fill(tpl, rng, {"u": _user_word(rng, uid, name)}), self.last.with_args(of=uid)
             self._mention(uid)
         return {"question": q, "program": prog, "intent": "followup", "distance": 0}
@@ -176,7 +180,7 @@ class Dialogue:
             slots["mod"] = rng.choice(MOD_WORDS[rng.choice(("mr", "ct"))])
         if intent in MODALITY_INTENTS and rng.random() < 0.3:
             m = rng.choice(("mr", "ct"))
-            tpl = tpl.rstrip(" ?") + rng.choice(MODALITY_SUFFIX[1 if self.phrasing == "heldout" else 0]) + " ?"
+            tpl = tpl.rstrip(" ?") + rng.choice(modality_suffixes(self.phrasing)) + " ?"
             slots["mod"], args["modality"] = rng.choice(MOD_WORDS[m]), m
         return {"question": _fill(tpl, rng, slots), "program": Program.make(op, **args), "intent": intent, "distance": 0}
 
@@ -188,13 +192,13 @@ class Dialogue:
         tpl = rng.choice(templates(intent, self.phrasing, self.rng))
         op, fixed = INTENTS[intent]
         args, slots, distance = {k: v for k, v in fixed.items() if v is not None}, {}, 0
-        pron = PRONOUNS[1 if self.phrasing == "heldout" else 0]
+        pron = pronouns(self.phrasing)
         if "{u2}" in tpl:
             paired = tpl.replace("{u} and {u2}", "{pair}").replace("{u} from {u2}", "{pair} from each other") \
                 .replace("from {u} to {u2}", "between {pair}")
-            if len(self.mentions) >= 2 and rng.random() < 0.4 and "{u" not in paired:
+            if len(self.mentions) >= 2 and rng.random() < self.p_pair_ref and "{u" not in paired:
                 pair, tpl = self.mentions[-2:], paired
-                slots["pair"] = rng.choice(PAIR_PRONOUNS[1 if self.phrasing == "heldout" else 0])
+                slots["pair"] = rng.choice(pair_pronouns(self.phrasing))
                 distance = self.round - min(self.when[u] for u in pair)
                 args["between"] = tuple(pair)
                 for u in pair:
@@ -226,18 +230,24 @@ class Dialogue:
                 "distance": distance}
 
 
+P_PAIR_REF_TRAIN = 0.4
+
+
 def _word(k: int) -> str:
     words = "zero one two three four five six seven eight nine ten eleven twelve".split()
     return words[k] if k >= 2 else str(k)
 
 
-def dialogue(inv: Inventory, rng: random.Random, rounds: int = 8, phrasing: str = "train") -> list[dict]:
-    d = Dialogue(inv, rng, phrasing)
+def dialogue(inv: Inventory, rng: random.Random, rounds: int = 8, phrasing: str = "train", **kw) -> list[dict]:
+    d = Dialogue(inv, rng, phrasing, **kw)
     return [d.next() for _ in range(rounds)]
 
 
-def training_pairs(n_dialogues: int = 1500, seed: int = 0, rounds: int = 8, phrasing: str = "paraphrase") -> tuple[list[str], list[str]]:
-    """(linked questions, intents) from train phrasings over synthetic inventories of both kinds."""
+def training_pairs(n_dialogues: int = 1500, seed: int = 0, rounds: int = 8, phrasing: str = "paraphrase",
+                   p_pair_ref: float = P_PAIR_REF_TRAIN) -> tuple[list[str], list[str]]:
+    """(linked questions, intents) from train phrasings over synthetic inventories of both kinds.
+    ``p_pair_ref``: how often a two-account question refers back to the last two accounts instead of
+    naming them (the evaluation dialogues keep 0.4; training sees more of these rarer questions)."""
     from .linker import Lexicon, link
 
     rng = random.Random(seed)
@@ -245,7 +255,7 @@ def training_pairs(n_dialogues: int = 1500, seed: int = 0, rounds: int = 8, phra
     for i in range(n_dialogues):
         inv = synthetic_inventory(rng, "medical" if i % 2 == 0 else "social")
         lex = Lexicon(inv.lexicon_users(), inv.tags)
-        for r in dialogue(inv, rng, rounds, phrasing):
+        for r in dialogue(inv, rng, rounds, phrasing, p_pair_ref=p_pair_ref):
             texts.append(link(r["question"], lex).text)
             intents.append(r["intent"])
     return texts, intents

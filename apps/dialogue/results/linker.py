@@ -3,6 +3,13 @@
 ``link(question, ctx)`` -> (normalised text with ``<user>``/``<tag>``/``<num>``/``<cls>``/``<mod>``
 placeholders, slots found in order).  The parser's classifier reads the normalised text, so it
 never depends on the names of one result's accounts or hashtags (held-out results work).
+
+In a context with accounts, expressions that refer back to accounts become ``<ref>`` (one account:
+"that account", "her", "the same user", "that one") or ``<refs>`` (two: "both of them", "those two",
+"these accounts"); :attr:`Linked.refs` counts the accounts each one stands for.  The parser resolves
+them against its focus stack (the accounts in order of mention), so how far back the account was
+named does not change what the classifier reads.  The list is closed-class English (personal
+pronouns, demonstrative/definite determiners + an account noun), not learnt.
 """
 from __future__ import annotations
 
@@ -15,6 +22,18 @@ TOKEN = re.compile(r"[#@]?[\w\-]+(?:\.\d+)?|'s|[^\w\s]")
 NUMBER_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())
                 if i >= 2}      # "one" is a pronoun far more often ("that one") than a count
 _GLOBAL: dict[tuple[str, ...], tuple[str, str]] = {}
+_NOUN = ("account", "user", "one", "person", "profile", "handle")
+_NOUNS = ("accounts", "users", "ones", "people", "profiles", "handles")
+_REFERENCES: dict[tuple[str, ...], int] = {
+    **{(p,): 1 for p in ("he", "him", "his", "she", "her", "it", "its", "they", "them", "their")},
+    **{(d, n): 1 for d in ("this", "that", "the", "same") for n in _NOUN if (d, n) != ("the", "one")},
+    **{("the", "same", n): 1 for n in _NOUN},
+    **{(d, n): 2 for d in ("these", "those", "both", "the") for n in _NOUNS},
+    **{(d, "two"): 2 for d in ("these", "those", "both")},     # not "the two": "the two most central accounts" is k
+    **{(d, "two", n): 2 for d in ("these", "those", "the") for n in _NOUNS},
+    ("both",): 2, ("both", "of", "them"): 2, ("them", "both"): 2, ("the", "two", "of", "them"): 2,
+    ("both", "of", "those"): 2,
+}
 for _m, _words in MOD_WORDS.items():
     for _w in _words:
         _GLOBAL[tuple(_w.split())] = ("mod", _m)
@@ -31,6 +50,7 @@ class Linked:
     numbers: list[int] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)
+    refs: list[int] = field(default_factory=list)          # accounts referred back to: 1 or 2 per expression
 
 
 class Lexicon:
@@ -67,7 +87,15 @@ def link(question: str, lex: Lexicon) -> Linked:
     while i < len(toks):
         t = toks[i]
         hit = None
+        if lex.users and not t.startswith("@") and t not in lex.users:   # a reference back to accounts
+            for n in (4, 3, 2, 1):
+                key = tuple(toks[i:i + n])
+                if len(key) == n and key in _REFERENCES and not (i + n < len(toks) and toks[i + n].lstrip("@") in lex.users):
+                    hit = (("ref", _REFERENCES[key]), n)
+                    break
         for n in (3, 2, 1):                     # longest phrase first ("cat scan", "magnetic resonance")
+            if hit is not None:
+                break
             key = tuple(toks[i:i + n])
             if len(key) == n and key in _GLOBAL:
                 hit = (_GLOBAL[key], n)
@@ -93,6 +121,11 @@ def link(question: str, lex: Lexicon) -> Linked:
             i += 1
             continue
         (kind, value), n = hit
+        if kind == "ref":
+            words.append("<ref>" if value == 1 else "<refs>")
+            out.refs.append(value)
+            i += n
+            continue
         words.append(f"<{kind}>")
         {"user": out.users, "tag": out.tags, "num": out.numbers, "cls": out.classes, "mod": out.modalities}[kind].append(value)
         i += n

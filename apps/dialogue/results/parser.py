@@ -28,6 +28,10 @@ DEFAULT_K = 5
 def features(text: str) -> set[str]:
     words = text.split()
     feats = {"w:" + w for w in words} | {f"b:{a} {b}" for a, b in zip(["<s>"] + words, words + ["</s>"])}
+    # how many accounts the question is about, named or referred back to ("<user> and <user>", "<refs>")
+    accounts = words.count("<user>") + words.count("<ref>") + 2 * words.count("<refs>")
+    if accounts:
+        feats.add(f"n:accounts={min(accounts, 2)}")
     for w in words:
         if w.startswith("<"):
             continue
@@ -38,7 +42,7 @@ def features(text: str) -> set[str]:
 
 
 PLACEHOLDER_WORDS = {"<user>": "the account", "<tag>": "the hashtag", "<num>": "five", "<cls>": "haemorrhage",
-                     "<mod>": "ct"}
+                     "<mod>": "ct", "<ref>": "that account", "<refs>": "the two accounts"}
 
 
 def embed_text(text: str) -> str:

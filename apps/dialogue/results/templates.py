@@ -129,20 +129,51 @@ FOLLOWUP_SLOT = {"mod": "modality", "u": "user", "tag": "hashtag", "k": "k"}
 
 def templates(intent: str, phrasing: str, rng=None) -> tuple[str, ...]:
     """The ``train`` or ``heldout`` templates of ``intent``; ``paraphrase`` (training): the train
-    templates plus one random expansion of each training pattern (:mod:`.paraphrase`)."""
+    templates plus one random expansion of each training pattern (:mod:`.paraphrase`).
+
+    ``fit`` / ``val``: a validation split *of the training generators* (every 4th train template and
+    paraphrase pattern of each intent is ``val``, the rest ``fit``), so that choices (features, data
+    mix) are made on phrasings the fitted parser never saw without touching the held-out ones."""
     train, heldout = T[intent]
-    if phrasing == "paraphrase":
+    if phrasing in ("paraphrase", "fit", "val"):
         from .paraphrase import expand, patterns
 
+        pats = patterns(intent)
+        if phrasing != "paraphrase":
+            keep = (lambda i: i % 4 == 3) if phrasing == "val" else (lambda i: i % 4 != 3)
+            train = tuple(t for i, t in enumerate(train) if keep(i))
+            pats = tuple(p for i, p in enumerate(pats) if keep(i))
+        avoid = HELDOUT | (FIT_TEMPLATES if phrasing == "val" else frozenset())
         out = []
-        for p in patterns(intent):
+        for p in pats:
             for _ in range(20):            # an expansion that happens to be a held-out template is drawn again
                 text = expand(p, rng)
-                if normalise(text) not in HELDOUT:
+                if normalise(text) not in avoid:
                     out.append(text)
                     break
         return train + tuple(out)
     return train if phrasing == "train" else heldout
+
+
+def _split(words: tuple[str, ...], phrasing: str, heldout: tuple[str, ...], val: tuple[str, ...]) -> tuple[str, ...]:
+    if phrasing == "heldout":
+        return heldout
+    if phrasing == "val":
+        return val
+    return tuple(w for w in words if w not in val) if phrasing == "fit" else words
+
+
+def pronouns(phrasing: str) -> tuple[str, ...]:
+    """Words for the account in focus ("that account"); ``val`` holds two train ones back from ``fit``."""
+    return _split(PRONOUNS[0], phrasing, PRONOUNS[1], ("this account", "her"))
+
+
+def pair_pronouns(phrasing: str) -> tuple[str, ...]:
+    return _split(PAIR_PRONOUNS[0], phrasing, PAIR_PRONOUNS[1], ("those two",))
+
+
+def modality_suffixes(phrasing: str) -> tuple[str, ...]:
+    return _split(MODALITY_SUFFIX[0], phrasing, MODALITY_SUFFIX[1], (" on {mod}",))
 
 
 def normalise(template: str) -> str:
@@ -150,3 +181,4 @@ def normalise(template: str) -> str:
 
 
 HELDOUT = frozenset(normalise(t) for _, heldout in T.values() for t in heldout)
+FIT_TEMPLATES = frozenset(normalise(t) for train, _ in T.values() for i, t in enumerate(train) if i % 4 != 3)
