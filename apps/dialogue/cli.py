@@ -172,19 +172,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .abstain import guard
     from .batching import BatchPolicy
+    from .results.cli import serve_options
     from .server import serve
     from .session import load_backend
 
+    options = serve_options(args)          # result options first: a bad --results-model fails before loading
+    if options is None:
+        return 2
     backend = guard(load_backend(args.model, _device(args.device)))
     batching = None if args.no_batching else BatchPolicy(args.batch_max, args.batch_wait_ms, args.batch_queue)
     print(f"serving {backend.name} on http://{args.host}:{args.port}/  (conversations in {args.db})")
     if args.results_root:
         print(f"result conversations: folders under {args.results_root} (the 'context' request field)")
-    from .results.cli import serve_options
-
-    options = serve_options(args)
-    if options is None:
-        return 2
     serve(backend, args.host, args.port, args.db, args.max_body_bytes, cache_bytes=int(args.kv_cache_mb * 2**20),
           batching=batching, results_root=args.results_root, **options)
     return 0

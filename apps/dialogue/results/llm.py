@@ -61,7 +61,7 @@ class ChatLLM:
         try:
             tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device).eval()
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any loading failure: one line naming the folder
             raise LLMError(f"{path}: cannot be loaded as a causal LM with its tokenizer "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
         llm = cls(model, tok, path.name, max_new_tokens)
@@ -193,11 +193,12 @@ class ToolSession:
                 break
             for call in calls:
                 call["id"] = "call_" + uuid.uuid4().hex[:12]
-            if calls and calls[0]["name"] in client_names:
+            if any(c["name"] in client_names for c in calls):     # the client runs its own tools
                 return self._client_calls(question, content, [c for c in calls if c["name"] in client_names])
+            # arguments as an object: chat templates render them with `| tojson`
             messages.append({"role": "assistant", "content": content or None,
                              "tool_calls": [{"id": c["id"], "type": "function",
-                                             "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                             "function": {"name": c["name"], "arguments": _as_object(c["arguments"])}}
                                             for c in calls]})
             for call in calls:
                 try:
@@ -237,6 +238,13 @@ class ToolSession:
         answer = Answer(content, Program("abstain"))
         answer.extra.update({"intent": "llm", "client_tool_calls": calls, "programs": [], "errors": []})
         return answer
+
+
+def _as_object(arguments: str):
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
 
 
 def _jsonable(value):

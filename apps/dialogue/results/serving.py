@@ -374,7 +374,7 @@ class ResultChats:
                 if choice != "auto":
                     raise RequestError(422, "the model did not call the tool that 'tool_choice' requires")
                 return None, None, answer
-            return "", [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            return None, [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
                         for c in calls], None
         program, info = chat.parse(question)
         target = _delegate(program, info, tools, choice)

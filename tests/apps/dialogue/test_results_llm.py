@@ -138,6 +138,10 @@ def test_the_real_tiny_model_runs_end_to_end(tiny, ctx, capsys, tmp_path):
     assert "bot: " in out and "tool calls:" in out
     assert mm(["dialogue", "chat", "--study", str(ctx.folder), "--model", str(tmp_path), "-q", "hi"]) == 2
     assert "no config.json" in capsys.readouterr().err
+    assert mm(["dialogue", "serve", "--results-model", str(tiny)]) == 2
+    assert "--results-model needs --results-root" in capsys.readouterr().err
+    assert mm(["dialogue", "serve", "--results-root", str(ctx.folder.parent), "--results-model", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
 
 
 class _NoModel:
