@@ -278,13 +278,13 @@ def create_app(backend, db_path: str | Path, max_body_bytes: int = MAX_BODY_BYTE
 
     @app.delete("/v1/results/{uid}")
     def delete_result(uid: str):
-        from .results.upload import UploadError
+        from .results.serving import RequestError
 
         if results is None:
             raise HTTPError(404, "this server has no results root (start it with --results-root DIR)")
         try:
-            results.uploads.delete(uid)
-        except UploadError as exc:
+            results.delete_upload(uid)
+        except RequestError as exc:
             raise HTTPError(exc.status, exc.message) from None
         return {"id": uid, "object": "result", "deleted": True}
 

@@ -257,6 +257,16 @@ class ResultChats:
             out += [{"upload": m["id"], "kind": m["kind"], "name": m["name"]} for m in self.uploads.listing()]
         return out
 
+    def delete_upload(self, uid) -> None:
+        """Remove an uploaded result, and the contexts and conversations held in memory for it."""
+        folder = self.resolve({"upload": uid})[0]
+        self.uploads.delete(uid)
+        with self.lock:
+            for key in [k for k in self.contexts if k.startswith(f"{folder}|")]:
+                del self.contexts[key]
+            for cid in [c for c, chat in self.sessions.items() if chat.ctx.folder == folder]:
+                del self.sessions[cid]
+
     def _where(self, folder: Path, kind: str) -> dict:
         """How the database names a context: a path under the root or an upload id."""
         if self.uploads is not None and self.uploads.root in folder.parents:

@@ -9,7 +9,7 @@ Safe extraction (every rule -> 400 naming the member, or 413 for sizes):
 * the body is capped (``max_bytes``) while it is read;
 * members: relative names only -- no absolute path, drive letter, backslash or ``..``; regular files
   and folders only -- symlinks, hard links, devices and FIFOs are refused;
-* at most ``max_files`` files and ``max_total`` bytes unpacked, counted while writing (a zip that
+* at most ``max_files`` entries (files and folders) and ``max_total`` bytes unpacked, counted while writing (a zip that
   lies about its sizes is stopped at the cap);
 * the result is at the archive's top or in its one top folder; it must load as a result
   (:func:`.context.load_context`); a findings file may not point outside the upload
@@ -66,9 +66,10 @@ class _Budget:
         self.files, self.bytes, self.max_files, self.max_total = 0, 0, max_files, max_total
 
     def file(self, name: str) -> None:
+        """One more entry (file or folder)."""
         self.files += 1
         if self.files > self.max_files:
-            raise UploadError(413, f"archive holds more than {self.max_files} files")
+            raise UploadError(413, f"archive holds more than {self.max_files} files and folders")
 
     def add(self, n: int) -> None:
         self.bytes += n
@@ -119,10 +120,10 @@ def _extract_zip(data: bytes, into: Path, budget: _Budget) -> None:
                 raise UploadError(400, f"archive member {info.filename!r}: only regular files and folders are allowed")
             if dest is None:
                 continue
+            budget.file(info.filename)
             if info.is_dir():
                 dest.mkdir(parents=True, exist_ok=True)
                 continue
-            budget.file(info.filename)
             if info.file_size > budget.max_total:
                 raise UploadError(413, f"archive member {info.filename!r} unpacks to more than {budget.max_total} bytes")
             with zf.open(info) as src:
@@ -139,10 +140,10 @@ def _extract_tar(data: bytes, into: Path, budget: _Budget) -> None:
                 raise UploadError(400, f"archive member {member.name!r}: only regular files and folders are allowed")
             if dest is None:
                 continue
+            budget.file(member.name)
             if member.isdir():
                 dest.mkdir(parents=True, exist_ok=True)
                 continue
-            budget.file(member.name)
             if member.size > budget.max_total:
                 raise UploadError(413, f"archive member {member.name!r} unpacks to more than {budget.max_total} bytes")
             src = tf.extractfile(member)

@@ -83,6 +83,10 @@ def test_upload_a_zip_then_talk_about_it_and_list_it(client, tmp_path):
     assert top["result"]["value"] == ["u1", "u2"]
     assert c.delete(f"/v1/results/{meta['id']}").json()["deleted"]
     assert c.post("/v1/chat/completions", json=ask).status_code == 404
+    gone = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "and on the ct?"}],
+                                                "conversation_id": out["conversation_id"]})
+    assert gone.status_code == 404 and "no uploaded result" in gone.json()["error"]["message"]
+    assert c.delete(f"/v1/results/{meta['id']}").status_code == 404
 
 
 def test_bad_uploads_get_clear_refusals_and_leave_nothing(client, tmp_path):
@@ -131,7 +135,7 @@ def test_extraction_caps_count_what_is_written(tmp_path):
         extract(bomb, tmp_path / "x", max_total=1_000_000)
     assert exc.value.status == 413
     many = _zip(folder, extra=[(f"f{i}.txt", "x") for i in range(30)])
-    with pytest.raises(UploadError, match="more than 10 files"):
+    with pytest.raises(UploadError, match="more than 10 files and folders"):
         extract(many, tmp_path / "y", max_files=10)
     twice = _zip(folder, extra=[("findings.json", "{}")])
     with pytest.raises(UploadError, match="appears twice"):
