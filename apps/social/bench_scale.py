@@ -7,6 +7,8 @@
 |           | (one thread), and the streaming engine on the first 20k lines                         |
 | dask      | the same ingest as Dask tasks on a ``LocalCluster`` of 1 and of 2 worker processes     |
 |           | (cluster start-up not counted); the outputs are compared                              |
+| reddit    | the same N posts as a Reddit NDJSON dump (submissions + comments), plain and ``.zst``, |
+|           | fast engine, one process, alternating with the twarc2 file: posts/s and the ratios    |
 | network   | communities, PageRank, k-core, bridges of every account from the ingested Parquet     |
 |           | (``network_scale``: DuckDB + igraph) in a fresh process, its own peak RSS; beside it  |
 |           | the in-memory path (pandas tables -> SocialGraph -> ``user_analytics``) up to 200k     |
@@ -70,6 +72,33 @@ def ingest_figures(path: Path, work: Path, repeats: int = 2, stream_lines: int =
             "fast_over_duckdb_wall": round(d_wall / f_wall, 2), "fast_over_duckdb_cpu": round(d_cpu / f_cpu, 2),
             "stream_posts_per_s": round(stream_lines / stream[0]), "ingest_peak_rss_mb": round(rss),
             "rows": fast[-1][2].rows}
+
+
+def reddit_figures(twarc2: Path, work: Path, n_posts: int, repeats: int = 2) -> dict:
+    """Fast ingest of the Reddit NDJSON / NDJSON.zst form of the twarc2 file's posts (the same
+    synthetic stream and seed), each run alternating with the twarc2 file so all see the same load."""
+    from .ingest import ingest
+    from .ingest.reddit_stream import write_reddit
+
+    paths = {"twarc2": twarc2}
+    for key, compress in (("reddit", False), ("reddit_zst", True)):
+        paths[key] = work / f"reddit-{n_posts}" / ("reddit.ndjson.zst" if compress else "reddit.ndjson")
+        if not paths[key].exists():
+            write_reddit(n_posts, paths[key].parent, distinct_texts=True, compress=compress)
+    best = dict.fromkeys(paths, float("inf"))
+    for _ in range(repeats):
+        for key, path in paths.items():
+            shutil.rmtree(work / f"fast_{key}", ignore_errors=True)
+            wall, _, stats = _timed(lambda p=path, k=key: ingest([p], work / f"fast_{k}", engine="fast"))
+            if stats.rows["posts"] != n_posts or stats.rejected:
+                raise RuntimeError(f"{path}: {stats.rows['posts']} posts, {stats.rejected} rejects (expected {n_posts}, 0)")
+            best[key] = min(best[key], wall)
+    out = {"posts": n_posts, "mb": {k: round(p.stat().st_size / 1e6, 1) for k, p in paths.items()}}
+    for key, wall in best.items():
+        out[f"{key}_s"], out[f"{key}_posts_per_s"] = round(wall, 2), round(n_posts / wall)
+    out["reddit_time_over_twarc2"] = round(best["reddit"] / best["twarc2"], 2)          # acceptance: <= 1.5
+    out["reddit_zst_time_over_twarc2"] = round(best["reddit_zst"] / best["twarc2"], 2)
+    return out
 
 
 def _network_child(kind: str, data_dir: str, out_dir: str, queue) -> None:
@@ -184,6 +213,12 @@ def table(res: dict) -> str:
         if f"{b}_sentences_per_s" in e:
             extra = "fp32 reference" if b == "torch" else f"{e[f'{b}_over_fp32']}x, mean cos {e[f'{b}_mean_cos']}"
             rows.append((f"encode MiniLM {b} ({e['threads']} threads)", f"{e[f'{b}_sentences_per_s']} sentences/s", extra))
+    r = res.get("reddit", {})
+    for key, name in (("reddit", "NDJSON"), ("reddit_zst", "NDJSON.zst")):
+        if r:
+            rows.append((f"ingest, fast engine, Reddit {name} (same posts)", f"{r[f'{key}_posts_per_s']:,} posts/s",
+                         f"twarc2 beside it {r['twarc2_posts_per_s']:,} posts/s: "
+                         f"{r[f'{key}_time_over_twarc2']}x its time (goal <= 1.5x)"))
     rows.append(("peak RSS after ingest", f"{i['ingest_peak_rss_mb']} MB", f"{i['posts']:,} posts"))
     n = res.get("network", {})
     if n:
@@ -201,7 +236,7 @@ def table(res: dict) -> str:
 
 
 def scale(n_posts: int, work: Path, out: Path, dask: bool = True, encode_texts: int = 256, threads: int = 2,
-          network: bool = True) -> dict:
+          network: bool = True, reddit: bool = True) -> dict:
     from .ingest.twarc_stream import write_twarc2
 
     work.mkdir(parents=True, exist_ok=True)
@@ -211,6 +246,9 @@ def scale(n_posts: int, work: Path, out: Path, dask: bool = True, encode_texts: 
     res = {"date": time.strftime("%Y-%m-%d"), "input_mb": round(path.stat().st_size / 1e6, 1)}
     res["ingest"] = ingest_figures(path, work)
     print(json.dumps(res["ingest"]), flush=True)
+    if reddit:
+        res["reddit"] = reddit_figures(path, work, n_posts)
+        print(json.dumps(res["reddit"]), flush=True)
     if network:
         res["network"] = network_figures(work / "fast", work, posts=n_posts)
         print(json.dumps(res["network"]), flush=True)

@@ -6,8 +6,11 @@ converted with pyarrow compute (:func:`.fast_twitter.tweet_tables`): no Python o
 When Arrow refuses a block (a line of the wrong shape), the block is halved until the refusing
 lines are alone (at most :data:`LEAF` lines a piece); those lines, and the rows the converter
 marks as not plain tweets, go through the row adapters of :mod:`.run` exactly as in the streaming
-engine, so every reject keeps its line number and reason.  Other formats (Reddit, generic JSONL,
-CSV, Parquet, raw twarc2 pages) go through the row adapters into the same columnar writer.
+engine, so every reject keeps its line number and reason.  Reddit NDJSON (plain or compressed)
+takes the same path with :data:`.fast_reddit.REDDIT_SCHEMA` and :func:`.fast_reddit.reddit_tables`
+(a block Arrow refuses is first read again with a string ``created_utc``, the form of older
+Pushshift dumps).  Other formats (generic JSONL, CSV, Parquet, raw twarc2 pages) go through the
+row adapters into the same columnar writer.
 Output, rejects and statistics are those of the streaming engine (``engine="stream"``); a test
 compares the two on every sample file and on fuzzed lines.
 """
@@ -19,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from .columnar import ColumnarWriter
 from .common import Reject
+from .fast_reddit import REDDIT_SCHEMA, reddit_tables
 from .fast_twitter import TWEET_SCHEMA, tweet_tables
 from .source import DecodeCounter, InputError, TruncatedInput, byte_lines, sniff
 
@@ -31,7 +36,11 @@ BLOCK_BYTES = 16 << 20
 LEAF = 16
 NOT_OBJECT_LINE = re.compile(rb"\n[^{]")  # a line that does not open a JSON object right away
 ASCII_SPACE = np.array([9, 11, 12, 13, 32], np.uint8)  # \t \v \f \r and space (bytes.strip)
-PARSE = pj.ParseOptions(explicit_schema=TWEET_SCHEMA, unexpected_field_behavior="ignore")
+PARSE = {fmt: pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+         for fmt, schema in (("twitter", TWEET_SCHEMA), ("reddit", REDDIT_SCHEMA))}  # the formats with a fast path
+REDDIT_TEXT_TIME = pj.ParseOptions(explicit_schema=REDDIT_SCHEMA.set(REDDIT_SCHEMA.get_field_index("created_utc"),
+                                                                     pa.field("created_utc", pa.string())),
+                                   unexpected_field_behavior="ignore")
 
 
 def line_offsets(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +53,17 @@ def _check_utf8(data: bytes) -> None:
     """Raise ArrowInvalid unless ``data`` is valid UTF-8 (Arrow's validator: ~10x Python's decode)."""
     offsets = pa.array([0, len(data)], pa.int64()).buffers()[1]
     pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data)).validate(full=True)
+
+
+def _lines_match(data: bytes, starts, rows: np.ndarray, regex: str) -> np.ndarray:
+    """Whether each of the lines ``rows`` of ``data`` matches ``regex`` (RE2, over the raw JSON text)."""
+    if re.search(regex.encode(), data) is None:
+        return np.zeros(len(rows), bool)
+    if starts is None:
+        starts, _ = line_offsets(data)
+    bounds = np.r_[starts, len(data)].astype(np.int64)
+    lines = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(bounds), pa.py_buffer(data))
+    return np.asarray(pc.match_substring_regex(pc.take(lines, pa.array(rows)), regex).to_numpy(zero_copy_only=False))
 
 
 class FastFile:
@@ -60,6 +80,7 @@ class FastFile:
         self.labels = (pa.array(list(labels), pa.string()), pa.array(list(labels.values()), pa.string())) if labels else None
         self.base = writer.rec_base
         self.fast_rows = self.slow_lines = self.read = 0
+        self.text_time = False  # the last Reddit block parsed had string created_utc values
 
     def slow(self, lineno: int, raw: bytes) -> None:
         """A line through the row adapters (the streaming engine's per-line path)."""
@@ -78,16 +99,38 @@ class FastFile:
                     o["labels"], self.name)
         self.slow_lines += 1
 
+    def read_json(self, data: bytes) -> pa.Table:
+        """Arrow's parse of a block against the format's schema.  Reddit: a block refused is read
+        again with a string ``created_utc`` (older Pushshift dumps), and the schema that read the
+        last block is tried first."""
+        read = pj.ReadOptions(use_threads=False, block_size=max(1 << 16, len(data) + 1))
+        options = [PARSE[self.fmt]] + ([REDDIT_TEXT_TIME] if self.fmt == "reddit" else [])
+        if self.text_time:
+            options.reverse()
+        for i, option in enumerate(options):
+            try:
+                table = pj.read_json(pa.BufferReader(data), parse_options=option, read_options=read)
+            except pa.ArrowInvalid:
+                if i == len(options) - 1:
+                    raise
+                continue
+            self.text_time = option is REDDIT_TEXT_TIME
+            return table
+        raise AssertionError("unreachable")
+
     def parse(self, data: bytes, starts, ends, numbers: np.ndarray) -> None:
         """Arrow-parse non-blank lines ``data[starts[i]:ends[i]]`` (one newline between two lines;
         offsets None: found when needed); halve the group while Arrow refuses it."""
         try:
             _check_utf8(data)  # Arrow skips the fields it ignores; the adapters count every bad line
-            table = pj.read_json(pa.BufferReader(data), parse_options=PARSE,
-                                 read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 16, len(data) + 1)))
+            table = self.read_json(data)
             if table.num_rows != len(numbers):
                 raise ValueError("a line holds more than one JSON value")
-            tables, slow = tweet_tables(table, numbers + self.base, self.labels)
+            if self.fmt == "twitter":
+                tables, slow = tweet_tables(table, numbers + self.base, self.labels)
+            else:
+                tables, slow = reddit_tables(table, numbers + self.base, self.labels, self.options["root"],
+                                             lambda rows, regex: _lines_match(data, starts, rows, regex))
         except (pa.ArrowException, ValueError, UnicodeDecodeError):
             if starts is None:
                 starts, ends = line_offsets(data)
@@ -112,7 +155,7 @@ class FastFile:
         """The lines of ``data`` (newline-separated, no final newline, ``newlines`` of them when
         known), numbered from ``first``."""
         n_lines = data.count(b"\n") + 1 if newlines is None else newlines + 1
-        if self.fmt == "twitter" and data[:1] == b"{" and NOT_OBJECT_LINE.search(data) is None:
+        if self.fmt in PARSE and data[:1] == b"{" and NOT_OBJECT_LINE.search(data) is None:
             # every line opens an object (none blank): no per-line offsets unless a line goes slow
             self.read = first + n_lines - 1
             self.parse(data, None, None, first + np.arange(n_lines, dtype=np.int64))
@@ -132,7 +175,7 @@ class FastFile:
             nonblank = np.flatnonzero(~blank)
             self.read = int(numbers[nonblank[-1]]) if len(nonblank) else self.read
         # Arrow reads only lines that open a JSON object (a top-level ``null`` crashes pyarrow 26's reader)
-        obj = ~blank & (buf[np.minimum(starts, len(buf) - 1)] == ord("{")) if len(buf) and self.fmt == "twitter" \
+        obj = ~blank & (buf[np.minimum(starts, len(buf) - 1)] == ord("{")) if len(buf) and self.fmt in PARSE \
             else np.zeros(len(starts), bool)
         for i in np.flatnonzero(~blank & ~obj):
             self.slow(int(numbers[i]), data[starts[i]:ends[i]])
