@@ -22,6 +22,7 @@ from .bundle import DEFAULT_BUNDLE, load_bundle
 from .intake import IntakeError, StudyInput, dicom_studies, intake_cause, list_studies, read_study
 from .model import keep_largest_lesion
 from .phantom import CLASS_NAMES
+from .stagetimes import stage
 from .transforms import MODALITIES, ROI
 
 log = logging.getLogger(__name__)
@@ -112,15 +113,18 @@ def _write_outputs(out: Path, findings: dict, study: StudyInput, d: dict, mask, 
             findings["status"] = "incomplete"
             findings["output_errors"] = errors
 
-    attempt("mask_nifti", "lesion_mask.nii.gz", lambda: write_nifti_mask(out / "lesion_mask.nii.gz", mask, affine))
+    with stage("write NIfTI mask"):
+        attempt("mask_nifti", "lesion_mask.nii.gz", lambda: write_nifti_mask(out / "lesion_mask.nii.gz", mask, affine))
     if study.kind == "dicom" and d["reference"] in study.sources:
-        attempt("dicom_seg", "lesion_seg.dcm",
-                lambda: write_dicom_seg(out / "lesion_seg.dcm", mask, affine, study.sources[d["reference"]]))
+        with stage("write DICOM SEG"):
+            attempt("dicom_seg", "lesion_seg.dcm",
+                    lambda: write_dicom_seg(out / "lesion_seg.dcm", mask, affine, study.sources[d["reference"]]))
     findings["messages"] += [f"output {e}" for e in errors]        # the report lists them too
     n = len(errors)
     lesion_grid = (pred["lesion_prob"] > 0.5).numpy()
-    attempt("report", "report.html", lambda: write_report(out / "report.html", findings, {
-        m: batch[m][0, 0].numpy() if present[m] else None for m in MODALITIES}, lesion_grid))
+    with stage("write report (HTML + PNG)"):
+        attempt("report", "report.html", lambda: write_report(out / "report.html", findings, {
+            m: batch[m][0, 0].numpy() if present[m] else None for m in MODALITIES}, lesion_grid))
     findings["messages"] += [f"output {e}" for e in errors[n:]]
 
 
@@ -133,6 +137,16 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
     The diagnosis is withheld (``diagnosis`` None, ``diagnosis_withheld`` says why) when no lesion is
     found inside the brain or the out-of-domain check (:mod:`apps.medical.ood`) flags the study.
     ``select``: one study of a folder holding several (:func:`apps.medical.intake.dicom_studies`)."""
+
+    from .dicom_io import header_cache
+
+    with header_cache():            # each DICOM header parsed once for intake, geometry check and SEG
+        return _analyze_study(path, out_dir, model, register=register, write=write, drop=drop, keep=keep, guard=guard,
+                              select=select)
+
+
+def _analyze_study(path: Path, out_dir: Path, model, *, register: bool, write: bool, drop: str | None,
+                   keep: dict | None, guard: bool, select: str | None) -> dict:
     from mmcore.train import atomic_write_json
 
     from .datasets import study_batch
@@ -148,25 +162,30 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
         findings.update(study_key=select, output_dir=str(out_dir))
     out = Path(out_dir)
     try:
-        study: StudyInput = read_study(path, select) if select else read_study(path)
+        with stage("intake (index DICOM headers)"):
+            study: StudyInput = read_study(path, select) if select else read_study(path)
         findings["messages"] += study.messages
         sources = {m: study.sources.get(m) for m in MODALITIES}
         if drop:
             sources[drop] = None
             findings["messages"].append(f"{drop.upper()} removed on request (modality-removal test)")
         pipe = preprocess(register=register, with_mask=False, with_icv=guard)
-        d = pipe(sources)
+        with stage("preprocess"):
+            d = pipe(sources)
         findings["messages"] += d.get("messages", [])
         present = d["present"]                 # {modality: bool}
         batch = study_batch(d)
         icv_grid = d["icv"].as_tensor()[0] if guard else None
-        pred = predict(model, batch, icv_grid, unguarded=keep is not None)
+        with stage("inference (sliding window + diagnosis)"):
+            pred = predict(model, batch, icv_grid, unguarded=keep is not None)
         stack = [pred["lesion_prob"], pred["lesion_prob_raw"]] + ([icv_grid.float()] if guard else [])
         if "unguarded" in pred:
             stack.append(pred["unguarded"]["lesion_prob"])
-        native = invert_to_native(pipe, d, torch.stack(stack))
+        with stage("invert to native grid (Invertd)"):
+            native = invert_to_native(pipe, d, torch.stack(stack))
         affine = np.asarray(native.affine, float)
-        mask, guard_record, icv_native = _guard(native, affine, d.get("intracranial_method") if guard else None)
+        with stage("guards + OOD"):
+            mask, guard_record, icv_native = _guard(native, affine, d.get("intracranial_method") if guard else None)
         voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
         used = [m for m in MODALITIES if present[m] and m in model.modalities]
         missing = [m for m in MODALITIES if m not in used]
@@ -178,9 +197,10 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
             lesion["centroid_ras_mm"] = [round(float(v), 1) for v in c[:3]]
             lesion["location"] = _location(c[:3], ref)
         stats = getattr(model, "ood_stats", None)
-        features = study_features(model, batch).cpu()
-        ood = (ood_score(stats, features, present)
-               if stats else {"flagged": False, "reason": None, "note": "this bundle has no out-of-domain statistics"})
+        with stage("guards + OOD"):
+            features = study_features(model, batch).cpu()
+            ood = (ood_score(stats, features, present)
+                   if stats else {"flagged": False, "reason": None, "note": "this bundle has no out-of-domain statistics"})
         reasons = [ood["reason"]] if ood["flagged"] else []
         if not mask.any():
             reasons.append("no lesion found inside the intracranial volume (no voxel with lesion probability > 0.5)")
@@ -225,17 +245,28 @@ def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, wr
                             traceback_tail=traceback.format_exc().strip().splitlines()[-3:])
     findings["seconds"] = round(time.perf_counter() - t0, 3)
     if write:
-        atomic_write_json(out / "findings.json", findings)
+        with stage("write findings.json"):
+            atomic_write_json(out / "findings.json", findings)
     return findings
 
 
 def analyze_path(path: Path, out: Path, model, *, register: bool = True, progress: bool = True) -> list[dict]:
     """One study or a folder of studies; returns every study's findings (bad ones included)."""
+    import contextlib
+
+    from .dicom_io import header_cache
+
+    folders = list_studies(path)
+    # one study folder: its DICOM headers are parsed once, for finding its studies and for analysing them
+    with header_cache() if len(folders) == 1 else contextlib.nullcontext():
+        return _analyze_folders(folders, out, model, register=register, progress=progress)
+
+
+def _analyze_folders(folders: list[Path], out: Path, model, *, register: bool, progress: bool) -> list[dict]:
     from tqdm.auto import tqdm
 
     from mmcore.train import atomic_write_json
 
-    folders = list_studies(path)
     studies = []                     # (folder, study key or None, output folder)
     for folder in folders:
         base = Path(out) if len(folders) == 1 else Path(out) / folder.name

@@ -5,8 +5,10 @@ Side by side in one run on the same studies (timings on a shared CPU drift; comp
 * data time per epoch: a plain ``monai.data.Dataset`` running the whole deterministic pipeline
   (load, orient, register, resample, normalise, crop) every epoch vs ``CacheDataset`` +
   ``ThreadDataLoader`` (pipeline once, random flips per epoch);
-* training step time (batch 4 whole volumes, forward + backward + AdamW) of the fusion network,
-  of its previous layout (voxel-wise GMU also at level 1) and of a MONAI ``UNet`` of the same widths;
+* training step time of the shipped network beside MONAI ``UNet``s of similar width, the shipped
+  training configuration's batch (whole 48x56x48 volumes), interleaved (:mod:`apps.medical.bench_step`);
+* cold single-study `mm medical analyze` in a fresh process, wall and CPU, per stage
+  (:mod:`apps.medical.bench_cold`);
 * whole-study analyze time (ours: intake + MI registration + model + inversion + all writers) vs
   the plain MONAI tutorial recipe (``LoadImaged`` -> ``Orientationd`` -> ``Spacingd`` ->
   ``ResampleToMatchd`` on headers -> model -> ``Invertd``), with the CT->MR TRE of each.
@@ -74,10 +76,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--pacs-studies", type=int, default=3, help="demo studies timed in watch mode (0: skip)")
     p.add_argument("--only-pacs", action="store_true", help="time only the PACS watch mode (cold call vs warm watcher)")
+    p.add_argument("--cold-repeats", type=int, default=3, help="cold analyze runs timed (after one file-cache warm-up)")
+    p.add_argument("--only", choices=["cold", "step"], default=None,
+                   help="only the cold-analyze breakdown or only the training-step comparison (bench_cold.json / "
+                        "bench_step.json)")
     args = p.parse_args(argv)
     if args.only_pacs:
         return _pacs_only(args)
     torch.set_num_threads(1)
+    if args.only:
+        return _only(args)
 
     from monai.data import CacheDataset, Dataset, ThreadDataLoader
 
@@ -86,13 +94,12 @@ def main(argv=None) -> int:
     from .analyze import analyze_study, load_model
     from .datasets import collate_studies, prepare_cases, train_transforms
     from .demo_data import write_study
-    from .model import FusionSegDiagNet
     from .phantom import load_truth, tre_mm
-    from .train import make_step
     from .transforms import MODALITIES, preprocess
 
     tmp = Path(tempfile.mkdtemp(prefix="mm-bench-medical-"))
     entries = [write_study(tmp, f"b{i}", 777_000 + i, label=i % 4) for i in range(args.studies)]
+    dicom_entry = write_study(tmp, "cold_dicom", 900_002, label=2, fmt="dicom", decoys=True)   # the demo's DICOM study
     results: dict = {"studies": args.studies, "threads": 1}
 
     # 1. data time per epoch: plain Dataset (whole pipeline each epoch) vs cache
@@ -121,32 +128,10 @@ def main(argv=None) -> int:
     results["data_speedup"] = results["data_seconds_per_epoch"]["plain_monai_dataset"] / max(
         results["data_seconds_per_epoch"]["cache_dataset_thread_loader"], 1e-9)
 
-    # 2. training step time (batch 4 whole volumes): ours, the previous layout (voxel-wise GMU also at
-    #    level 1) and a MONAI UNet of the same widths on the stacked channels (the usual recipe)
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import UNet
+    # 2. training step time beside MONAI UNets (shipped training batch, interleaved)
+    from .bench_step import compare
 
-    batch = collate_studies([cached[i % len(cached)] for i in range(4)])
-
-    def time_steps(model, step) -> float:
-        opt = torch.optim.AdamW(model.parameters(), 1e-3)
-        times = []
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            step(model.train(), batch).backward()
-            opt.step()
-            opt.zero_grad()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times[1:] or times)
-
-    fusion_step = make_step(0.35)
-    unet_loss = DiceCELoss(to_onehot_y=True, softmax=True)
-    stacked = torch.cat([batch["mr"], batch["ct"]], 1)
-    results["train_step_seconds_batch4"] = time_steps(FusionSegDiagNet(), lambda m, b: fusion_step(m, b).loss)
-    results["train_step_seconds_batch4_gmu_levels_1_2"] = time_steps(FusionSegDiagNet(gmu_levels=(1, 2)),
-                                                                     lambda m, b: fusion_step(m, b).loss)
-    results["train_step_seconds_batch4_monai_unet"] = time_steps(
-        UNet(3, 2, 2, channels=(8, 16, 32), strides=(2, 2)), lambda m, b: unet_loss(m(stacked), b.fields["seg"]))
+    results["train_step"] = compare(args.bundle, steps=args.steps)
 
     # 3. whole-study analyze: ours vs the tutorial recipe, same study
     shipped = load_model(args.bundle)
@@ -163,7 +148,13 @@ def main(argv=None) -> int:
     results["analyze_seconds"] = {"ours_all_outputs": statistics.median(ours), "monai_tutorial_recipe": statistics.median(recipe)}
     results["ct_to_mr_tre_mm"] = {"ours": float(np.mean(tre_ours)), "monai_tutorial_recipe": float(np.mean(tre_recipe))}
 
-    # 4. PACS watch mode: cold single call vs the warm watcher on the same local Orthanc
+    # 4. cold single-study analyze (fresh process), per stage; the first DICOM study
+    from .bench_cold import cold_analyze
+    from .bench_cold import table as cold_table
+
+    results["cold_analyze"] = cold_analyze(Path(dicom_entry["study"]), args.cold_repeats, args.bundle, tmp / "cold")
+
+    # 5. PACS watch mode: cold single call vs the warm watcher on the same local Orthanc
     if args.pacs_studies:
         from .pacs.bench import watch_latency
 
@@ -177,15 +168,60 @@ def main(argv=None) -> int:
         "| measure | plain MONAI | ours |", "| --- | --- | --- |",
         f"| data time per epoch (s) | {d['data_seconds_per_epoch']['plain_monai_dataset']:.2f} | "
         f"{d['data_seconds_per_epoch']['cache_dataset_thread_loader']:.4f} ({d['data_speedup']:.0f}x) |",
-        f"| training step, batch 4 whole volumes (s) | {d['train_step_seconds_batch4_monai_unet']:.2f} (MONAI UNet 8-16-32, "
-        f"stacked channels, segmentation only) | {d['train_step_seconds_batch4']:.2f} (GMU at the bottleneck; "
-        f"{d['train_step_seconds_batch4_gmu_levels_1_2']:.2f} with the GMU also at level 1) |",
         f"| whole-study analyze (s) | {d['analyze_seconds']['monai_tutorial_recipe']:.2f} (no registration, mask only) | "
         f"{d['analyze_seconds']['ours_all_outputs']:.2f} (registration + NIfTI + JSON + report) |",
         f"| CT->MR TRE (mm) | {d['ct_to_mr_tre_mm']['monai_tutorial_recipe']:.2f} | {d['ct_to_mr_tre_mm']['ours']:.2f} |", ""])
+    table += "\n" + _step_rows(results["train_step"]) + "\n" + cold_table(results["cold_analyze"])
     table += _pacs_rows(results.get("pacs_watch"))
     atomic_write_text(out / "bench.md", table)
     print(table)
+    return 0
+
+
+def _step_rows(r: dict) -> str:
+    """Training step table: ours beside each MONAI UNet (seconds and CPU seconds, medians, interleaved)."""
+    from .bench_step import UNETS
+
+    lines = [f"Training step (forward + loss + backward + AdamW), batch {r['batch_size']} whole volumes {r['roi']}, "
+             f"{r['threads']} thread, interleaved, median of {r['steps']} after a warm-up:", "",
+             "| model | parameters | step s | CPU s | ours / this (wall, CPU) |", "| --- | --- | --- | --- | --- |",
+             f"| ours (shipped config) | {r['params']['ours']:,} | {r['seconds_median']['ours']:.2f} | "
+             f"{r['cpu_seconds_median']['ours']:.2f} | |"]
+    for name in UNETS:
+        k = f"monai_unet_{name}"
+        lines.append(f"| MONAI {r['monai_unets'][name].split(' + ')[0]} ({name.replace('_', ' ')}) | {r['params'][k]:,} | "
+                     f"{r['seconds_median'][k]:.2f} | {r['cpu_seconds_median'][k]:.2f} | "
+                     f"{r['ratio_ours_over_unet'][name]:.1f}x, {r['cpu_ratio_ours_over_unet'][name]:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def _only(args) -> int:
+    """``--only cold`` / ``--only step``: one section, written to bench_cold.* / bench_step.*."""
+    import os
+
+    from mmcore.train import atomic_write_json, atomic_write_text
+
+    out = Path(args.out)
+    if args.only == "step":
+        from .bench_step import compare
+        from .lean_import import import_monai_lean
+
+        import_monai_lean()
+        r = {"load_avg_1min_before": os.getloadavg()[0], **compare(args.bundle, steps=args.steps)}
+        r["load_avg_1min_after"] = os.getloadavg()[0]
+        text = (_step_rows(r) + f"\n1-min load average {r['load_avg_1min_before']:.1f} -> {r['load_avg_1min_after']:.1f} "
+                f"on {os.cpu_count()} cores\n")
+    else:
+        from .bench_cold import cold_analyze, table
+        from .demo_data import write_study
+
+        tmp = Path(tempfile.mkdtemp(prefix="mm-bench-cold-"))
+        study = write_study(tmp / "data", "cold_dicom", 900_002, label=2, fmt="dicom", decoys=True)
+        r = cold_analyze(Path(study["study"]), args.cold_repeats, args.bundle, tmp / "runs")
+        text = table(r)
+    atomic_write_json(out / f"bench_{args.only}.json", r)
+    atomic_write_text(out / f"bench_{args.only}.md", "# mm bench medical --only " + args.only + "\n\n" + text)
+    print(text)
     return 0
 
 

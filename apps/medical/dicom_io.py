@@ -6,7 +6,10 @@ column) is affine column 0 and the *column* direction is affine column 1, both i
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -97,12 +100,42 @@ def new_study(patient_id: str) -> dict:
     }
 
 
+_CACHE = threading.local()
+
+
+@contextlib.contextmanager
+def header_cache():
+    """Within this block (one study's analysis, this thread) each DICOM file's header is parsed once:
+    :func:`read_header` serves intake's index, the loaded-geometry check and the SEG writer from it."""
+    outer = getattr(_CACHE, "headers", None)
+    if outer is None:
+        _CACHE.headers = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _CACHE.headers = None
+
+
+def read_header(path):
+    """``pydicom.dcmread(path, stop_before_pixels=True)``, memoised by path, size and mtime inside
+    :func:`header_cache` (the same object each time: callers must not rely on private changes)."""
+    import pydicom
+
+    cache = getattr(_CACHE, "headers", None)
+    if cache is None:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    st = os.stat(path)
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    if key not in cache:
+        cache[key] = pydicom.dcmread(path, stop_before_pixels=True)
+    return cache[key]
+
+
 def header_corners(files: list[Path]) -> tuple[np.ndarray, str]:
     """The 8 corner voxel centres (RAS mm, [8, 3]) of a single-orientation series from its headers, and a
     label naming the series; the check for a loader that got the geometry wrong (:func:`geometry_mismatch`)."""
-    import pydicom
-
-    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    heads = [read_header(f) for f in files]
     o = np.asarray(heads[0].ImageOrientationPatient, float)
     row_dir, col_dir = o[:3], o[3:]
     normal = np.cross(row_dir, col_dir)

@@ -106,8 +106,9 @@ def _skip_reason(ds, path: Path) -> str | None:
 
 def index_dicom(folder: Path) -> tuple[dict[str, Series], list[str]]:
     """Group the DICOM files under ``folder`` by series; returns (series by UID, skip notes)."""
-    import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from .dicom_io import read_header
 
     series: dict[str, Series] = {}
     notes: list[str] = []
@@ -116,7 +117,7 @@ def index_dicom(folder: Path) -> tuple[dict[str, Series], list[str]]:
         if path.suffix.lower() in (".json", ".html", ".png", ".txt", ".md", ".nii", ".gz"):
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = read_header(path)
         except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
             if path.name.upper() == "DICOMDIR":
                 skipped.setdefault("DICOMDIR (media index)", []).append(path.name)

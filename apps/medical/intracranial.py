@@ -157,7 +157,10 @@ class IntracranialMaskd:
         d = dict(data)
         img = d[d["reference"]]      # MR and CT share the reference grid since CoRegisterd
         mr, ct = (d[m][0].numpy() if d["present"][m] else None for m in ("mr", "ct"))
-        mask, method, notes = intracranial_mask(mr, ct, np.asarray(img.affine, float))
+        from .stagetimes import stage
+
+        with stage("intracranial mask"):
+            mask, method, notes = intracranial_mask(mr, ct, np.asarray(img.affine, float))
         d["icv"] = MetaTensor(torch.from_numpy(mask[None].astype(np.float32)), affine=img.affine, meta=dict(img.meta),
                               applied_operations=list(img.applied_operations))
         d["intracranial_method"] = method

@@ -81,12 +81,20 @@ class FeatureMapGMU(nn.Module):
         return fused.reshape(b, *spatial, c).movedim(-1, 1)
 
 
+def _box_max(x: torch.Tensor, r: int) -> torch.Tensor:
+    """``F.max_pool3d(x, 2r+1, stride=1, padding=r)`` as three 1-D passes (a box maximum is separable: the
+    same values exactly, 3(2r+1) comparisons per voxel instead of (2r+1)^3; 3x faster at r = 2 on a CPU)."""
+    k = 2 * r + 1
+    for kernel in ((k, 1, 1), (1, k, 1), (1, 1, k)):
+        x = F.max_pool3d(x, kernel, stride=1, padding=tuple(r if n == k else 0 for n in kernel))
+    return x
+
+
 def lesion_descriptor(maps: torch.Tensor, weight: torch.Tensor, ring_voxels: int = 2) -> torch.Tensor:
     """Means of ``maps`` [B, C, *S] in the lesion *core* (``weight`` [B, 1, *S] eroded by one voxel: the
     rim is oedema in every class), in a ring around the lesion, and core minus ring -> [B, 3C]."""
-    core = -F.max_pool3d(-weight, 3, stride=1, padding=1)
-    k = 2 * ring_voxels + 1
-    ring = (F.max_pool3d(weight, k, stride=1, padding=ring_voxels) - weight).clamp(min=0)
+    core = -_box_max(-weight, 1)
+    ring = (_box_max(weight, ring_voxels) - weight).clamp(min=0)
     inside = (maps * core).flatten(2).sum(-1) / core.flatten(2).sum(-1).clamp(min=1e-3)
     around = (maps * ring).flatten(2).sum(-1) / ring.flatten(2).sum(-1).clamp(min=1e-3)
     return torch.cat([inside, around, inside - around], dim=1)
@@ -112,7 +120,7 @@ def keep_largest_lesion(prob: torch.Tensor, threshold: float = 0.5) -> torch.Ten
         labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
         sizes = np.bincount(labels.ravel())[1:]
         comp = torch.as_tensor(labels == 1 + int(sizes.argmax()), dtype=p.dtype, device=p.device)
-        near = F.max_pool3d(comp[None, None], 3, stride=1, padding=1)[0]
+        near = _box_max(comp[None, None], 1)[0]
         out.append(p * near)
     return torch.stack(out)
 

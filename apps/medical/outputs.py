@@ -50,11 +50,14 @@ def write_dicom_seg(path: Path, mask: np.ndarray, affine_ras: np.ndarray, source
     directions, so the SEG has exactly the source geometry.
     """
     import highdicom as hd
-    import pydicom
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
-    sources = [_with_type2(pydicom.dcmread(f)) for f in source_files]
+    from .dicom_io import read_header
+
+    # headers only (parsed once per study, see dicom_io.header_cache): the SEG copies the source images'
+    # attributes, never their pixels
+    sources = [_with_type2(read_header(f)) for f in source_files]
     inv = np.linalg.inv(LPS @ np.asarray(affine_ras, float))
     lps_axes = (LPS @ np.asarray(affine_ras, float))[:3, :3]
     frames = []

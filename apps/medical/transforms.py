@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .intake import IntakeError
+from .stagetimes import stage
 
 MODALITIES = ("mr", "ct")
 SPACING = (4.0, 4.0, 4.0)
@@ -101,9 +102,11 @@ class LoadSeriesd:
                 continue
             source = d[key]
             try:
-                d[key] = load_volume(source, key)
+                with stage("read volumes (MONAI reader)"):
+                    d[key] = load_volume(source, key)
                 if isinstance(source, (list, tuple)) and len(source) > 1:
-                    problem = geometry_mismatch(list(source), np.asarray(d[key].affine, float), tuple(d[key].shape[1:]))
+                    with stage("geometry check (DICOM headers)"):
+                        problem = geometry_mismatch(list(source), np.asarray(d[key].affine, float), tuple(d[key].shape[1:]))
                     if problem:
                         raise IntakeError(problem)
             except IntakeError as exc:
@@ -145,14 +148,16 @@ class CoRegisterd:
         if mr is not None and ct is not None:
             ct_np, ct_affine = ct[0].numpy(), np.asarray(ct.affine, float)
             if self.register:
-                reg = register_rigid(mr[0].numpy(), ref_affine, ct_np, ct_affine, seed=self.seed)
+                with stage("registration (SimpleITK MI)"):
+                    reg = register_rigid(mr[0].numpy(), ref_affine, ct_np, ct_affine, seed=self.seed)
                 if not reg["quality"]["passed"]:
                     d.setdefault("messages", []).append(
                         "registration quality check failed (" + "; ".join(reg["quality"]["reasons"]) + "): CT kept at header alignment")
             else:
                 reg = {"method": "header only", "ct_from_mr": np.eye(4).tolist(), "quality": {"passed": True, "reasons": []}}
             use = np.asarray(reg["ct_from_mr"]) if reg["quality"]["passed"] else np.eye(4)
-            ct = torch.from_numpy(resample_to(ct_np, ct_affine, ref.shape[1:], ref_affine, use))[None]
+            with stage("resample CT onto MR"):
+                ct = torch.from_numpy(resample_to(ct_np, ct_affine, ref.shape[1:], ref_affine, use))[None]
         for name, vol in (("mr", mr), ("ct", ct)):
             if vol is not None:
                 d[name] = _on_grid_of(ref, vol)
