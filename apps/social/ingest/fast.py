@@ -190,8 +190,10 @@ class FastFile:
     def run(self, start: int = 0, end: int | None = None) -> int:
         """Ingest the lines; return the last line number read."""
         try:
-            if sniff(self.path) is None:
-                for first, chunk, newlines in plain_blocks(self.path, start, end):
+            codec = sniff(self.path)
+            if codec is None or (codec == "zstd" and not start and end is None):
+                blocks = plain_blocks(self.path, start, end) if codec is None else stream_blocks(self.path)
+                for first, chunk, newlines in blocks:
                     if chunk.endswith(b"\n"):
                         self.flush(chunk[:-1], first, newlines - 1)
                     else:
@@ -256,6 +258,42 @@ def plain_blocks(path: Path, start: int = 0, end: int | None = None,
             newlines = block.count(b"\n")
             yield lineno, block, newlines
             lineno += newlines
+
+
+def stream_blocks(path: Path, size: int | None = None, read: int = 1 << 20) -> Iterator[tuple[int, bytes, int]]:
+    """:func:`plain_blocks` of a whole compressed file (:func:`.source.open_binary`), read ``read``
+    bytes at a time (one raw read each, as a line-by-line reader refills its buffer).  When the
+    stream breaks (truncated, corrupt), the complete lines read before are yielded, then the error
+    is raised: what :func:`.source.byte_lines` gives up to the same point."""
+    from .source import open_binary
+
+    size = size or BLOCK_BYTES
+    lineno, parts, have = 1, [], 0
+    with open_binary(path) as fh:
+        while True:
+            try:
+                chunk = fh.read1(read)
+            except InputError:
+                data = b"".join(parts)
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    yield lineno, data[:cut], data.count(b"\n", 0, cut)
+                raise
+            if chunk:
+                parts.append(chunk)
+                have += len(chunk)
+                if have < size:
+                    continue
+            data = b"".join(parts)
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            if cut:
+                block, rest = data[:cut], data[cut:]
+                newlines = block.count(b"\n")
+                yield lineno, block, newlines
+                lineno += newlines
+                parts, have = ([rest], len(rest)) if rest else ([], 0)
+            if not chunk:
+                return
 
 
 def fast_ingest_file(writer: ColumnarWriter, path: str | Path, fmt: str = "auto", *, table: str = "posts",

@@ -101,6 +101,22 @@ def test_salted_reddit_file_identical(tmp_path, monkeypatch, crlf, compress, med
     assert counts["fast_rows"] > 100 and counts["slow_lines"] < 80  # the plain lines took the Arrow path
 
 
+@pytest.mark.parametrize("cut", [None, 0.6, "corrupt"])
+def test_zstd_frames_truncation_and_corruption_identical(tmp_path, monkeypatch, cut):
+    monkeypatch.setattr(fast_mod, "BLOCK_BYTES", 3000)  # many blocks, lines across block ends
+    data = _salted(tmp_path / "plain.ndjson", n=300).read_bytes()
+    half = data.index(b"\n", len(data) // 2) + 1
+    packed = b"".join(zstandard.ZstdCompressor().compress(part) for part in (data[:half], data[half:]))  # 2 frames
+    if cut == "corrupt":
+        packed = packed[:len(packed) // 2] + bytes(64) + packed[len(packed) // 2 + 64:]
+    elif cut:
+        packed = packed[:int(len(packed) * cut)]
+    path = tmp_path / "r.ndjson.zst"
+    path.write_bytes(packed)
+    stats = _both(tmp_path, [path], fmt="reddit")
+    assert bool(stats.file_errors) == bool(cut) and (cut == "corrupt" or stats.rows["posts"] > 50)
+
+
 def test_generated_dump_takes_the_arrow_path(tmp_path):
     for compress in (False, True):
         path = write_reddit(600, tmp_path / f"g{compress}", compress=compress)
