@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     from .datasets import collate_studies, prepare_cases, train_transforms
     from .demo_data import write_study
     from .phantom import load_truth, tre_mm
-    from .transforms import MODALITIES, preprocess
+    from .transforms import MODALITIES, on_stack, preprocess
 
     tmp = Path(tempfile.mkdtemp(prefix="mm-bench-medical-"))
     entries = [write_study(tmp, f"b{i}", 777_000 + i, label=i % 4) for i in range(args.studies)]
@@ -105,8 +105,10 @@ def main(argv=None) -> int:
     # 1. data time per epoch: plain Dataset (whole pipeline each epoch) vs cache
     from monai.transforms import Compose, RandFlipd
 
+    # the flip acts on the stacked modalities, as in train_transforms (``image`` exists only inside on_stack: a
+    # bare RandFlipd on it raised KeyError in the loader's thread and the epoch ended early, unnoticed)
     plain_pipe = Compose([preprocess(register=True, with_mask=True),
-                          RandFlipd(keys=["image", "mask"], prob=0.5, spatial_axis=0)])
+                          on_stack(RandFlipd(keys=["image", "mask"], prob=0.5, spatial_axis=0))])
     plain = Dataset([{**{m: str(Path(e["study"]) / f"{m}.nii.gz") for m in MODALITIES}, "mask": e["mask"], "label": e["label"]}
                      for e in entries], transform=plain_pipe)
     plain_times = []
