@@ -32,7 +32,7 @@ REDDIT_SCHEMA = pa.schema([
 ])
 GONE = pa.array(["[deleted]", "[removed]"], S)
 # a line that may hold a "body" key the parsed column cannot show (null) -- also written with escapes
-BODY_KEY = r'"body"|\\u00[2-7]'
+BODY_KEY = ('"body"', "\\u006", "\\u007")  # b o d y escaped: \u0062 \u006f \u0064 \u0079
 IMAGE = r"\.([pP][nN][gG]|[jJ][pP][eE]?[gG]|[gG][iI][fF]|[wW][eE][bB][pP])$"
 MAX_EPOCH = 4.2e9
 
@@ -64,11 +64,11 @@ def _not_gone(values) -> np.ndarray:
 
 
 def reddit_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None, media_root=None,
-                  line_matches: Callable[[np.ndarray, str], np.ndarray] | None = None) -> tuple[dict, np.ndarray]:
+                  line_matches: Callable[[np.ndarray, tuple], np.ndarray] | None = None) -> tuple[dict, np.ndarray]:
     """(tables, slow): canonical ``posts``/``users``/``media``/``edges`` tables with ``_rec``/``_seq``
     (and ``_of``) for the plain submissions and comments of ``t``; ``slow`` marks the rows left to
-    :func:`.reddit.reddit_rows`.  ``line_matches(rows, regex)`` says which of those rows' raw lines
-    match ``regex`` (without it, every row whose ``body`` is null and is not a ``t1_`` goes slow)."""
+    :func:`.reddit.reddit_rows`.  ``line_matches(rows, needles)`` says which of those rows' raw
+    lines hold one of ``needles`` (without it, every row whose ``body`` is null and is not a ``t1_`` goes slow)."""
     n = t.num_rows
     c = {name: t[name].combine_chunks() for name in t.column_names}
     slow = np.zeros(n, bool)
@@ -97,7 +97,8 @@ def reddit_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None, med
     joined = pc.coalesce(pc.binary_join_element_wise(title, selftext, "\n\n"), title, selftext)
     text = pc.if_else(pa.array(comment), pc.if_else(pa.array(_blank(body)), pa.scalar(None, S), body), joined)
     gone = _np(pc.fill_null(pc.is_in(text, value_set=GONE), False))
-    slow |= ~gone & _np(pc.fill_null(pc.match_substring_regex(text, r"\[deleted\]|\[removed\]"), False))
+    for word in ("[deleted]", "[removed]"):
+        slow |= ~gone & _np(pc.fill_null(pc.match_substring(text, word), False))
     text = pc.if_else(pa.array(gone), pa.scalar(None, S), text)
     url = pc.if_else(pa.array(_blank(c["url"])), pa.scalar(None, S), c["url"])
     sub = c["subreddit"]
