@@ -123,3 +123,21 @@ def test_real_ct_pixels_are_out_of_domain(model, tmp_path):
     f = analyze_study(study, tmp_path / "out", model)
     assert f["status"] == "ok", f
     assert f["out_of_domain"]["flagged"] and f["diagnosis"] is None and "unlike the training data" in f["diagnosis_withheld"]
+
+
+def test_the_cli_with_the_lean_monai_import_gives_the_same_findings(model, dicom_study, tmp_path):
+    """`mm medical analyze` in its own process imports MONAI with its optional packages hidden
+    (apps/medical/lean_import.py); the findings must equal the in-process run's (full MONAI)."""
+    import subprocess
+    import sys
+
+    full = analyze_study(dicom_study["study"], tmp_path / "full", model)
+    run = subprocess.run([sys.executable, "-m", "mmcore.cli", "medical", "analyze", str(dicom_study["study"]),
+                          "--out", str(tmp_path / "lean"), "--no-progress", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lean = json.loads((tmp_path / "lean" / "findings.json").read_text())
+    for key in ("status", "flag", "modalities_used", "lesion", "diagnosis", "probabilities", "out_of_domain",
+                "no_lesion_found", "intracranial_guard"):
+        assert json.dumps(lean.get(key), sort_keys=True) == json.dumps(full.get(key), sort_keys=True), key
+    assert np.allclose(lean["registration"]["ct_from_mr"], full["registration"]["ct_from_mr"], atol=1e-6)
