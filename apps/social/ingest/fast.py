@@ -198,7 +198,8 @@ class FastFile:
         try:
             codec = sniff(self.path)
             if codec is None or (codec == "zstd" and not start and end is None):
-                blocks = plain_blocks(self.path, start, end) if codec is None else stream_blocks(self.path)
+                blocks = plain_blocks(self.path, start, end) if codec is None \
+                    else stream_blocks(self.path, read=BLOCK_BYTES)
                 for first, chunk, newlines in blocks:
                     if chunk.endswith(b"\n"):
                         self.flush(chunk[:-1], first, newlines - 1)
@@ -268,9 +269,10 @@ def plain_blocks(path: Path, start: int = 0, end: int | None = None,
 
 def stream_blocks(path: Path, size: int | None = None, read: int = 1 << 20) -> Iterator[tuple[int, bytes, int]]:
     """:func:`plain_blocks` of a whole compressed file (:func:`.source.open_binary`), read ``read``
-    bytes at a time (one raw read each, as a line-by-line reader refills its buffer).  When the
-    stream breaks (truncated, corrupt), the complete lines read before are yielded, then the error
-    is raised: what :func:`.source.byte_lines` gives up to the same point."""
+    bytes at a time (one raw read each).  When the stream breaks (truncated, corrupt), the complete
+    lines read before are yielded, then the error is raised: what :func:`.source.byte_lines` gives
+    up to the same point.  Used for zstd, whose reader raises only once every byte decoded before
+    the break has been delivered, so the read size does not change what is kept."""
     from .source import open_binary
 
     size = size or BLOCK_BYTES
