@@ -99,17 +99,44 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 # Training-only paraphrases (``phrasing="paraphrase"``: the train templates plus these, then
 # :func:`embellish`); none uses a word that only the held-out templates use.
-EXTRA_TEMPLATES: dict[str, tuple[str, ...]] = {
+# Added in two generations: a generation's new words are appended to the vocabulary after the
+# earlier generations' (see :func:`paraphrase_words`), so a saved model's word ids stay valid.
+_EXTRA_V1: dict[str, tuple[str, ...]] = {
     "seek": ("name the {a} of {ref}", "{a} of {ref} ?"),
     "relate": ("name the {a} of the object {rel} {ref}", "{a} of the object {rel} {ref} ?"),
     "count-spatial": ("how many objects lie {sp} {ref} ?", "number of objects {sp} {ref} ?"),
     "exist": ("is there any {x} ?", "any {xs} ?"),
     "count": ("number of {xs} ?", "how many {xs} are shown ?", "give me the number of {xs}"),
 }
-PREFIXES = ("please", "now", "ok", "so", "and", "hey", "ok so", "now tell me ,")
-SUFFIXES = ("please", "here", "now", "in this picture", "in the picture", "in this scene", "in the scene")
+_EXTRA_V2: dict[str, tuple[str, ...]] = {
+    "seek": ("what would you say is the {a} of {ref} ?", "i wonder what {a} {ref} is",
+             "which {a} would you say {ref} is ?"),
+    "relate": ("what would you say is the {a} of the object {rel} {ref} ?",),
+    "count-spatial": ("how many objects do you notice {sp} {ref} ?", "how many objects would you say are {sp} {ref} ?",
+                      "how many items are {sp} {ref} ?"),
+    "exist": ("do you notice {art} {x} ?", "do you spot any {xs} ?", "would you say there is {art} {x} ?",
+              "is there {art} {x} shown ?"),
+    "count": ("how many {xs} do you notice ?", "how many {xs} do you spot ?", "how many {xs} would you say there are ?",
+              "how many {xs} are visible ?", "how many {xs} are in this picture ?"),
+}
+EXTRA_TEMPLATES: dict[str, tuple[str, ...]] = {k: _EXTRA_V1[k] + _EXTRA_V2[k] for k in _EXTRA_V1}
+# Openers and trailing clauses that say nothing about the question family: training puts them on
+# questions of *every* family, so a "do you ..." or "in the ..." clause at the end is not read as
+# an existence question (the family is in the question's head: "how many", "is there", "what").
+_PREFIXES_V1 = ("please", "now", "ok", "so", "and", "hey", "ok so", "now tell me ,")
+_PREFIXES_V2 = ("i wonder ,", "look ,", "tell me ,", "quick question ,")
+_SUFFIXES_V1 = ("please", "here", "now", "in this picture", "in the picture", "in this scene", "in the scene")
+_SUFFIXES_V2 = ("that you see", "that you notice", "do you think", "would you say", "if you look", "in view",
+                "you spot", "that is visible", "shown here", "at the moment")
+PREFIXES = _PREFIXES_V1 + _PREFIXES_V2
+SUFFIXES = _SUFFIXES_V1 + _SUFFIXES_V2
 # function words a paraphrase may lose to an unknown word without changing what is asked
 _REPLACEABLE = ("the", "is", "are", "a", "an", "of", "there", "me", "what", "which")
+# generic nouns that stand for "any object": an unknown word may stand in for them ("how many <unk>
+# are left of it ?" reads as "things", "items", "shapes" people use)
+_GENERIC = ("object", "objects", "items")
+# words a paraphrase may drop without changing what is asked ("how many objects left of it ?")
+_DROPPABLE = ("the", "is", "are", "there", "a", "an", "please")
 RELATIONS = {"near": ("closest to", "nearest to"), "far": ("furthest from", "farthest from")}
 ATTRIBUTE_WORDS = {"colour": ("colour", "color"), "shape": ("shape",), "size": ("size",)}
 TOTAL = "how many objects are there in total ?"
@@ -128,8 +155,9 @@ def template_words() -> list[str]:
 
 def paraphrase_words() -> list[str]:
     """The words of the training-only paraphrases (appended to the vocabulary after the templates')."""
-    words = [w for group in (*EXTRA_TEMPLATES.values(), PREFIXES, SUFFIXES) for t in group for w in t.split()
-             if not w.startswith("{")]
+    groups = (*_EXTRA_V1.values(), _PREFIXES_V1, _SUFFIXES_V1, *_EXTRA_V2.values(), _PREFIXES_V2, _SUFFIXES_V2,
+              _GENERIC)
+    words = [w for group in groups for t in group for w in t.split() if not w.startswith("{")]
     return list(dict.fromkeys(words))
 
 
@@ -143,22 +171,33 @@ def phrase(kind: str, rng: random.Random, phrasing: str = "train", **parts: str)
 
 def embellish(question: str, rng: random.Random, unknown: str = "<unk>") -> str:
     """Training noise for phrasings never seen: an optional prefix / suffix (:data:`PREFIXES`,
-    :data:`SUFFIXES`), and at times an ``unknown`` token inserted anywhere or standing in for a
-    function word, so that the model learns to read past words it does not know."""
+    :data:`SUFFIXES`, either on any family), and at times an ``unknown`` token inserted anywhere or
+    standing in for a function word or a generic noun ("objects"), or a function word dropped, so
+    that the model learns to read past words it does not know."""
     words = question.split()
     mark = words[-1:] if words and words[-1] == "?" else []
     body = words[: len(words) - len(mark)]
     roll = rng.random()
-    if roll < 0.25:
+    if roll < 0.2:
         body = rng.choice(PREFIXES).split() + body
     elif roll < 0.5:
         body = body + rng.choice(SUFFIXES).split()
-    if rng.random() < 0.15:
+    elif roll < 0.55:
+        body = rng.choice(PREFIXES).split() + body + rng.choice(SUFFIXES).split()
+    if rng.random() < 0.2:
         body.insert(rng.randrange(len(body) + 1), unknown)
     if rng.random() < 0.1:
         spots = [i for i, w in enumerate(body) if w in _REPLACEABLE]
         if spots:
             body[rng.choice(spots)] = unknown
+    if rng.random() < 0.15:
+        spots = [i for i, w in enumerate(body) if w in _GENERIC]
+        if spots:
+            body[rng.choice(spots)] = unknown
+    if rng.random() < 0.1:
+        spots = [i for i, w in enumerate(body) if w in _DROPPABLE]
+        if spots and len(body) > 3:
+            del body[rng.choice(spots)]
     return " ".join(body + mark)
 
 

@@ -9,26 +9,27 @@
 #
 # The shipped dialogue model (data/dialogue/scenes) in one command, on a CPU:
 #   bash apps/dialogue/reproduce.sh scenes [OUT_DIR]
-# fine-tunes the previous shipped checkpoint (git commit 08816f4: c25a5c5's model after 1,124 render-
-# randomised steps; `git show 08816f4:apps/dialogue/reproduce.sh` rebuilds it) on 10,000 training
-# dialogues with the training paraphrases (questions.EXTRA_TEMPLATES, fillers, unknown-word noise)
-# and 70% follow-ups, render randomisation (--augment) and own answers mixed in, for at most 3000 s
-# (--time-limit fits the cosine schedule to it), then scores it on the whole suite (mm dialogue eval).
+# fine-tunes the previous shipped checkpoint (git commit cddb3a9: the paraphrase fine-tune of
+# 08816f4's model; `git show cddb3a9:apps/dialogue/reproduce.sh` rebuilds it) on 3,000 training
+# dialogues with the second-generation training paraphrases (questions.EXTRA_TEMPLATES, openers and
+# trailing clauses on every family, <unk> for unknown words and generic nouns, dropped function
+# words) and 70% follow-ups, render randomisation (--augment) and own answers mixed in, for at most
+# 1200 s (--time-limit fits the cosine schedule to it), then scores it on the whole suite.
 set -u
 if [ "${1:-}" = "scenes" ]; then
   OUT=${2:-runs/dialogue-scenes}
   MM=${MM:-python3 -m mmcore.cli}
-  INIT=08816f4
+  INIT=cddb3a9
   mkdir -p "$OUT/init"
   for f in config.json model.safetensors generation_config.json; do
     git show "$INIT:data/dialogue/scenes/$f" > "$OUT/init/$f"
   done
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $MM dialogue train --mode dialogue --model vlm --device cpu --no-progress \
-    --train-images 10000 --val-images 30 --test-images 0 --epochs 100 --max-steps 20000 --time-limit 3000 \
-    --batch-size 8 --lr 7e-4 --warmup-steps 100 --mix-own 0.2 --eval-every 1000 --checkpoint-every 500 \
+    --train-images 3000 --val-images 30 --test-images 0 --epochs 100 --max-steps 20000 --time-limit 1200 \
+    --batch-size 8 --lr 5e-4 --warmup-steps 50 --mix-own 0.2 --eval-every 1000 --checkpoint-every 100 \
     --hidden 64 --layers 2 --heads 4 --augment --workers 2 --init-from "$OUT/init" \
     --out "$OUT/run" --export "$OUT/export" &&
-  $MM dialogue eval --mode dialogue --model "$OUT/export" --n 100 --abstention 30 --out "$OUT/suite.json"
+  $MM dialogue eval --mode dialogue --model "$OUT/export" --n "${EVAL_N:-100}" --abstention "${EVAL_ABSTENTION:-30}" --out "$OUT/suite.json"
   exit $?
 fi
 OUT=${1:-runs/dialogue-repro}
