@@ -42,15 +42,17 @@ def prompt_ids(tokenizer, config, max_new_tokens: int, history: list[tuple[str, 
 
 
 def question_lines(given: list[str] | None, banner: str):
-    """The questions of a terminal chat: ``given`` (``-q``, blank ones skipped), else stdin lines
-    until an empty line or end of input; ``banner`` is printed first when stdin is a terminal."""
+    """The questions of a terminal chat: ``given`` (``-q``), else stdin lines to the end of input.
+    Blank lines are skipped, except that at a terminal an empty line ends the chat (``banner`` is
+    printed first there); piped input may hold blank lines between questions."""
     import sys
 
-    if given is None and sys.stdin.isatty():
+    interactive = given is None and sys.stdin.isatty()
+    if interactive:
         print(banner)
     for line in (given or sys.stdin):
         line = line.strip()
         if line:
             yield line
-        elif given is None:
+        elif interactive:
             return

@@ -156,7 +156,8 @@ def _analyze_study(path: Path, out_dir: Path, model, *, register: bool, write: b
 
     t0 = time.perf_counter()
     path = Path(path)
-    findings: dict = {"study": str(path), "status": "ok", "messages": [], "model": getattr(model, "bundle_info", None),
+    # absolute: whoever reads findings.json later (a chat, a viewer) may run from another folder
+    findings: dict = {"study": str(path.resolve()), "status": "ok", "messages": [], "model": getattr(model, "bundle_info", None),
                       "disclaimer": DISCLAIMER}
     if select:
         findings.update(study_key=select, output_dir=str(out_dir))

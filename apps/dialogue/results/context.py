@@ -85,8 +85,13 @@ class MedicalContext:
         if modality in self._cache:
             return self._cache[modality]
         study = self.findings.get("study")
-        if not study or not Path(study).exists():
-            raise ResultError(f"the study's images are not at {study!r} (findings.json 'study')")
+        if not study and self.findings.get("uploaded_study_path"):
+            raise ResultError("an uploaded result carries no study images (only its mask and findings)")
+        if not study:
+            raise ResultError("findings.json names no study folder ('study'), so its images cannot be read")
+        if not Path(study).exists():
+            hint = "" if Path(study).is_absolute() else " (a relative path: run from the folder where it was analysed)"
+            raise ResultError(f"the study's images are not at {study!r} (findings.json 'study'){hint}")
         try:
             sources = read_study(Path(study)).sources
             if modality not in sources:

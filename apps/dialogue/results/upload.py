@@ -105,8 +105,12 @@ def extract(data: bytes, into: Path, max_files: int = MAX_FILES, max_total: int 
     except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, UploadError):
             raise
-        raise UploadError(400, f"the upload is not a readable zip or tar archive ({type(exc).__name__}: "
-                               f"{str(exc)[:120]})") from None
+        if isinstance(exc, tarfile.ReadError):  # not an archive at all: tarfile's own text lists its methods
+            raise UploadError(400, "the upload is not a readable zip or tar archive (zip, tar, tar.gz/.bz2/.xz)") from None
+        first = (str(exc).splitlines() or [""])[0][:120]
+        raise UploadError(400, f"the upload is not a readable zip or tar archive ({type(exc).__name__}: {first})") from None
+    if not into.is_dir() or not any(into.iterdir()):
+        raise UploadError(400, "the archive is empty")
 
 
 def _extract_zip(data: bytes, into: Path, budget: _Budget) -> None:

@@ -89,6 +89,13 @@ def test_upload_a_zip_then_talk_about_it_and_list_it(client, tmp_path):
     assert c.delete(f"/v1/results/{meta['id']}").status_code == 404
 
 
+def _empty_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w"):
+        pass
+    return buf.getvalue()
+
+
 def test_bad_uploads_get_clear_refusals_and_leave_nothing(client, tmp_path):
     c, app = client
     folder = medical(tmp_path / "s")
@@ -108,6 +115,7 @@ def test_bad_uploads_get_clear_refusals_and_leave_nothing(client, tmp_path):
         (zbuf.getvalue(), 400, "symbolic links"),
         (b"this is not an archive", 400, "not a readable zip or tar"),
         (b"", 400, "empty"),
+        (_empty_zip(), 400, "the archive is empty"),                                                 # was a 500
         (_zip(tmp_path / "s", "a/b/"), 400, "holds no analysis result"),
         (_zip(medical(tmp_path / "m2", outputs={"mask_nifti": "../../../etc/passwd"})), 400, "points outside"),
         (_zip(medical(tmp_path / "m3", lesion={"volume_ml": "big"})), 400, "'lesion.volume_ml'"),
