@@ -33,7 +33,7 @@ CLASSES = tuple(CLASS_WORDS)
 USER_INTENTS = ("community", "pagerank", "degree", "bot", "subgraph")
 SOCIAL_OTHER = ("top_pagerank", "top_degree", "bridges", "timeline", "counts", "path")
 MEDICAL = ("found", "volume", "location", "image", "intensity", "probabilities", "probability", "diagnosis",
-           "registration", "modalities", "ood", "guard")
+           "registration", "modalities", "ood", "guard", "icv", "status", "withheld")
 
 
 @dataclass

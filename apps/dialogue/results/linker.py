@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from .templates import CLASS_WORDS, MOD_WORDS
 
 TOKEN = re.compile(r"[#@]?[\w\-]+(?:\.\d+)?|'s|[^\w\s]")
+HU_WORDS = ("hu", "hounsfield")      # CT's intensity unit: names the modality without replacing the word
+# a bare word shaped like an account id or a generated username ("u99999", "user_u00007"): an account,
+# even when the report has none of that name (the executor then says so instead of guessing another)
+ACCOUNT_SHAPE = re.compile(r"^(?:user_\w+|[a-z]\d{4,})$")
 NUMBER_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())
                 if i >= 2}      # "one" is a pronoun far more often ("that one") than a count
 _GLOBAL: dict[tuple[str, ...], tuple[str, str]] = {}
@@ -51,6 +55,7 @@ class Linked:
     classes: list[str] = field(default_factory=list)
     modalities: list[str] = field(default_factory=list)
     refs: list[int] = field(default_factory=list)          # accounts referred back to: 1 or 2 per expression
+    implied_modalities: list[str] = field(default_factory=list)   # "HU"/"Hounsfield" -> ct (text unchanged)
 
 
 class Lexicon:
@@ -108,7 +113,7 @@ def link(question: str, lex: Lexicon) -> Linked:
                 hit = (("user", lex.users[bare]), 1)
             elif bare in lex.tags:
                 hit = (("tag", bare), 1)
-            elif t.startswith("@") and len(bare) > 1:
+            elif (t.startswith("@") and len(bare) > 1) or ACCOUNT_SHAPE.match(t):
                 hit = (("user", "@" + bare), 1)           # an unknown account: kept, the executor says so
             elif t.startswith("#") and len(bare) > 1:
                 hit = (("tag", bare), 1)
@@ -117,6 +122,8 @@ def link(question: str, lex: Lexicon) -> Linked:
             elif t in NUMBER_WORDS:
                 hit = (("num", NUMBER_WORDS[t]), 1)
         if hit is None:
+            if t in HU_WORDS and "ct" not in out.implied_modalities:
+                out.implied_modalities.append("ct")
             words.append(t)
             i += 1
             continue

@@ -27,7 +27,7 @@ def _modality_note(ctx: MedicalContext, modality: str | None) -> str:
 
 def run(ctx: MedicalContext, p: Program) -> Answer:
     f = ctx.findings
-    if f.get("status") not in ANALYSED:
+    if f.get("status") not in ANALYSED and p.op != "status":
         return Answer(f"The analysis {f.get('status')} this study: {f.get('error')}", p, value=None)
     fn = _OPS.get(p.op)
     if fn is None:
@@ -139,6 +139,38 @@ def _guard(ctx, p):
                   f"({g['removed_components']} component(s)).", p, value=g["removed_outside_ml"], unit="mL")
 
 
+def _icv(ctx, p):
+    g = ctx.findings.get("intracranial_guard") or {}
+    if g.get("icv_ml") is None:
+        return Answer("The analysis did not measure the intracranial volume (the intracranial guard was off).", p,
+                      value=None)
+    how = f" ({g['method']})" if g.get("method") else ""
+    return Answer(f"The intracranial volume is {_fmt(g['icv_ml'])} mL{how}.", p, value=g["icv_ml"], unit="mL")
+
+
+def _status(ctx, p):
+    f = ctx.findings
+    msgs = [str(m) for m in (f.get("messages") or [])]
+    took = f" in {_fmt(round(float(f['seconds']), 1))} s" if isinstance(f.get("seconds"), (int, float)) else ""
+    head = f"The analysis finished with status '{f.get('status')}'{took}"
+    if f.get("error"):
+        head += f": {f['error']}"
+    if not msgs:
+        return Answer(f"{head}; no warnings.", p, value={"status": f.get("status"), "messages": []})
+    return Answer(f"{head}; {len(msgs)} message(s): " + "; ".join(msgs) + ".", p,
+                  value={"status": f.get("status"), "messages": msgs})
+
+
+def _withheld(ctx, p):
+    f = ctx.findings
+    if f.get("diagnosis") is None:
+        return Answer(f"The model withheld a diagnosis because {f.get('diagnosis_withheld')}.", p,
+                      value=f.get("diagnosis_withheld"))
+    d = f["diagnosis"]
+    return Answer(f"Nothing was withheld: the model gave a diagnosis, {d} (probability {_fmt(f['probabilities'][d])}).",
+                  p, value=None)
+
+
 def _on_mask_grid(ctx: MedicalContext, modality: str, shape, affine) -> np.ndarray:
     """The modality's image sampled on the mask's grid (through the registration for the CT)."""
     from apps.medical.registration import resample_to
@@ -233,4 +265,5 @@ def slice_png(image2d: np.ndarray, mask2d: np.ndarray, modality: str, title: str
 _OPS = {"lesion.found": _found, "lesion.volume": _volume, "lesion.location": _location, "lesion.image": _image,
         "lesion.intensity": _intensity, "probabilities": _probabilities, "probability": _probability,
         "diagnosis": _diagnosis, "registration.quality": _registration, "modalities": _modalities,
-        "out_of_domain": _ood, "guard": _guard}
+        "out_of_domain": _ood, "guard": _guard, "intracranial_volume": _icv, "status": _status,
+        "withheld": _withheld}

@@ -58,6 +58,19 @@ G = {
     "guard": ("did the (intracranial|brain) (guard|mask) (remove|cut|delete) anything", "how much (lesion|prediction) was "
               "removed (outside|beyond) the (brain|skull)", "what did the (guard|intracranial guard) (do|remove)",
               "(guard|intracranial guard) (result|status)", "was anything (outside|beyond) the (brain|skull) (removed|cut)"),
+    "icv": ("what is the (intracranial|brain|total brain) (volume|size)", "(how big|how large) is the (brain|intracranial "
+            "volume|intracranial space)", "(icv|intracranial volume|brain volume) [in ml|please]",
+            "what (icv|intracranial volume) did (the guard|the analysis|you) (measure|find|report)",
+            "how many (ml|millilitres) is the (brain|intracranial volume)", "what is the volume (inside|of) the skull"),
+    "status": ("did (anything|something) go wrong", "(any|were there any|did you get any) (warnings|errors|problems|issues|"
+               "messages)", "what is the (status|outcome) of the (analysis|run)", "did the (analysis|run|pipeline) "
+               "(succeed|fail|finish|complete)", "how long did (the analysis|the run|it) take", "(status|warnings|messages) "
+               "[of the analysis|please]", "(was|is) (the analysis|the run|everything) (ok|fine|successful)",
+               "how many seconds did (the analysis|it) take"),
+    "withheld": ("why (was|is) (it|the diagnosis|the result|the prediction) withheld", "why (is there|was there) no "
+                 "(diagnosis|prediction|class)", "why (didn't|did not|won't) (the model|you) (give|make|commit to) a "
+                 "(diagnosis|prediction)", "(what|which) (reason|cause) (for|behind) the withheld (diagnosis|result)",
+                 "why no (diagnosis|prediction)", "why (was|were) the (diagnosis|probabilities) (held back|not given)"),
     "community": ("(which|what) (community|cluster|group) (is|does) " + U + " (in|belong to|sit in)",
                   "(community|cluster) of " + U, "what (community|cluster) (is|was) " + U + " (assigned|put) (to|in)",
                   "where does " + U + " belong", U + " belongs to which (community|cluster|group)",
@@ -115,6 +128,8 @@ G = {
                 "how much (did|does) the scan cost", "(which|what) hospital (is this|did the scan)",
                 "what is the (blood pressure|heart rate|temperature|blood sugar)", "who will win the (match|game|cup)",
                 "(what|how) is the stock (price|market)", "what (dose|amount) of contrast was used",
+                "what is the (diameter|radius|width|length|thickness) of " + LES, "how (wide|long|thick) is " + LES,
+                "(lesion|its) (diameter|radius|width)",
                 "(can|should) (i|we) (ban|block|report) " + U, "what is the meaning of life", "(hello|hi) how are you"),
 }
 _ALT = re.compile(r"\(([^()]*)\)")

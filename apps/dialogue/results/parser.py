@@ -158,6 +158,21 @@ def _users_for(op: str, named: list[str], memory: list[str]) -> dict:
     return {"of": named[0] if named else (memory[-1] if memory else None)}
 
 
+# words that clearly name one kind's data: a question of the other kind's intent gets the "that is a
+# question for a ... result" message only when it names that kind's data; else the generic abstention
+KIND_WORDS = {
+    "social": frozenset("<user> <tag> <ref> <refs> account accounts user users post posts community communities "
+                        "pagerank degree bot bots hashtag hashtags network graph bridge bridges followers retweets "
+                        "cluster clusters connections".split()),
+    "medical": frozenset("<mod> <cls> lesion lesions scan scans study patient diagnosis mask brain tumour tumor "
+                         "intracranial registration modality modalities ml hu".split()),
+}
+
+
+def _names_kind(text: str, kind: str) -> bool:
+    return bool(KIND_WORDS.get(kind, frozenset()) & set(text.split()))
+
+
 class Parser:
     """``fast`` (optional, a cheaper model, e.g. n-grams only): its intent is taken when its confidence
     is at least ``fast_confidence``; otherwise ``model`` decides (the sentence encoder runs only then)."""
@@ -179,21 +194,29 @@ class Parser:
             intent, conf = self.model.predict(linked.text)
             stage = "model"
         info = {"linked": linked.text, "intent": intent, "confidence": round(conf, 3), "stage": stage}
+        unknown = [u.lstrip("@") for u in linked.users if u.startswith("@")] if lex.users else []
+        if unknown and kind == "social":
+            # an account the report does not have: say so, never answer about another account
+            program = Program("abstain")
+            info["why"] = f"there is no account {unknown[0]} in this report"
+            state.remember([u for u in linked.users if not u.startswith("@")], program)
+            return program, info
         program = self._program(intent, conf, linked, state, kind)
         if program.op == "abstain":
-            info["why"] = self._why(intent, conf, kind, state)
+            info["why"] = self._why(intent, conf, kind, state, linked.text)
         state.remember(linked.users, program)
         return program, info
 
-    def _why(self, intent: str, conf: float, kind: str, state: DialogueState) -> str | None:
+    def _why(self, intent: str, conf: float, kind: str, state: DialogueState, text: str = "") -> str | None:
         if intent == "abstain":
             return None
         if conf < self.threshold:
             return f"the question was not understood (confidence {conf:.2f} < {self.threshold})"
         if intent == "followup":
             return "no earlier question in this conversation takes what this follow-up changes"
-        if DOMAIN.get(intent) not in (None, kind):
-            return f"that is a question for a {DOMAIN[intent]} result; this is a {kind} result"
+        other = DOMAIN.get(intent)
+        if other not in (None, kind) and _names_kind(text, other):
+            return f"that is a question for a {other} result; this is a {kind} result"
         return None
 
     def _program(self, intent: str, conf: float, linked, state: DialogueState, kind: str) -> Program:
@@ -227,8 +250,8 @@ class Parser:
         op, fixed = INTENTS[intent]
         accepts = FUNCTIONS[op][1]
         args = {k: v for k, v in fixed.items() if v is not None}
-        if "modality" in accepts and linked.modalities:
-            args["modality"] = linked.modalities[0]
+        if "modality" in accepts and (linked.modalities or linked.implied_modalities):
+            args["modality"] = (linked.modalities or linked.implied_modalities)[0]
         if "class" in accepts and linked.classes:
             args["class"] = linked.classes[0]
         if {"of", "around", "between"} & set(accepts):

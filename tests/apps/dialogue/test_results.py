@@ -364,3 +364,43 @@ def test_a_tool_call_answers_like_the_parsed_question(med, soc):
     assert call_tool(soc, "top", {"by": "pagerank", "k": 3}).value == \
         ResultSession(soc).ask("who are the top 3 accounts by pagerank?").value
     assert call_tool(med, "community", {"of": "x"}).abstained            # a social tool on a medical result
+
+
+def test_new_user_trial_questions_get_the_data_or_abstain(med, soc, tmp_path):
+    """The confident wrong answers of a new-user trial (each question was answered by another function)."""
+    f = med.findings
+    chat = ResultSession(med)
+    g = f["intracranial_guard"]
+    for q in ("what is the intracranial volume?", "what is the ICV?", "what is the brain volume?"):
+        a = chat.ask(q)
+        assert str(a.program) == "intracranial_volume()" and a.value == g["icv_ml"], (q, a.text)
+        assert f"{g['icv_ml']:g} mL" in a.text and g["method"] in a.text
+    hu = chat.ask("what HU does the lesion have?")
+    assert str(hu.program) == "lesion.intensity(modality=ct)", hu.program
+    for q in ("did anything go wrong?", "any warnings?", "how long did the analysis take?"):
+        a = chat.ask(q)
+        assert str(a.program) == "status()" and a.value["messages"] == f["messages"], (q, a.text)
+        assert ("no warnings" in a.text) == (not f["messages"])
+    assert str(chat.ask("how many voxels?").program) == "lesion.volume()"
+    assert str(chat.ask("how many lesions are there?").program) == "lesion.found()"
+    diam = chat.ask("what's the lesion diameter?")
+    assert diam.abstained and diam.text == "The analysis does not contain that.", diam.text
+    # a withheld diagnosis: "why?" quotes the reason
+    folder = tmp_path / "withheld"
+    shutil.copytree(med.folder, folder)
+    reason = "out of domain: the study is unlike the training studies (distance 9.1 > 4.1)"
+    w = dict(f, probabilities=None, diagnosis=None, diagnosis_withheld=reason,
+             messages=["diagnosis withheld: " + reason])
+    (folder / "findings.json").write_text(json.dumps(w))
+    chat = ResultSession(load_context(folder))
+    for q in ("why was it withheld?", "why was the diagnosis withheld?"):
+        a = chat.ask(q)
+        assert str(a.program) == "withheld()" and reason in a.text, (q, a.text)
+    warn = chat.ask("any warnings?")
+    assert "no warnings" not in warn.text and reason in warn.text
+    # an account the report does not have is named, never another one answered for
+    known = soc.display(soc.users.user_id.iloc[0])
+    a = ResultSession(soc).ask(f"what links @{known} and u99999?")
+    assert a.abstained and "there is no account u99999 in this report" in a.text, a.text
+    a = ResultSession(soc).ask("is u99999 a bot?")
+    assert a.abstained and "u99999" in a.text, a.text
