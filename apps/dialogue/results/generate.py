@@ -16,6 +16,7 @@ import random
 import string
 from dataclasses import dataclass, field
 
+from .linker import HU_WORDS
 from .program import Program
 from .templates import (
     CLASS_WORDS,
@@ -178,7 +179,9 @@ class Dialogue:
             slots["cls"], args["class"] = rng.choice(CLASS_WORDS[c]), c
         if "{mod}" in tpl:
             slots["mod"] = rng.choice(MOD_WORDS[rng.choice(("mr", "ct"))])
-        if intent in MODALITY_INTENTS and rng.random() < 0.3:
+        if intent in MODALITY_INTENTS and any(w in tpl.split() for w in HU_WORDS):
+            args["modality"] = "ct"                   # Hounsfield units are CT's: the question names the CT
+        elif intent in MODALITY_INTENTS and rng.random() < 0.3:
             m = rng.choice(("mr", "ct"))
             tpl = tpl.rstrip(" ?") + rng.choice(modality_suffixes(self.phrasing)) + " ?"
             slots["mod"], args["modality"] = rng.choice(MOD_WORDS[m]), m

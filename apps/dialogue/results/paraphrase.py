@@ -128,8 +128,8 @@ G = {
                 "how much (did|does) the scan cost", "(which|what) hospital (is this|did the scan)",
                 "what is the (blood pressure|heart rate|temperature|blood sugar)", "who will win the (match|game|cup)",
                 "(what|how) is the stock (price|market)", "what (dose|amount) of contrast was used",
-                "what is the (diameter|radius|width|length|thickness) of " + LES, "how (wide|long|thick) is " + LES,
-                "(lesion|its) (diameter|radius|width)",
+                "(what is|what's) the (diameter|radius|width|length|thickness) of the lesion",
+                "how (wide|long|thick) is the lesion",
                 "(can|should) (i|we) (ban|block|report) " + U, "what is the meaning of life", "(hello|hi) how are you"),
 }
 _ALT = re.compile(r"\(([^()]*)\)")
