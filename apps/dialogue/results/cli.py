@@ -76,7 +76,10 @@ def cmd_result_chat(args: argparse.Namespace) -> int:
             return 2
     else:
         chat = ResultSession(ctx, default_parser(args.parser))
-    out_dir, n_images = Path(args.images_out), 0
+    out_dir, stem = Path(args.images_out), Path(folder).resolve().name
+    # pictures of earlier chats about the same result stay: numbering goes on after the last one
+    taken = [p.stem[len(stem) + 1:] for p in out_dir.glob(f"{stem}-*.png")] if out_dir.is_dir() else []
+    n_images = max((int(t) for t in taken if t.isdigit()), default=0)
     for line in question_lines(args.question or None, f"Ask about {folder} (empty line or Ctrl-D to quit)."):
         if len(line) > 1000:
             print("(error: question over 1000 characters)")
@@ -86,7 +89,7 @@ def cmd_result_chat(args: argparse.Namespace) -> int:
         print(f"bot: {answer.text}")
         if answer.image_png is not None:
             n_images += 1
-            path = out_dir / f"{Path(folder).resolve().name}-{n_images:03d}.png"
+            path = out_dir / f"{stem}-{n_images:03d}.png"
             atomic_write_bytes(path, answer.image_png)
             print(f"     picture: {path}")
         if args.explain and answer.extra.get("intent") == "llm":

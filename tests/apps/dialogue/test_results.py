@@ -222,6 +222,10 @@ def test_cli_chat_reads_stdin_and_explains(med, tmp_path, monkeypatch, capsys):
     assert f"{med.findings['lesion']['volume_ml']:g} mL" in out or "0 mL" in out
     pngs = list(tmp_path.glob("*.png"))
     assert len(pngs) == 1 and f"picture: {pngs[0]}" in out
+    # a second chat about the same result keeps the first chat's picture
+    monkeypatch.setattr("sys.stdin", io.StringIO("show me the lesion\n"))
+    assert mm(["dialogue", "chat", "--study", str(med.folder), "--images-out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [pngs[0].name, pngs[0].name.replace("-001", "-002")]
 
 
 class _NoModel:
