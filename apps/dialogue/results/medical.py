@@ -89,7 +89,7 @@ def _probability(ctx, p):
 def _diagnosis(ctx, p):
     f = ctx.findings
     if f.get("diagnosis") is None:
-        return Answer(f"The model withheld a diagnosis because {f.get('diagnosis_withheld')}.", p, value=None)
+        return Answer(f"The model withheld a diagnosis: {f.get('diagnosis_withheld')}.", p, value=None)
     d = f["diagnosis"]
     return Answer(f"{d[0].upper()}{d[1:]} (probability {_fmt(f['probabilities'][d])}; research demo, not for clinical use).",
                   p, value=d)
@@ -164,7 +164,7 @@ def _status(ctx, p):
 def _withheld(ctx, p):
     f = ctx.findings
     if f.get("diagnosis") is None:
-        return Answer(f"The model withheld a diagnosis because {f.get('diagnosis_withheld')}.", p,
+        return Answer(f"The model withheld a diagnosis: {f.get('diagnosis_withheld')}.", p,
                       value=f.get("diagnosis_withheld"))
     d = f["diagnosis"]
     return Answer(f"Nothing was withheld: the model gave a diagnosis, {d} (probability {_fmt(f['probabilities'][d])}).",
@@ -240,7 +240,7 @@ def _image(ctx, p):
     what = (f"the slice with the most lesion ({area:.0f} mm² of it), contour in red" if mask.any()
             else "the middle slice (no lesion found)")
     caption = f"{NAMES[modality]} axial slice {k} (z = {z:.1f} mm): {what}."
-    return Answer(f"Here is {caption}", p, value=k, image_png=png, image_caption=caption)
+    return Answer(f"The picture shows {caption}", p, value=k, image_png=png, image_caption=caption)
 
 
 def slice_png(image2d: np.ndarray, mask2d: np.ndarray, modality: str, title: str) -> bytes:

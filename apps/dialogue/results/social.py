@@ -149,7 +149,7 @@ def _subgraph(ctx, p):
     png, n_nodes, n_edges = subgraph_png(ctx, ids)
     caption = (f"The accounts within one hop of {', '.join('@' + ctx.display(u) for u in ids)}: {n_nodes} accounts, "
                f"{n_edges} edges; colour = community, size = PageRank.")
-    return Answer(f"Here is {caption[0].lower()}{caption[1:]}", p, value=n_nodes, image_png=png, image_caption=caption)
+    return Answer(f"The picture shows {caption[0].lower()}{caption[1:]}", p, value=n_nodes, image_png=png, image_caption=caption)
 
 
 def subgraph_png(ctx: SocialContext, ids: list[str], max_nodes: int = 40) -> tuple[bytes, int, int]:

@@ -330,7 +330,7 @@ def test_browser_picks_a_study_asks_and_sees_the_image(server, med):
             page.fill("#question", "show me the lesion")
             page.click("#send")
             page.wait_for_selector("#log img.shot", timeout=60_000)
-            assert page.text_content("#answer").startswith("Here is MR axial slice")
+            assert page.text_content("#answer").startswith("The picture shows MR axial slice")
             assert "program: lesion.image()" in page.text_content("#log")
             width = page.eval_on_selector("#log img.shot", "img => img.naturalWidth")
             assert width > 100                                  # the PNG decoded in the browser
@@ -358,7 +358,7 @@ def test_result_conversation_survives_a_restart_and_streams(med, results_root, t
     assert r.status_code == 200 and events[-1] == "[DONE]"
     last = json.loads(events[-2])
     assert last["program"] == "lesion.image()" and last["images"][0]["image_url"]["url"].startswith("data:image/png")
-    assert json.loads(events[1])["choices"][0]["delta"]["content"].startswith("Here is MR axial slice")
+    assert json.loads(events[1])["choices"][0]["delta"]["content"].startswith("The picture shows MR axial slice")
 
 
 def test_a_tool_call_answers_like_the_parsed_question(med, soc):
