@@ -222,7 +222,7 @@ class UploadStore:
 
     def folder(self, uid) -> tuple[Path, dict]:
         if not isinstance(uid, str) or not ID.match(uid):
-            raise UploadError(400, "context.upload must be an upload id 'up-' + 16 hex digits (from POST /v1/results)")
+            raise UploadError(400, f"{str(uid)[:40]!r} is not an upload id ('up-' + 16 hex digits, as POST /v1/results returns)")
         base = self.root / uid
         if not (base / "meta.json").is_file():
             raise UploadError(404, f"no uploaded result '{uid}'")
