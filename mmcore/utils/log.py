@@ -21,9 +21,12 @@ def level_for(verbosity: int) -> int:
 
 class _ProgressSafeHandler(logging.StreamHandler):
     """Writes through ``tqdm.write``, so a record printed while a progress bar is drawn lands above
-    the bar instead of breaking it (plain stderr when tqdm is not installed)."""
+    the bar instead of breaking it (plain stderr when tqdm is not installed).  It writes to whatever
+    ``sys.stderr`` is at the time of the record, not the one at setup: a stream swapped in and closed
+    later (a test's capture, a redirect) would otherwise turn every record into a logging error."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
         try:
             from tqdm import tqdm
         except ImportError:

@@ -157,7 +157,8 @@ def test_killed_watcher_redoes_its_study_exactly_once(orthanc, worker, studies, 
     for s in (a, b):
         assert [len(x) for x in ours(orthanc, s["study_uid"])] == [1, 1]
         assert restarted.ledger.state(s["study_uid"], worker.version)["state"] == "done"
-    assert restarted.cycle() == []
+    # another test's study in the shared archive may become stable and be analysed now; a and b must not be redone
+    assert not {o["study"] for o in restarted.cycle()} & {a["study_uid"], b["study_uid"]}
 
 
 def test_two_shards_split_the_studies(orthanc, worker, studies, tmp_path):
