@@ -88,10 +88,10 @@ def connect(data_dir, memory_limit: str = "2GB", threads: int = 1):
 def user_edge_arrays(con) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(account IDs [U] sorted, src [E] int64, dst [E] int64, weight [E] float64) of the directed,
     weighted user->user interaction graph."""
-    accounts = con.sql(f"SELECT uid FROM ({_ACCOUNTS}) WHERE uid IS NOT NULL ORDER BY uid").to_arrow_table()
-    ids = accounts.column("uid").to_numpy(zero_copy_only=False).astype(object)
     con.execute("CREATE OR REPLACE TEMP TABLE accounts AS SELECT uid, (row_number() OVER (ORDER BY uid)) - 1 AS ix "
                 f"FROM ({_ACCOUNTS}) WHERE uid IS NOT NULL")
+    accounts = con.sql("SELECT uid FROM accounts ORDER BY ix").to_arrow_table()
+    ids = accounts.column("uid").to_numpy(zero_copy_only=False).astype(object)
     edges = con.sql(f"SELECT a.ix AS s, b.ix AS d, w FROM ({_USER_EDGES}) x JOIN accounts a ON x.s = a.uid "
                         "JOIN accounts b ON x.d = b.uid ORDER BY s, d").to_arrow_table()
     return (ids, edges.column("s").to_numpy().astype(np.int64), edges.column("d").to_numpy().astype(np.int64),

@@ -113,6 +113,21 @@ def extract(data: bytes, into: Path, max_files: int = MAX_FILES, max_total: int 
         raise UploadError(400, "the archive is empty")
 
 
+def _unpack(name: str, dest: Path | None, is_dir: bool, size: int, open_member, budget: _Budget) -> None:
+    """One member that passed its type checks: counted, then its folder made or its bytes written
+    within the budget (``dest`` None: the archive's own root entry, nothing to write)."""
+    if dest is None:
+        return
+    budget.file(name)
+    if is_dir:
+        dest.mkdir(parents=True, exist_ok=True)
+        return
+    if size > budget.max_total:
+        raise UploadError(413, f"archive member {name!r} unpacks to more than {budget.max_total} bytes")
+    with open_member() as src:
+        _write(src, dest, budget)
+
+
 def _extract_zip(data: bytes, into: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         for info in zf.infolist():
@@ -122,16 +137,7 @@ def _extract_zip(data: bytes, into: Path, budget: _Budget) -> None:
                 raise UploadError(400, f"archive member {info.filename!r}: symbolic links are not allowed")
             if ftype and ftype not in (stat.S_IFREG, stat.S_IFDIR):
                 raise UploadError(400, f"archive member {info.filename!r}: only regular files and folders are allowed")
-            if dest is None:
-                continue
-            budget.file(info.filename)
-            if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            if info.file_size > budget.max_total:
-                raise UploadError(413, f"archive member {info.filename!r} unpacks to more than {budget.max_total} bytes")
-            with zf.open(info) as src:
-                _write(src, dest, budget)
+            _unpack(info.filename, dest, info.is_dir(), info.file_size, lambda i=info: zf.open(i), budget)
 
 
 def _extract_tar(data: bytes, into: Path, budget: _Budget) -> None:
@@ -142,16 +148,7 @@ def _extract_tar(data: bytes, into: Path, budget: _Budget) -> None:
                 raise UploadError(400, f"archive member {member.name!r}: links are not allowed")
             if not (member.isfile() or member.isdir()):
                 raise UploadError(400, f"archive member {member.name!r}: only regular files and folders are allowed")
-            if dest is None:
-                continue
-            budget.file(member.name)
-            if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            if member.size > budget.max_total:
-                raise UploadError(413, f"archive member {member.name!r} unpacks to more than {budget.max_total} bytes")
-            src = tf.extractfile(member)
-            _write(src, dest, budget)
+            _unpack(member.name, dest, member.isdir(), member.size, lambda m=member: tf.extractfile(m), budget)
 
 
 def _result_folder(root: Path) -> Path:
