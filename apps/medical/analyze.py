@@ -95,10 +95,23 @@ def _guard(native: torch.Tensor, affine: np.ndarray, method: str | None) -> tupl
     return guarded & icv, record, icv
 
 
-def _write_outputs(out: Path, findings: dict, study: StudyInput, d: dict, mask, affine, pred, batch, present) -> None:
+def _to_display_grid(mask: np.ndarray, affine: np.ndarray, display: dict | None) -> np.ndarray | None:
+    """The native-grid mask (the reference series' array order) reoriented like the report's RAS volumes."""
+    if display is None:
+        return None
+    import nibabel as nib
+
+    o = nib.orientations
+    ras = o.apply_orientation(mask, o.ornt_transform(o.io_orientation(affine), o.axcodes2ornt("RAS")))
+    shape = next((v.shape for k, v in display.items() if k != "affine" and v is not None), None)
+    return ras.astype(bool) if ras.shape == shape else None
+
+
+def _write_outputs(out: Path, findings: dict, study: StudyInput, d: dict, mask, affine) -> None:
     """Every output of an analysed study; one that cannot be written is named in ``output_errors`` and
     the status becomes ``incomplete`` (never a silent "ok")."""
-    from .outputs import write_dicom_seg, write_nifti_mask, write_report
+    from .outputs import write_dicom_seg, write_nifti_mask
+    from .report import write_report
 
     findings["outputs"], errors = {}, []
 
@@ -121,10 +134,10 @@ def _write_outputs(out: Path, findings: dict, study: StudyInput, d: dict, mask, 
                     lambda: write_dicom_seg(out / "lesion_seg.dcm", mask, affine, study.sources[d["reference"]]))
     findings["messages"] += [f"output {e}" for e in errors]        # the report lists them too
     n = len(errors)
-    lesion_grid = (pred["lesion_prob"] > 0.5).numpy()
     with stage("write report (HTML + PNG)"):
-        attempt("report", "report.html", lambda: write_report(out / "report.html", findings, {
-            m: batch[m][0, 0].numpy() if present[m] else None for m in MODALITIES}, lesion_grid))
+        display = d.get("display")
+        attempt("report", "report.html", lambda: write_report(
+            out / "report.html", findings, display, _to_display_grid(mask, affine, display)))
     findings["messages"] += [f"output {e}" for e in errors[n:]]
 
 
@@ -170,7 +183,7 @@ def _analyze_study(path: Path, out_dir: Path, model, *, register: bool, write: b
         if drop:
             sources[drop] = None
             findings["messages"].append(f"{drop.upper()} removed on request (modality-removal test)")
-        pipe = preprocess(register=register, with_mask=False, with_icv=guard)
+        pipe = preprocess(register=register, with_mask=False, with_icv=guard, keep_display=write)
         with stage("preprocess"):
             d = pipe(sources)
         findings["messages"] += d.get("messages", [])
@@ -234,7 +247,7 @@ def _analyze_study(path: Path, out_dir: Path, model, *, register: bool, write: b
             if "unguarded" in pred:
                 keep["unguarded"] = {"native_mask": native[3].numpy() > 0.5, "probs": pred["unguarded"]["probs"]}
         if write:
-            _write_outputs(out, findings, study, d, mask, affine, pred, batch, present)
+            _write_outputs(out, findings, study, d, mask, affine)
     except IntakeError as exc:
         findings.update(status="refused", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one broken study must not stop the batch

@@ -172,6 +172,10 @@ def train(config: MedicalTrainConfig) -> dict:
     from .datasets import PATCH, cached_dataset, collate_studies, prepare_cases, read_datalist
 
     torch.set_num_threads(max(1, config.threads))
+    import warnings
+
+    # MONAI's RandAffined on the stacked modalities re-sets the affine it has just applied: harmless
+    warnings.filterwarnings("ignore", message="Setting affine, but the applied meta contains an affine")
     cfg = config.trainer
     cfg.device = str(resolve_device(cfg.device))
     data = Path(config.data)
@@ -193,6 +197,12 @@ def train(config: MedicalTrainConfig) -> dict:
         cache = Path(config.cache or data / "cache")
         train_items = prepare_cases(datalist["training"], cache)
         val_items = prepare_cases(datalist.get("validation", []), cache)
+    for extra in map(Path, config.extra_data):
+        if not (extra / "datalist.json").exists():
+            raise SystemExit(f"--extra-data {extra}: no datalist.json there")
+        more = read_datalist(extra / "datalist.json")
+        train_items = train_items + prepare_cases(more["training"], extra / "cache")
+        val_items = val_items + prepare_cases(more.get("validation", []), extra / "cache")
     seed_everything(cfg.seed)
     model = FusionSegDiagNet(tuple(config.modalities), config.fusion)
     if config.init:
@@ -207,7 +217,8 @@ def train(config: MedicalTrainConfig) -> dict:
                       metrics=metrics,
                       extra_config={"model": model.config, "modality_dropout": config.modality_dropout,
                                     "lesion_weight": config.lesion_weight, "anneal_steps": config.anneal_steps,
-                                    "data": str(data), "data_seed": config.data_seed})
+                                    "data": str(data), "data_seed": config.data_seed,
+                                    "extra_data": list(config.extra_data)})
     if not config.head_only:
         result = trainer.fit(resume=config.resume)
     else:

@@ -22,6 +22,7 @@ class MedicalTrainConfig:
     randomized: tuple[int, int] | None = None       # N_TRAIN, N_VAL domain-randomised studies (apps.medical.randomized)
     data_seed: int = 0
     cache: str | None = None                        # preprocessed-case cache (default DATA/cache)
+    extra_data: tuple[str, ...] = ()                # more datalist folders mixed into training/validation
     fusion: str = "gated"                           # gated | early
     modalities: tuple[str, ...] = ("mr", "ct")
     modality_dropout: float = 0.35
@@ -47,7 +48,8 @@ class MedicalTrainConfig:
         randomized = tuple(int(x) for x in args.randomized.split(",")) if getattr(args, "randomized", None) else None
         if randomized is not None and len(randomized) != 2:
             raise SystemExit(f"--randomized {args.randomized}: give N_TRAIN,N_VAL (two integers)")
-        return cls(data=args.data, generate=generate, randomized=randomized, data_seed=args.data_seed, cache=args.cache, fusion=args.fusion,
+        return cls(data=args.data, generate=generate, randomized=randomized, data_seed=args.data_seed, cache=args.cache,
+                   extra_data=tuple(args.extra_data or ()), fusion=args.fusion,
                    modalities=tuple(args.modalities.split(",")), modality_dropout=args.modality_dropout,
                    lesion_weight=args.lesion_weight, anneal_steps=args.anneal_steps, patches=args.patches,
                    head_epochs=args.head_epochs, head_only=args.head_only, threads=args.threads, init=args.init,
@@ -77,6 +79,9 @@ def add_arguments(parser) -> None:
                              "rendered into DATA/cache and used instead of DATA's datalist (resumable)")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--cache", default=None, help="preprocessed-case cache (default DATA/cache)")
+    parser.add_argument("--extra-data", action="append", default=None, metavar="DIR",
+                        help="another folder with datalist.json whose training/validation studies are mixed in "
+                             "(cached in DIR/cache; repeatable), e.g. phantom studies beside --randomized ones")
     parser.add_argument("--fusion", default="gated", choices=["gated", "early"])
     parser.add_argument("--modalities", default="mr,ct", help="mr,ct | mr | ct (single-modality baselines)")
     parser.add_argument("--modality-dropout", type=float, default=0.35)

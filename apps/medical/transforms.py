@@ -251,13 +251,29 @@ class NormalizeModalitiesd:
         return d
 
 
-def preprocess(register: bool = True, with_mask: bool = True, seed: int = 0, with_icv: bool = False):
+class KeepDisplayd:
+    """Keep a copy of the co-registered native-resolution volumes for the report (``display``: ``mr``,
+    ``ct`` [X, Y, Z] float32 or ``None``, ``affine`` RAS): the only point of the pipeline where both are
+    on the reference series' own grid, before the 4 mm resampling."""
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        ref = d[d["reference"]]
+        d["display"] = {"affine": np.asarray(ref.affine, float),
+                        **{m: (_raw(d[m])[0].numpy().astype(np.float32, copy=True) if d.get(m) is not None else None)
+                           for m in MODALITIES}}
+        return d
+
+
+def preprocess(register: bool = True, with_mask: bool = True, seed: int = 0, with_icv: bool = False,
+               keep_display: bool = False):
     """The deterministic MONAI Compose from files to the model grid (cacheable).
 
     Result: ``mr``, ``ct`` (MetaTensor [1, *ROI] or ``None``), ``present``, ``reference``,
     ``registration``, ``mask`` [1, *ROI] (``with_mask``) and, ``with_icv``, the study's intracranial
     volume (:class:`~apps.medical.intracranial.IntracranialMaskd`, from the CT or the MR on the
-    reference grid) as ``icv`` [1, *ROI], carried through every geometric step."""
+    reference grid) as ``icv`` [1, *ROI], carried through every geometric step; ``keep_display``:
+    ``display`` (:class:`KeepDisplayd`, the native-resolution volumes for the report)."""
     from monai.transforms import (
         AsDiscreted,
         Compose,
@@ -278,6 +294,7 @@ def preprocess(register: bool = True, with_mask: bool = True, seed: int = 0, wit
         LoadSeriesd(("mr", "ct", "mask") if with_mask else ("mr", "ct")),
         Orientationd(keys=["mr", "ct", "mask", "image"], axcodes="RAS", allow_missing_keys=True),
         CoRegisterd(register=register, seed=seed),
+        *([KeepDisplayd()] if keep_display else []),
         *icv_steps,
         on_stack(Spacingd(keys=geo, pixdim=SPACING, mode=["bilinear"] * len(geo), allow_missing_keys=True)),
         NormalizeModalitiesd(),
