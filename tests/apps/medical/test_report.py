@@ -58,3 +58,20 @@ def test_registration_table_and_report(tmp_path):
     text = (tmp_path / "r.html").read_text()
     assert text.count("data:image/png;base64") == 2 and "Registration (CT to MR)" in text
     assert "FAILED: MI did not improve" in text and "hello &lt;b&gt;" in text
+
+
+def test_training_contrast_jitter_keeps_ranges_absent_modalities_and_repeats_with_a_seed():
+    import torch
+
+    from apps.medical.datasets import RandIntensityd
+
+    x = {"mr": torch.rand(1, 8, 8, 8) * 1.2, "ct": torch.rand(1, 8, 8, 8), "present": {"mr": True, "ct": True}}
+    a = RandIntensityd(prob=1.0, generator=torch.Generator().manual_seed(3))(x)
+    b = RandIntensityd(prob=1.0, generator=torch.Generator().manual_seed(3))(x)
+    assert torch.equal(a["mr"], b["mr"]) and torch.equal(a["ct"], b["ct"])
+    assert not torch.equal(a["mr"], x["mr"]) and float(a["ct"].min()) >= 0 and float(a["ct"].max()) <= 1
+    assert float(a["mr"].min()) >= 0 and float(a["mr"].max()) <= 1.2
+    # the lesion's contrast to its surroundings survives: the order of two grey levels is kept (monotone map)
+    two = {"mr": torch.tensor([[[[0.3, 0.6]]]]), "ct": None, "present": {"mr": True, "ct": False}}
+    out = RandIntensityd(prob=1.0, generator=torch.Generator().manual_seed(5))(two)
+    assert out["ct"] is None and float(out["mr"][..., 1] - out["mr"][..., 0]) > 0.05
