@@ -45,9 +45,32 @@ def first_occurrence(codes: np.ndarray) -> np.ndarray:
     return codes > prev_max
 
 
+def _as_numbers(array: pa.Array) -> np.ndarray | None:
+    """The IDs as uint64 when that is one-to-one on them (every ID 1-19 ASCII digits, no leading
+    zero, none null: Twitter's numeric IDs), else None."""
+    if array.type != pa.string() or array.null_count or not len(array):
+        return None
+    offsets = np.frombuffer(array.buffers()[1], np.int32, count=len(array) + 1, offset=4 * array.offset)
+    length = np.diff(offsets)
+    if length.min() < 1 or length.max() > 19:
+        return None
+    values = np.frombuffer(array.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+    if ((values - 48) > 9).any() or ((values[offsets[:-1] - offsets[0]] == 48) & (length > 1)).any():
+        return None
+    return pc.cast(array, pa.uint64()).to_numpy()
+
+
 def _codes(array) -> np.ndarray:
-    enc = pc.dictionary_encode(array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array)
-    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    """A code per value, numbered by first appearance (equal values, equal codes)."""
+    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    numbers = _as_numbers(array)
+    if numbers is None:
+        return pc.dictionary_encode(array).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    # numeric IDs: a sort (near linear on IDs that grow with time) instead of hashing each string
+    _, first, inverse = np.unique(numbers, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
 
 
 class ColumnarWriter:
@@ -157,6 +180,7 @@ class ColumnarWriter:
         return pa.Table.from_batches(batches) if batches else self.schemas[table].empty_table().select(columns)
 
     def _keep_posts(self) -> tuple[np.ndarray, pa.Array, pa.Table]:
+        """(first occurrence of each post row, IDs re-marked ``collected``, the rows' ``post_id``/``_rec``)."""
         t = self._read("posts", ["post_id", "collection", "_rec"])
         codes = _codes(t["post_id"])
         first = first_occurrence(codes)
@@ -172,15 +196,34 @@ class ColumnarWriter:
         s.duplicates = int(later_collected.sum() - promote.sum())
         ids = t["post_id"].combine_chunks()
         promoted = pc.filter(ids, pa.array(first & promote[codes])) if promote.any() else pa.array([], pa.string())
-        kept = pa.table({"post_id": pc.filter(ids, pa.array(first)), "_rec": pc.filter(t["_rec"], pa.array(first))})
-        return first, promoted, kept
+        return first, promoted, pa.table({"post_id": ids, "_rec": t["_rec"].combine_chunks()})
 
-    def _keep_edges(self, kept_posts: pa.Table) -> np.ndarray:
+    def _keep_edges(self, first: np.ndarray, posts: pa.Table) -> np.ndarray:
+        """An owned edge is kept when the kept (first) row of its post came from the edge's line;
+        an ownerless one when it is the first of its whole key."""
         t = self._read("edges", [*EDGE_KEY, "created_at", "_of", "_rec"])
         owned = pc.is_valid(t["_of"]).to_numpy(zero_copy_only=False)
-        idx = pc.index_in(t["_of"], value_set=kept_posts["post_id"])
-        owner_rec = pc.take(kept_posts["_rec"], idx)
-        keep = pc.fill_null(pc.equal(owner_rec, t["_rec"]), False).to_numpy(zero_copy_only=False)
+        keep = np.zeros(len(owned), bool)
+        edge_rec = t["_rec"].to_numpy()
+        post_rec = posts["_rec"].to_numpy()
+        rest = owned.copy()
+        if len(post_rec) and len(edge_rec) and (np.diff(post_rec) >= 0).all():
+            # Rows are in line order, so the first post row of the edge's line is found by
+            # bisection; when it is the edge's post, the edge is kept iff that row is the post's
+            # first occurrence (an earlier one is on an earlier line).  No hash of every post ID.
+            row = np.minimum(np.searchsorted(post_rec, edge_rec), len(post_rec) - 1)
+            same = owned & (post_rec[row] == edge_rec)
+            hit = np.flatnonzero(same)
+            same[hit] = pc.fill_null(pc.equal(pc.take(posts["post_id"], pa.array(row[hit])),
+                                              pc.take(t["_of"], pa.array(hit))), False).to_numpy(zero_copy_only=False)
+            keep[same] = first[row[same]]
+            rest &= ~same
+        if rest.any():  # any other owned edge: its post's kept row by ID
+            kept = pa.array(first)
+            at = np.flatnonzero(rest)
+            idx = pc.index_in(pc.take(t["_of"], pa.array(at)), value_set=pc.filter(posts["post_id"], kept))
+            owner_rec = pc.take(pc.filter(posts["_rec"], kept), idx)
+            keep[at] = pc.fill_null(pc.equal(owner_rec, pa.array(edge_rec[at])), False).to_numpy(zero_copy_only=False)
         if (~owned).any():
             parts = [pc.fill_null(t[c], "\x00") for c in EDGE_KEY]
             parts.append(pc.fill_null(pc.cast(pc.cast(t["created_at"], pa.int64()), pa.string()), "\x00"))
@@ -193,8 +236,8 @@ class ColumnarWriter:
     def close(self) -> IngestStats:
         self.end_block()
         self.finish_blocks()
-        keep_posts, promoted, kept_posts = self._keep_posts()
-        masks = {"posts": keep_posts, "edges": self._keep_edges(kept_posts)}
+        keep_posts, promoted, posts = self._keep_posts()
+        masks = {"posts": keep_posts, "edges": self._keep_edges(keep_posts, posts)}
         for table in ("users", "media"):
             masks[table] = first_occurrence(_codes(self._read(table, [KEYS[table]])[KEYS[table]]))
         for table, schema in TABLES.items():
@@ -223,7 +266,8 @@ class ColumnarWriter:
             offset = 0
             for batch in self._batches(table):
                 group = pa.Table.from_batches([batch])
-                part = group.filter(pa.array(mask[offset:offset + group.num_rows]))
+                sel = mask[offset:offset + group.num_rows]
+                part = group if sel.all() else group.filter(pa.array(sel))  # most groups keep every row
                 offset += group.num_rows
                 if promoted is not None and len(promoted):
                     hit = pc.is_in(part["post_id"], value_set=promoted)

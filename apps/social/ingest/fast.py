@@ -16,7 +16,6 @@ compares the two on every sample file and on fuzzed lines.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +32,6 @@ from .source import DecodeCounter, InputError, TruncatedInput, byte_lines, sniff
 BATCH_LINES = 20_000
 BLOCK_BYTES = 16 << 20
 LEAF = 16
-NOT_OBJECT_LINE = re.compile(rb"\n[^{]")  # a line that does not open a JSON object right away
 ASCII_SPACE = np.array([9, 11, 12, 13, 32], np.uint8)  # \t \v \f \r and space (bytes.strip)
 PARSE = {fmt: pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
          for fmt, schema in (("twitter", TWEET_SCHEMA), ("reddit", REDDIT_SCHEMA))}  # the formats with a fast path
@@ -54,8 +52,9 @@ def _check_utf8(data: bytes) -> None:
     pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data)).validate(full=True)
 
 
-def _lines_match(data: bytes, starts, rows: np.ndarray, needles: tuple[str, ...]) -> np.ndarray:
-    """Whether each of the lines ``rows`` of ``data`` holds one of ``needles`` (raw JSON text)."""
+def _lines_match(data, starts, rows: np.ndarray, needles: tuple[str, ...]) -> np.ndarray:
+    """Whether each of the lines ``rows`` of ``data`` (bytes or a view of them) holds one of ``needles`` (raw JSON text)."""
+    data = data if isinstance(data, bytes) else bytes(data)  # a view has no find()
     found = []
     for needle in needles:
         at = data.find(needle.encode())
@@ -92,7 +91,7 @@ class FastFile:
         """A line through the row adapters (the streaming engine's per-line path)."""
         import json
 
-        text = self.decode(raw.rstrip(b"\r\n"))
+        text = self.decode(bytes(raw).rstrip(b"\r\n"))  # raw may be a view into the block
         if not text.strip():
             return
         self.writer.begin_line(self.base + lineno)
@@ -115,7 +114,7 @@ class FastFile:
             options.reverse()
         for i, option in enumerate(options):
             try:
-                table = pj.read_json(pa.BufferReader(data), parse_options=option, read_options=read)
+                table = pj.read_json(pa.BufferReader(pa.py_buffer(data)), parse_options=option, read_options=read)
             except pa.ArrowInvalid:
                 if i == len(options) - 1:
                     raise
@@ -124,9 +123,9 @@ class FastFile:
             return table
         raise AssertionError("unreachable")
 
-    def parse(self, data: bytes, starts, ends, numbers: np.ndarray) -> None:
-        """Arrow-parse non-blank lines ``data[starts[i]:ends[i]]`` (one newline between two lines;
-        offsets None: found when needed); halve the group while Arrow refuses it."""
+    def parse(self, data, starts: np.ndarray, ends: np.ndarray, numbers: np.ndarray) -> None:
+        """Arrow-parse non-blank lines ``data[starts[i]:ends[i]]`` (bytes or a view; one newline
+        between two lines, perhaps one after the last); halve the group while Arrow refuses it."""
         try:
             _check_utf8(data)  # Arrow skips the fields it ignores; the adapters count every bad line
             table = self.read_json(data)
@@ -138,8 +137,6 @@ class FastFile:
                 tables, slow = reddit_tables(table, numbers + self.base, self.labels, self.options["root"],
                                              lambda rows, needles: _lines_match(data, starts, rows, needles))
         except (pa.ArrowException, ValueError, UnicodeDecodeError):
-            if starts is None:
-                starts, ends = line_offsets(data)
             if len(starts) <= LEAF:
                 for i, lineno in enumerate(numbers):
                     self.slow(int(lineno), data[starts[i]:ends[i]])
@@ -152,21 +149,34 @@ class FastFile:
             self.writer.add_table(name, part)
         self.writer.stats.lines += int((~slow).sum())
         self.fast_rows += int((~slow).sum())
-        if slow.any() and starts is None:
-            starts, ends = line_offsets(data)
         for i in np.flatnonzero(slow):
             self.slow(int(numbers[i]), data[starts[i]:ends[i]])
 
-    def flush(self, data: bytes, first: int, newlines: int | None = None) -> None:
-        """The lines of ``data`` (newline-separated, no final newline, ``newlines`` of them when
-        known), numbered from ``first``."""
-        n_lines = data.count(b"\n") + 1 if newlines is None else newlines + 1
-        if self.fmt in PARSE and data[:1] == b"{" and NOT_OBJECT_LINE.search(data) is None:
-            # every line opens an object (none blank): no per-line offsets unless a line goes slow
+    def flush_block(self, block, first: int, nl: np.ndarray) -> None:
+        """A block of whole lines numbered from ``first`` (bytes or a view; a final newline ends
+        the last line), ``nl`` the positions of its newlines (:func:`plain_blocks`)."""
+        if not len(block):
+            return
+        buf = np.frombuffer(block, np.uint8)
+        closed = int(buf[-1] == 10)
+        inner = nl[:-1] if closed else nl  # the newlines between two lines
+        if self.fmt in PARSE and buf[0] == 123 and (buf[inner + 1] == 123).all():
+            # every line opens an object (none blank): Arrow reads the block in place, no copy
+            n_lines = len(inner) + 1
             self.read = first + n_lines - 1
-            self.parse(data, None, None, first + np.arange(n_lines, dtype=np.int64))
+            self.parse(block, np.r_[0, inner + 1], np.r_[inner, len(buf) - closed],
+                       first + np.arange(n_lines, dtype=np.int64))
             self.writer.end_block()
             return
+        self.flush(bytes(block[:-1] if closed else block), first)
+
+    def flush_lines(self, lines: list[bytes], first: int) -> None:
+        """Consecutive lines (without their line ends) numbered from ``first``."""
+        joined = b"\n".join(lines)
+        self.flush_block(joined, first, newlines(joined))
+
+    def flush(self, data: bytes, first: int) -> None:
+        """The lines of ``data`` (newline-separated, no final newline), numbered from ``first``."""
         starts, ends = line_offsets(data)
         numbers = first + np.arange(len(starts), dtype=np.int64)
         buf = np.frombuffer(data, np.uint8)
@@ -200,41 +210,47 @@ class FastFile:
             if codec is None or (codec == "zstd" and not start and end is None):
                 blocks = plain_blocks(self.path, start, end) if codec is None \
                     else stream_blocks(self.path, read=BLOCK_BYTES)
-                for first, chunk, newlines in blocks:
-                    if chunk.endswith(b"\n"):
-                        self.flush(chunk[:-1], first, newlines - 1)
-                    else:
-                        self.flush(chunk, first, newlines)
+                for first, block, nl in blocks:
+                    self.flush_block(block, first, nl)
                 return self.read
             batch: list[bytes] = []
             first = 1
             try:
                 for lineno, raw in byte_lines(self.path, start, end):
                     if batch and lineno != first + len(batch):
-                        self.flush(b"\n".join(batch), first)
+                        self.flush_lines(batch, first)
                         batch = []
                     if not batch:
                         first = lineno
                     batch.append(raw)
                     if len(batch) >= BATCH_LINES:
-                        self.flush(b"\n".join(batch), first)
+                        self.flush_lines(batch, first)
                         batch = []
             except InputError:
                 if batch:
-                    self.flush(b"\n".join(batch), first)
+                    self.flush_lines(batch, first)
                 raise
             if batch:
-                self.flush(b"\n".join(batch), first)
+                self.flush_lines(batch, first)
             return self.read
         finally:
             self.writer.stats.non_utf8_lines += self.decode.bad_lines
             self.decode.bad_lines = 0
 
 
+def newlines(block) -> np.ndarray:
+    """Positions of the newlines of ``block`` (one vectorised pass: both the line count and the
+    check that every line opens an object come from it)."""
+    return np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+
+
 def plain_blocks(path: Path, start: int = 0, end: int | None = None,
-                 size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes, int]]:
-    """(number of the first line, bytes, newlines in them) of newline-aligned blocks of an uncompressed file holding
-    the lines that start in [start, end): the lines of :func:`byte_lines`, read a block at a time."""
+                 size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes | memoryview, np.ndarray]]:
+    """(number of the first line, bytes, positions of their newlines) of newline-aligned blocks of an
+    uncompressed file holding the lines that start in [start, end): the lines of :func:`byte_lines`,
+    read a block at a time.  Each block is read once and handed on as a view of the read (a
+    16 MB copy costs as much as counting its lines); the line cut by the block's end is read
+    again with the next block."""
     total = path.stat().st_size
     end = total if end is None or end > total else end
     with open(path, "rb") as fh:
@@ -251,23 +267,26 @@ def plain_blocks(path: Path, start: int = 0, end: int | None = None,
             chunk = fh.read(min(1 << 22, a - pos))
             lineno += chunk.count(b"\n")
             pos += len(chunk)
-        fh.seek(a)
-        rest = b""
+        want = size
         while pos < b:
-            data = fh.read(min(size, b - pos))
-            pos += len(data)
-            data = rest + data if rest else data
-            cut = data.rfind(b"\n") + 1 if pos < b else len(data)
-            if cut == 0:  # one line longer than a block: read on
-                rest = data
-                continue
-            block, rest = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
-            newlines = block.count(b"\n")
-            yield lineno, block, newlines
-            lineno += newlines
+            fh.seek(pos)
+            data = fh.read(min(want, b - pos))
+            if not data:
+                return
+            nl = newlines(data)
+            if pos + len(data) < b:
+                if not len(nl):  # one line longer than a block: read more of it at once
+                    want *= 2
+                    continue
+                cut = int(nl[-1]) + 1
+            else:
+                cut = len(data)
+            yield lineno, (data if cut == len(data) else memoryview(data)[:cut]), nl
+            lineno += len(nl)
+            pos, want = pos + cut, size
 
 
-def stream_blocks(path: Path, size: int | None = None, read: int = 1 << 20) -> Iterator[tuple[int, bytes, int]]:
+def stream_blocks(path: Path, size: int | None = None, read: int = 1 << 20) -> Iterator[tuple[int, bytes, np.ndarray]]:
     """:func:`plain_blocks` of a whole compressed file (:func:`.source.open_binary`), read ``read``
     bytes at a time (one raw read each).  When the stream breaks (truncated, corrupt), the complete
     lines read before are yielded, then the error is raised: what :func:`.source.byte_lines` gives
@@ -285,7 +304,7 @@ def stream_blocks(path: Path, size: int | None = None, read: int = 1 << 20) -> I
                 data = b"".join(parts)
                 cut = data.rfind(b"\n") + 1
                 if cut:
-                    yield lineno, data[:cut], data.count(b"\n", 0, cut)
+                    yield lineno, data[:cut], newlines(data[:cut])
                 raise
             if chunk:
                 parts.append(chunk)
@@ -296,9 +315,9 @@ def stream_blocks(path: Path, size: int | None = None, read: int = 1 << 20) -> I
             cut = data.rfind(b"\n") + 1 if chunk else len(data)
             if cut:
                 block, rest = data[:cut], data[cut:]
-                newlines = block.count(b"\n")
-                yield lineno, block, newlines
-                lineno += newlines
+                nl = newlines(block)
+                yield lineno, block, nl
+                lineno += len(nl)
                 parts, have = ([rest], len(rest)) if rest else ([], 0)
             if not chunk:
                 return

@@ -40,22 +40,51 @@ TWEET_SCHEMA = pa.schema([
 _SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
 BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _SPACE) + "]*$"
 SPACES = pa.array(list(_SPACE), S)
+SPACE_LEAD = np.zeros(256, bool)  # the first UTF-8 byte of each whitespace character
+SPACE_LEAD[[c.encode()[0] for c in _SPACE]] = True
 ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?(Z|[+-]\d{2}:\d{2})$"
+# (lowest, highest) byte at each position of the two forms twarc2 writes (9: any digit)
+ISO_FORMS = [(np.frombuffer(form.replace("9", "0").encode(), np.uint8), np.frombuffer(form.encode(), np.uint8))
+             for form in ("9999-99-99T99:99:99.999Z", "9999-99-99T99:99:99Z")]
 
 
 def _np(array) -> np.ndarray:
     return np.asarray(array.to_numpy(zero_copy_only=False))
 
 
+def _string_parts(array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets [n+1], bytes, null mask) of a string array, as numpy views of its buffers."""
+    n = len(array)
+    offsets = np.frombuffer(array.buffers()[1], np.int32, count=n + 1, offset=4 * array.offset)
+    values = array.buffers()[2]
+    values = np.frombuffer(values, np.uint8) if values is not None else np.zeros(0, np.uint8)
+    return offsets, values, (_np(pc.is_null(array)) if array.null_count else np.zeros(n, bool))
+
+
+def _where_regex(array, rows: np.ndarray, pattern: str, null) -> np.ndarray:
+    """``match_substring_regex`` on ``rows`` of ``array`` only (null -> ``null``), False elsewhere."""
+    out = np.zeros(len(array), bool)
+    if len(rows):
+        out[rows] = _np(pc.fill_null(pc.match_substring_regex(pc.take(array, pa.array(rows)), pattern), null))
+    return out
+
+
 def _blank(array) -> np.ndarray:
-    """null or only whitespace (Python's definition); the regex runs only where the first
-    character is whitespace (or the string is empty), which is rare."""
-    first = pc.utf8_slice_codeunits(array, 0, 1)
-    maybe = _np(pc.fill_null(pc.or_(pc.is_in(first, value_set=SPACES), pc.equal(first, "")), True))
-    if not maybe.any():
-        return maybe
-    out = _np(pc.fill_null(pc.match_substring_regex(array, BLANK), True))
-    return out & maybe
+    """null or only whitespace (Python's definition).  Read from the array's own offsets and bytes:
+    the regex runs only on the strings that are empty or whose first byte can start a whitespace
+    character, which are rare."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != S:
+        first = pc.utf8_slice_codeunits(array, 0, 1)
+        maybe = _np(pc.fill_null(pc.or_(pc.is_in(first, value_set=SPACES), pc.equal(first, "")), True))
+        return _where_regex(array, np.flatnonzero(maybe), BLANK, True)
+    offsets, values, null = _string_parts(array)
+    starts = offsets[:-1]
+    maybe = offsets[1:] == starts
+    if len(values):
+        maybe |= SPACE_LEAD[values[np.minimum(starts, len(values) - 1)]]
+    return null | _where_regex(array, np.flatnonzero(maybe & ~null), BLANK, True)
 
 
 def _present_blank(array) -> np.ndarray:
@@ -64,14 +93,45 @@ def _present_blank(array) -> np.ndarray:
 
 
 def _null_blank(array) -> pa.Array:
-    return pc.if_else(pa.array(_blank(array)), pa.scalar(None, S), array)
+    """Blank strings as nulls (the array itself when none is: no copy of a text column)."""
+    blank = _present_blank(array)
+    return pc.if_else(pa.array(blank), pa.scalar(None, S), array) if blank.any() else array
+
+
+def _const(value: str, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, S), n)
+
+
+def _iso(array) -> np.ndarray:
+    """Whether each string matches :data:`ISO` (null: False).  The forms twarc2 writes,
+    ``YYYY-MM-DDTHH:MM:SS.fffZ`` and ``YYYY-MM-DDTHH:MM:SSZ``, are checked byte by byte against a
+    template, on the array's own buffers; only the other strings go through the regex."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != S:
+        return _np(pc.fill_null(pc.match_substring_regex(array, ISO), False))
+    offsets, values, null = _string_parts(array)
+    length = np.diff(offsets)
+    fast = np.zeros(len(array), bool)
+    for lo, hi in ISO_FORMS:
+        rows = np.flatnonzero((length == len(lo)) & ~null)
+        if not len(rows):
+            continue
+        if len(rows) == len(array):  # all of this form: the bytes are an (n, width) block, no gather
+            chars = values[offsets[0]:offsets[-1]].reshape(len(rows), len(lo))
+        else:
+            chars = values[offsets[rows][:, None] + np.arange(len(lo))]
+        fast[rows] = ((chars >= lo) & (chars <= hi)).all(1)
+    return fast | _where_regex(array, np.flatnonzero(~fast & ~null), ISO, False)
 
 
 def _time(array, slow: np.ndarray) -> pa.Array:
     """ISO timestamps -> timestamp[ms, UTC]; other forms are marked ``slow`` (null here)."""
-    ok = _np(pc.fill_null(pc.match_substring_regex(array, ISO), False))
+    ok = _iso(array)
     slow |= ~ok & _np(pc.is_valid(array))
-    return pc.cast(pc.if_else(pa.array(ok), array, pa.scalar(None, S)), TS)  # an impossible date raises: split
+    if not ok.all():
+        array = pc.if_else(pa.array(ok), array, pa.scalar(None, S))
+    return pc.cast(array, TS)  # an impossible date raises: split
 
 
 def _field(struct, name: str):
@@ -105,7 +165,7 @@ def tweet_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None) -> t
     """(tables, slow): canonical ``posts``/``users``/``edges`` Arrow tables with ``_rec``/``_seq``
     (and ``_of`` for edges) for the plain tweets of ``t``; ``slow`` marks the rows left to the adapter."""
     n = t.num_rows
-    t = {name: t[name].combine_chunks() for name in t.column_names}
+    t = {name: t[name].chunk(0) if t[name].num_chunks == 1 else t[name].combine_chunks() for name in t.column_names}
     slow = np.zeros(n, bool)
     for name in ("withheld", "attachments", "data", "includes"):
         slow |= _np(pc.is_valid(t[name]))
@@ -146,29 +206,34 @@ def tweet_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None) -> t
     good = ~slow
     keep = pa.array(good)
     nk = int(good.sum())
+    every = nk == n
+
+    def kept(values):  # most blocks keep every row: no copy then
+        return values if every else pc.filter(values, keep)
+
     rec_k = rec[good]
     base = rec_k << POS_BITS
-    pid = pc.filter(post_id, keep)
-    uid = pc.filter(author_id, keep)
-    ts = pc.filter(created, keep)
-    par, quo = pc.filter(parent_id, keep), pc.filter(quote_of, keep)
-    conv = pc.filter(_null_blank(t["conversation_id"]), keep)
+    pid = kept(post_id)
+    uid = kept(author_id)
+    ts = kept(created)
+    par, quo = kept(parent_id), kept(quote_of)
+    conv = kept(_null_blank(t["conversation_id"]))
     kind = pc.if_else(pc.is_valid(par), "reply", pc.if_else(pc.is_valid(quo), "quote", "original"))
     nulls = pa.nulls(nk, S)
     post_label = user_label = nulls
     if labels is not None:
         post_label = pc.take(labels[1], pc.index_in(pid, value_set=labels[0]))
     posts = pa.table({
-        "post_id": pid, "user_id": uid, "created_at": ts, "text": pc.filter(_null_blank(t["text"]), keep),
-        "image_path": nulls, "lang": pc.filter(_null_blank(t["lang"]), keep), "parent_id": par, "quote_of": quo,
+        "post_id": pid, "user_id": uid, "created_at": ts, "text": kept(_null_blank(t["text"])),
+        "image_path": nulls, "lang": kept(_null_blank(t["lang"])), "parent_id": par, "quote_of": quo,
         "thread_id": pc.coalesce(conv, pid),
-        "hashtags": _segments(tag, tag_row, good[tag_row], n).filter(keep),
-        "mentions": _segments(uname, men_row, good[men_row], n).filter(keep),
-        "urls": _segments(url, url_row, good[url_row], n).filter(keep),
-        "label": post_label, "source": pa.array(["twitter"] * nk, S), "kind": kind, "repost_of": nulls,
-        "collection": pa.array(["collected"] * nk, S), "status": pa.array(["ok"] * nk, S),
+        "hashtags": kept(_segments(tag, tag_row, good[tag_row], n)),
+        "mentions": kept(_segments(uname, men_row, good[men_row], n)),
+        "urls": kept(_segments(url, url_row, good[url_row], n)),
+        "label": post_label, "source": _const("twitter", nk), "kind": kind, "repost_of": nulls,
+        "collection": _const("collected", nk), "status": _const("ok", nk),
         "_rec": pa.array(rec_k), "_seq": pa.array(base + 1)})
-    au = pc.filter(author, keep)
+    au = kept(author)
     has = pc.is_valid(au)
     metrics = _field(au, "public_metrics")
     picture = _field(au, "profile_image_url")
@@ -176,32 +241,46 @@ def tweet_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None) -> t
     if labels is not None:
         user_label = pc.take(labels[1], pc.index_in(user_id, value_set=labels[0]))
     users = pa.table({
-        "user_id": user_id, "username": _null_blank(_field(au, "username")), "created_at": pc.filter(a_created, keep),
+        "user_id": user_id, "username": _null_blank(_field(au, "username")), "created_at": kept(a_created),
         "followers": _field(metrics, "followers_count"), "following": _field(metrics, "following_count"),
         "post_count": _field(metrics, "tweet_count"), "verified": _field(au, "verified"),
         "default_profile": pc.match_substring(picture, "default_profile"),
         "description": _null_blank(_field(au, "description")), "label": user_label,
-        "source": pa.array(["twitter"] * nk, S), "_rec": pa.array(rec_k), "_seq": pa.array(base)})
-    # edges in the adapter's order: authored, replies_to, quotes, mentions...
+        "source": _const("twitter", nk), "_rec": pa.array(rec_k), "_seq": pa.array(base)})
     row_of = np.cumsum(good) - 1                       # index among kept rows
     m_keep = good[men_row] if len(ments) else np.zeros(0, bool)
     m_rows = row_of[men_row[m_keep]]
     m_rank = np.arange(len(m_rows)) - np.r_[0, np.cumsum(np.bincount(m_rows, minlength=nk))][m_rows]
-    pieces = [("user", uid, "authored", "post", pid, np.arange(nk), 2)]
-    for relation, dst, slot in (("replies_to", par, 3), ("quotes", quo, 4)):
-        sel = _np(pc.is_valid(dst))
-        pieces.append(("post", pc.filter(pid, pa.array(sel)), relation, "post", pc.filter(dst, pa.array(sel)),
-                       np.flatnonzero(sel), slot))
-    edges = [_edge_table(*p, ts, pid, rec_k, base) for p in pieces]
-    if len(m_rows):
-        edges.append(_edge_table("post", pc.take(pid, pa.array(m_rows)), "mentions", "user",
-                                 pc.filter(target, pa.array(m_keep)), m_rows, 5 + m_rank, ts, pid, rec_k, base))
-    return {"posts": posts, "users": users, "edges": pa.concat_tables(edges)}, slow
+    mention_dst = pc.filter(target, pa.array(m_keep)) if len(m_rows) else pa.array([], S)
+    return {"posts": posts, "users": users,
+            "edges": _edges(uid, pid, par, quo, mention_dst, m_rows, m_rank, ts, rec_k, base)}, slow
 
 
-def _edge_table(src_type, src, relation, dst_type, dst, rows: np.ndarray, slot, ts, pid, rec_k, base) -> pa.Table:
-    m = len(rows)
-    idx = pa.array(rows)
-    return pa.table({"src_type": pa.array([src_type] * m, S), "src_id": src, "relation": pa.array([relation] * m, S),
-                     "dst_type": pa.array([dst_type] * m, S), "dst_id": dst, "created_at": pc.take(ts, idx),
-                     "_rec": pa.array(rec_k[rows]), "_seq": pa.array(base[rows] + slot), "_of": pc.take(pid, idx)})
+# an edge's kind: (relation, source type, destination type, its slot in the line after the post)
+EDGE_KINDS = (("authored", "user", "post", 2), ("replies_to", "post", "post", 3), ("quotes", "post", "post", 4),
+              ("mentions", "post", "user", 5))
+RELATION, SRC_TYPE, DST_TYPE = (pa.array([k[i] for k in EDGE_KINDS], S) for i in range(3))
+
+
+def _edges(uid, pid, par, quo, mention_dst, m_rows: np.ndarray, m_rank: np.ndarray, ts, rec_k: np.ndarray,
+           base: np.ndarray) -> pa.Table:
+    """Every edge of the kept rows, already in the adapter's order (line, then authored,
+    replies_to, quotes, mentions...), each column one ``take`` from its sources."""
+    nk = len(pid)
+    reply, quote = np.flatnonzero(_np(pc.is_valid(par))), np.flatnonzero(_np(pc.is_valid(quo)))
+    rows = np.concatenate([np.arange(nk), reply, quote, m_rows]).astype(np.int64)
+    kind = np.repeat(np.arange(4), [nk, len(reply), len(quote), len(m_rows)])
+    slot = np.array([k[3] for k in EDGE_KINDS])[kind]
+    slot[len(rows) - len(m_rows):] += m_rank
+    seq = base[rows] + slot
+    order = np.argsort(seq, kind="stable")
+    rows, kind, seq = rows[order], kind[order], seq[order]
+    # sources: [uid | pid]; destinations: [pid | parent | quoted | mentioned]
+    src_at = rows + np.where(kind == 0, 0, nk)
+    dst_at = np.concatenate([np.arange(nk), nk + reply, 2 * nk + quote, 3 * nk + np.arange(len(m_rows))])[order]
+    kind_idx = pa.array(kind)
+    return pa.table({"src_type": pc.take(SRC_TYPE, kind_idx), "src_id": pc.take(pa.concat_arrays([uid, pid]), pa.array(src_at)),
+                     "relation": pc.take(RELATION, kind_idx), "dst_type": pc.take(DST_TYPE, kind_idx),
+                     "dst_id": pc.take(pa.concat_arrays([pid, par, quo, mention_dst]), pa.array(dst_at)),
+                     "created_at": pc.take(ts, pa.array(rows)), "_rec": pa.array(rec_k[rows]), "_seq": pa.array(seq),
+                     "_of": pc.take(pid, pa.array(rows))})
