@@ -151,7 +151,27 @@ def dask_encode_texts(texts: list, client=None, encoder: str = "hashed", dim: in
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-_ENCODERS: dict = {}  # one loaded model per worker process (and per store/backend)
+_ENCODERS: dict = {}  # one loaded model per worker process and backend
+
+
+def _worker_encoder(backend: str):
+    """This process's MiniLM for ``backend``, loaded once.  Inside a Dask worker, torch and ONNX
+    Runtime get one thread each: the cluster has one task slot per worker process, and N workers with
+    several threads each would fight over the same cores."""
+    from mmcore.represent.text_encoder import MiniLMEncoder
+
+    if backend not in _ENCODERS:
+        try:
+            from distributed import get_worker
+
+            get_worker()
+            import torch
+
+            torch.set_num_threads(1)
+        except (ImportError, ValueError):
+            pass
+        _ENCODERS[backend] = MiniLMEncoder(backend=backend, batch_size=64)
+    return _ENCODERS[backend]
 
 
 def _encode_into_store(texts: list, store: str, backend: str) -> int:
@@ -161,18 +181,16 @@ def _encode_into_store(texts: list, store: str, backend: str) -> int:
 
     model_id = "all-MiniLM-L6-v2" + ("" if backend == "torch" else f"/{backend}")
     hashes = {text_hash(t): t for t in texts}
-    known = EmbeddingStore(store, model_id, MiniLMEncoder.dim).get(list(hashes))
-    texts = [t for h, t in hashes.items() if h not in known]
-    if not texts:  # all in the store already: no model to load
+    db = EmbeddingStore(store, model_id, MiniLMEncoder.dim)
+    known = db.get(list(hashes))
+    todo = {h: t for h, t in hashes.items() if h not in known}
+    if not todo:  # all in the store already: no model to load
         return 0
-    key = (store, backend)
-    if key not in _ENCODERS:
-        _ENCODERS[key] = MiniLMEncoder(cache_path=store, backend=backend, batch_size=64)
-    enc = _ENCODERS[key]
-    before = enc.encoded_count
-    enc.encode(texts)
+    enc = _worker_encoder(backend)
+    vectors = enc.encode(list(todo.values()))
     enc.cache.clear()  # the store holds them; a worker's memory stays bounded by one chunk
-    return enc.encoded_count - before
+    db.put(dict(zip(todo, vectors)))
+    return len(todo)
 
 
 def dask_encode_minilm(texts, store: str | Path, client=None, backend: str = "torch",
