@@ -2,6 +2,7 @@
 
     mm bench social --throughput --sizes 10000,100000,1000000
     mm bench social --acceptance --posts 20000 --seeds 5
+    mm bench social --acceptance --posts 3000 --text-encoder minilm --text-backend onnx-int8
     mm bench social --leakage --posts 20000 --seed 0
     mm bench social --scale --posts 100000 --workers 2
 
@@ -88,9 +89,11 @@ def _write_throughput(rows: list[dict], encoder: dict, out: Path, threads: int) 
     print(table, flush=True)
 
 
-def acceptance(n_posts: int, work: Path, epochs: int = 12, threads: int = 1, seed: int = 0, split: str = "hash") -> dict:
+def acceptance(n_posts: int, work: Path, epochs: int = 12, threads: int = 1, seed: int = 0, split: str = "hash",
+               text_encoder: str = "hashed", text_backend: str = "torch") -> dict:
     """One seed of the acceptance run: the generator at ``seed``, every model trained with ``seed``,
-    the figures on the test split, and the data's single-feature leakage beside them."""
+    the figures on the test split, and the data's single-feature leakage beside them.  The text
+    features: hashed bag of words (default) or MiniLM through ``text_backend`` (cache in ``work/cache``)."""
     import torch
 
     from .dataset import build_tensors, load_tables
@@ -105,7 +108,7 @@ def acceptance(n_posts: int, work: Path, epochs: int = 12, threads: int = 1, see
     write_canonical(data, work / "data")
     tables = load_tables(work / "data")
     leak = leakage_table(tables)
-    store = build_tensors(tables, split=split)
+    store = build_tensors(tables, text_encoder, work / "cache", split=split, text_backend=text_backend)
     report = train_all(store, work / "out", default_train_config(epochs=epochs, batch_size=512, device="cpu", seed=seed),
                        fanouts=(15,), post_models=("image", "text", "graph", "fused"),
                        user_models=("text", "metadata", "graph"))
@@ -119,7 +122,8 @@ def acceptance(n_posts: int, work: Path, epochs: int = 12, threads: int = 1, see
     best_uni = max(acc[k] for k in ("text", "image", "graph"))
     bots = report["user"]
     max_auc = {task: float(part.auc.max()) for task, part in leak.groupby("task")}
-    return {"posts": n_posts, "seed": seed, "split": split, "test_posts": int(test.sum()), "seconds": round(t(), 1),
+    return {"posts": n_posts, "seed": seed, "split": split, "text_encoder": text_encoder,
+            "text_backend": text_backend if text_encoder == "minilm" else None, "test_posts": int(test.sum()), "seconds": round(t(), 1),
             "accuracy": acc, "ceilings": ceil, "xor_accuracy": per_xor, "bots": bots,
             "leakage_max_auc": max_auc, "leakage": leak.to_dict("records"),
             "checks": {"fused_minus_best_unimodal": acc["fused"] - best_uni,
@@ -166,6 +170,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="first seed (generator and training)")
     p.add_argument("--seeds", type=int, default=1, help="acceptance: run seeds seed .. seed+N-1, report mean and sd")
     p.add_argument("--split", default="hash", choices=["hash", "time"], help="acceptance: split posts by ID hash or by time")
+    p.add_argument("--text-encoder", default="hashed", choices=["hashed", "minilm"], help="acceptance: post text features")
+    p.add_argument("--text-backend", default="torch", choices=["torch", "torch-int8", "onnx-int8"],
+                   help="acceptance with --text-encoder minilm: fp32 (torch) or int8 MiniLM weights")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--vocab", type=int, default=1024, help="distinct texts of the throughput generator")
     p.add_argument("--train-steps", type=int, default=20, help="mini-batch steps timed by the train stage")
@@ -189,10 +196,11 @@ def main(argv=None) -> int:
         print(leakage(args.posts, args.seed, Path(args.work) / f"leakage-{args.posts}-{args.seed}"))
     if args.acceptance:
         runs = []
-        name = f"acceptance_{args.posts}" + ("_time" if args.split == "time" else "")
+        text = "" if args.text_encoder == "hashed" else f"_minilm-{args.text_backend}"
+        name = f"acceptance_{args.posts}" + ("_time" if args.split == "time" else "") + text
         for seed in range(args.seed, args.seed + args.seeds):
-            res = acceptance(args.posts, Path(args.work) / f"acceptance-{args.posts}-{seed}", args.epochs, args.threads,
-                             seed, args.split)
+            res = acceptance(args.posts, Path(args.work) / f"acceptance-{args.posts}-{seed}{text}", args.epochs,
+                             args.threads, seed, args.split, args.text_encoder, args.text_backend)
             runs.append(res)
             print(json.dumps({"seed": seed, **res["checks"]}), flush=True)
             summary = summarise(runs)

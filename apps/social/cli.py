@@ -25,6 +25,13 @@ def _add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="CSV of id,label joined onto posts/users without a label")
 
 
+def _add_text_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-backend", default="torch", choices=["torch", "torch-int8", "onnx-int8"],
+                   help="MiniLM weights (with --text-encoder minilm): torch = fp32, torch-int8 = torch dynamic int8, "
+                        "onnx-int8 = ONNX Runtime int8 (fastest on a CPU; see mmcore.represent.text_quant for the "
+                        "recipe and its cosine to fp32); each backend has its own embedding cache file")
+
+
 def _user_error(message: str) -> int:
     print(f"mm social: {message}", file=sys.stderr)
     return 2
@@ -84,11 +91,20 @@ def _train_config(args):
     return replace(config_from_args(args, base=default_train_config()), device=str(resolve_device(args.device)))
 
 
+def _text_backend_error(args) -> str | None:
+    if args.text_backend != "torch" and args.text_encoder != "minilm":
+        return f"--text-backend {args.text_backend} needs --text-encoder minilm (the hashed features have no weights)"
+    return None
+
+
 def cmd_train(args) -> int:
     from .dataset import build_tensors, load_tables
     from .train import train_all
 
-    store = build_tensors(load_tables(args.data), args.text_encoder, args.cache, progress=True, split=args.split)
+    if error := _text_backend_error(args):
+        return _user_error(error)
+    store = build_tensors(load_tables(args.data), args.text_encoder, args.cache, progress=True, split=args.split,
+                          text_backend=args.text_backend)
     cfg = _train_config(args)
     report = train_all(store, Path(cfg.out_dir), cfg)
     print(json.dumps({"post": report["post"], "user": report["user"]}, indent=1))
@@ -98,9 +114,12 @@ def cmd_train(args) -> int:
 def cmd_analyze(args) -> int:
     from .pipeline import analyze
 
+    if error := _text_backend_error(args):
+        return _user_error(error)
     cfg = _train_config(args)
     metrics = analyze(args.inputs, cfg.out_dir, fmt=args.format, mapping=_mapping(args.mapping), media_root=args.media_root,
-                      labels=args.labels, text_encoder=args.text_encoder, cache_dir=args.cache, train_config=cfg,
+                      labels=args.labels, text_encoder=args.text_encoder, text_backend=args.text_backend,
+                      cache_dir=args.cache, train_config=cfg,
                       zero_shot_labels=args.zero_shot.split(",") if args.zero_shot else None,
                       zero_shot_margin=args.zero_shot_margin, seed=cfg.seed, split=args.split)
     print(json.dumps({"post_models": metrics["post_models"], "user_models": metrics["user_models"]}, indent=1))
@@ -230,6 +249,7 @@ def register(subparsers) -> None:
         q.add_argument("inputs" if name == "analyze" else "data", nargs="+" if name == "analyze" else None,
                        help="canonical data folder" + (" or raw input files" if name == "analyze" else ""))
         q.add_argument("--text-encoder", default="hashed", choices=["hashed", "minilm"])
+        _add_text_backend(q)
         q.add_argument("--cache", help="embedding cache folder (default: OUT/cache)")
         q.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
         q.add_argument("--split", default="hash", choices=["hash", "time"], help="posts split by ID hash or by time")

@@ -85,8 +85,10 @@ class SocialTensors:
 
 
 def build_tensors(tables: dict, text_encoder: str = "hashed", cache_dir=None, text_dim: int = 512,
-                  progress: bool = False, text_features: tuple | None = None, split: str = "hash") -> SocialTensors:
+                  progress: bool = False, text_features: tuple | None = None, split: str = "hash",
+                  text_backend: str = "torch") -> SocialTensors:
     """``text_features``: (features [P, D], present [P]) already encoded (e.g. timed on their own).
+    ``text_backend``: the MiniLM weights (torch = fp32, torch-int8, onnx-int8) when ``text_encoder='minilm'``.
     ``split``: posts split by a hash of their ID (``hash``) or by time (``time``: the latest 20% are
     the test posts); accounts are always split by ID hash."""
     if split not in ("hash", "time"):
@@ -94,7 +96,7 @@ def build_tensors(tables: dict, text_encoder: str = "hashed", cache_dir=None, te
     posts, users, edges = tables["posts"].reset_index(drop=True), tables["users"], tables["edges"]
     g = build_graph(posts, users, edges)
     if text_features is None:
-        text_features = encode_texts(posts.text.tolist(), text_encoder, cache_dir, text_dim, progress)
+        text_features = encode_texts(posts.text.tolist(), text_encoder, cache_dir, text_dim, progress, text_backend)
     text, text_present = (torch.as_tensor(v) for v in text_features)
     pixels, image_present = image_array(posts.image_path.tolist())
     meta, meta_present = user_metadata(users, g, pd.to_datetime(posts.created_at, utc=True).max())
@@ -119,7 +121,8 @@ def build_tensors(tables: dict, text_encoder: str = "hashed", cache_dir=None, te
     return SocialTensors(
         posts, users, g, post, user, post_label, post_classes, user_label, user_classes,
         split_of(posts.post_id) if split == "hash" else split_by_time(posts.created_at), user_split,
-        info={"text_encoder": text_encoder, "users_with_posts": int((count > 0).sum()), "stub_users": g.n_stub_users,
+        info={"text_encoder": text_encoder, "text_backend": text_backend if text_encoder == "minilm" else None,
+              "users_with_posts": int((count > 0).sum()), "stub_users": g.n_stub_users,
               "dangling_edges": g.dangling, "split": split})
 
 

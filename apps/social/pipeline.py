@@ -54,6 +54,7 @@ def prepare_data(inputs: list, out_dir: Path, fmt: str = "auto", mapping: dict |
 
 def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: dict | None = None, media_root=None,
             labels=None, text_encoder: str = "hashed", cache_dir=None, train_config: TrainConfig | None = None,
+            text_backend: str = "torch",
             zero_shot_labels: list | None = None, zero_shot_max: int = 300, zero_shot_margin: float = 0.08,
             seed: int = 0, log=None, split: str = "hash",
             ingest_stats: dict | None = None, post_models=None, user_models=None) -> dict:
@@ -67,7 +68,8 @@ def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: di
     timings["ingest"] = time.perf_counter() - t0
     tables = load_tables(data_dir)
     t = time.perf_counter()
-    store = build_tensors(tables, text_encoder, cache_dir or out / "cache", progress=True, split=split)
+    store = build_tensors(tables, text_encoder, cache_dir or out / "cache", progress=True, split=split,
+                          text_backend=text_backend)
     timings["encode"] = time.perf_counter() - t
     log(f"{len(store.posts)} posts, {len(store.graph.user_ids)} users; post labels {store.post_classes}, "
         f"user labels {store.user_classes}")

@@ -5,7 +5,10 @@ projection is trained with the task (fast enough for CI and 1M posts).
 MiniLM: :class:`mmcore.represent.text_encoder.MiniLMEncoder` (tokens -> BERT, 6 layers, 384-d ->
 mean over real tokens -> L2 normalise), cached by the SHA-256 of each text in
 ``cache_dir/minilm.safetensors``; each distinct text is encoded once per cache, then every post
-is a lookup.
+is a lookup.  ``backend`` runs the fp32 model (``torch``) or an int8 one (``torch-int8``,
+``onnx-int8``, see :mod:`mmcore.represent.text_quant`), each with its own cache file
+(``minilm-<backend>.safetensors``): the cache is keyed by text only, and an int8 vector is not
+the fp32 one.
 
 Hashed: lower-cased word tokens (optionally word bigrams) -> crc32 mod ``dim`` buckets -> counts ->
 L2 normalise.  ``[N, dim]`` float32.  Deterministic across processes (no Python ``hash``).
@@ -31,12 +34,16 @@ def minilm_dir() -> Path:
     return path
 
 
-def minilm_encoder(cache_dir=None, device: str = "cpu") -> MiniLMEncoder:
-    """The suite's MiniLM encoder with its cache in ``cache_dir/minilm.safetensors`` (None: memory only)."""
-    path = Path(cache_dir) / CACHE_FILE if cache_dir else None
+def cache_file(backend: str = "torch") -> str:
+    return CACHE_FILE if backend == "torch" else f"minilm-{backend}.safetensors"
+
+
+def minilm_encoder(cache_dir=None, device: str = "cpu", backend: str = "torch") -> MiniLMEncoder:
+    """The suite's MiniLM encoder with its cache in ``cache_dir/minilm[-backend].safetensors`` (None: memory only)."""
+    path = Path(cache_dir) / cache_file(backend) if cache_dir else None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    return MiniLMEncoder(device=device, cache_path=path)
+    return MiniLMEncoder(device=device, cache_path=path, backend=backend)
 
 
 def encode_minilm(encoder: MiniLMEncoder, texts, progress: bool = False, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -83,11 +90,13 @@ def hashed_features(texts, dim: int = 512, bigrams: bool = False) -> np.ndarray:
     return out
 
 
-def encode_texts(texts, encoder: str = "hashed", cache_dir=None, dim: int = 512, progress: bool = False):
-    """(features, present) with the chosen encoder ('hashed' or 'minilm')."""
+def encode_texts(texts, encoder: str = "hashed", cache_dir=None, dim: int = 512, progress: bool = False,
+                 backend: str = "torch"):
+    """(features, present) with the chosen encoder ('hashed' or 'minilm'); ``backend``: MiniLM's
+    weights (torch = fp32, torch-int8, onnx-int8), ignored by 'hashed'."""
     texts = list(texts)
     if encoder == "minilm":
-        return encode_minilm(minilm_encoder(cache_dir), texts, progress=progress)
+        return encode_minilm(minilm_encoder(cache_dir, backend=backend), texts, progress=progress)
     if encoder != "hashed":
         raise ValueError(f"unknown text encoder '{encoder}' (hashed, minilm)")
     present = np.array([isinstance(t, str) and bool(t.strip()) for t in texts])

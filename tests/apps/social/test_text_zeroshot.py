@@ -43,6 +43,32 @@ def test_minilm_cache_round_trip(encoder):
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
 
 
+def test_minilm_backend_own_cache_file_and_cli_option(tmp_path, capsys):
+    """An int8 backend writes its own cache file (the cache is keyed by text only), and the CLI's
+    --text-backend choices are the encoder's backends."""
+    import argparse
+
+    from apps.social.cli import cmd_train, register
+    from mmcore.represent.text_quant import BACKENDS
+
+    quant = minilm_encoder(tmp_path, backend="torch-int8")
+    encode_minilm(quant, ["the bridge reopens monday"])
+    assert quant.cache_path.name == "minilm-torch-int8.safetensors" and quant.cache_path.exists()
+    fp32 = minilm_encoder(tmp_path)
+    encode_minilm(fp32, ["the bridge reopens monday"])
+    assert fp32.encoded_count == 1 and fp32.cache_path.name == "minilm.safetensors"  # not answered by int8 rows
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    for command in ("train", "analyze"):
+        assert parser.parse_args(["social", command, "d"]).text_backend == "torch"
+        for backend in BACKENDS:
+            assert parser.parse_args(["social", command, "d", "--text-backend", backend]).text_backend == backend
+        with pytest.raises(SystemExit):
+            parser.parse_args(["social", command, "d", "--text-backend", "int4"])
+    args = parser.parse_args(["social", "train", str(tmp_path), "--text-backend", "onnx-int8"])
+    assert cmd_train(args) == 2 and "needs --text-encoder minilm" in capsys.readouterr().err
+
+
 def test_zero_shot_labels_from_names(encoder):
     from apps.social.zeroshot import zero_shot
 
