@@ -38,8 +38,9 @@ def cache_file(backend: str = "torch") -> str:
     return CACHE_FILE if backend == "torch" else f"minilm-{backend}.safetensors"
 
 
-def minilm_encoder(cache_dir=None, device: str = "cpu", backend: str = "torch") -> MiniLMEncoder:
-    """The suite's MiniLM encoder with its cache in ``cache_dir/minilm[-backend].safetensors`` (None: memory only)."""
+def minilm_encoder(cache_dir=None, device: str = "auto", backend: str = "torch") -> MiniLMEncoder:
+    """The suite's MiniLM encoder (device ``auto``: fp16 batches on CUDA when a GPU is visible and the
+    backend is fp32 torch, else the CPU) with its cache in ``cache_dir/minilm[-backend].safetensors`` (None: memory only)."""
     path = Path(cache_dir) / cache_file(backend) if cache_dir else None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

