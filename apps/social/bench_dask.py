@@ -54,7 +54,7 @@ def one_run(path: Path, out: Path, workers: int, backend: str, chunk: int) -> di
             "texts_encoded": int(encoded), "present": int(present.sum())}
 
 
-def pipeline_figures(path: Path, work: Path, backend: str = "onnx-int8", rounds: int = 1, chunk: int = 500) -> dict:
+def pipeline_figures(path: Path, work: Path, backend: str = "onnx-int8", rounds: int = 1, chunk: int = 250) -> dict:
     import pandas as pd
 
     best: dict[int, dict] = {}
@@ -68,7 +68,7 @@ def pipeline_figures(path: Path, work: Path, backend: str = "onnx-int8", rounds:
                       for t in TABLES)
     e1, e2 = np.load(work / "w1" / "embeddings.npy"), np.load(work / "w2" / "embeddings.npy")
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "input": str(path), "backend": backend,
-           "rounds": rounds, "workers_1": best[1], "workers_2": best[2],
+           "rounds": rounds, "chunk": chunk, "workers_1": best[1], "workers_2": best[2],
            "two_over_one_total": round(best[1]["total_s"] / best[2]["total_s"], 2),
            "two_over_one_ingest": round(best[1]["ingest_s"] / best[2]["ingest_s"], 2),
            "two_over_one_encode": round(best[1]["encode_s"] / best[2]["encode_s"], 2),
@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--posts", type=int, default=20000)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--backend", default="onnx-int8", choices=["torch", "torch-int8", "onnx-int8"])
+    p.add_argument("--chunk", type=int, default=250, help="distinct texts per encode task (smaller: better balance)")
     p.add_argument("--work", default="runs/bench-dask")
     p.add_argument("--out", default=None, help="write the figures here as JSON")
     args = p.parse_args(argv)
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     path = work / f"twarc2-{args.posts}" / "tweets_flat.jsonl"
     if not path.exists():
         write_twarc2(args.posts, path.parent, distinct_texts=True)
-    res = pipeline_figures(path, work, args.backend, args.rounds)
+    res = pipeline_figures(path, work, args.backend, args.rounds, args.chunk)
     print(json.dumps(res, indent=1))
     if args.out:
         from mmcore.utils.io import atomic_write_json
