@@ -39,7 +39,7 @@ def one_run(path: Path, out: Path, workers: int, backend: str, chunk: int) -> di
     try:
         client.run(_warm_encoder, backend)
         t0 = time.perf_counter()
-        ingest = dask_ingest([path], out, client=client, n_parts=2 * workers)
+        dask_ingest([path], out, client=client, n_parts=2 * workers)
         t1 = time.perf_counter()
         texts = pd.read_parquet(out / "posts.parquet", columns=["text"])["text"].tolist()
         emb, present, encoded = dask_encode_minilm(texts, out / "store.sqlite", client=client, backend=backend, chunk=chunk)
@@ -50,7 +50,7 @@ def one_run(path: Path, out: Path, workers: int, backend: str, chunk: int) -> di
         cluster.close()
     np.save(out / "embeddings.npy", emb)
     return {"ingest_s": round(t1 - t0, 2), "encode_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2),
-            "posts": int(ingest["rows"]["posts"]) if isinstance(ingest.get("rows"), dict) else len(texts),
+            "posts": len(texts),
             "texts_encoded": int(encoded), "present": int(present.sum())}
 
 
