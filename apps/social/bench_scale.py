@@ -42,9 +42,19 @@ def _timed(fn) -> tuple[float, float, object]:
     return time.perf_counter() - t, time.process_time() - c, out
 
 
-def ingest_figures(path: Path, work: Path, repeats: int = 2, stream_lines: int = 20_000) -> dict:
+def _duckdb_read(path: Path) -> tuple[float, float, object]:
+    """DuckDB's ``read_json_auto`` reading ``path`` into a table on one thread: (wall, CPU, None)."""
     import duckdb
 
+    con = duckdb.connect()
+    con.execute("SET threads=1")
+    try:
+        return _timed(lambda: con.execute(f"CREATE TABLE t AS SELECT * FROM read_json_auto('{path}')") and None)
+    finally:
+        con.close()
+
+
+def ingest_figures(path: Path, work: Path, repeats: int = 2, stream_lines: int = 20_000) -> dict:
     from .ingest import ingest
 
     n = sum(1 for _ in open(path, "rb"))
@@ -53,10 +63,7 @@ def ingest_figures(path: Path, work: Path, repeats: int = 2, stream_lines: int =
         shutil.rmtree(work / "fast", ignore_errors=True)
         fast.append(_timed(lambda: ingest([path], work / "fast", engine="fast")))
         rss = rss or _rss_mb()  # the first ingest, before DuckDB's table exists in this process
-        con = duckdb.connect()
-        con.execute("SET threads=1")
-        duck.append(_timed(lambda con=con: con.execute(f"CREATE TABLE t AS SELECT * FROM read_json_auto('{path}')")))
-        con.close()
+        duck.append(_duckdb_read(path))
     stream_lines = min(stream_lines, n)
     head = work / "head.jsonl"
     with open(path, "rb") as src, open(head, "wb") as dst:
@@ -86,7 +93,7 @@ def reddit_figures(twarc2: Path, work: Path, n_posts: int, repeats: int = 2) -> 
         paths[key] = work / f"reddit-{n_posts}" / ("reddit.ndjson.zst" if compress else "reddit.ndjson")
         if not paths[key].exists():
             write_reddit(n_posts, paths[key].parent, distinct_texts=True, compress=compress)
-    best, cpu = dict.fromkeys(paths, float("inf")), dict.fromkeys(paths, float("inf"))
+    best, cpu = (dict.fromkeys([*paths, "duckdb_reddit"], float("inf")) for _ in range(2))
     for _ in range(repeats):
         for key, path in paths.items():
             shutil.rmtree(work / f"fast_{key}", ignore_errors=True)
@@ -94,12 +101,16 @@ def reddit_figures(twarc2: Path, work: Path, n_posts: int, repeats: int = 2) -> 
             if stats.rows["posts"] != n_posts or stats.rejected:
                 raise RuntimeError(f"{path}: {stats.rows['posts']} posts, {stats.rejected} rejects (expected {n_posts}, 0)")
             best[key], cpu[key] = min(best[key], wall), min(cpu[key], spent)
+        wall, spent, _ = _duckdb_read(paths["reddit"])
+        best["duckdb_reddit"], cpu["duckdb_reddit"] = min(best["duckdb_reddit"], wall), min(cpu["duckdb_reddit"], spent)
     out = {"posts": n_posts, "mb": {k: round(p.stat().st_size / 1e6, 1) for k, p in paths.items()}}
     for key, wall in best.items():
         out[f"{key}_s"], out[f"{key}_cpu_s"], out[f"{key}_posts_per_s"] = round(wall, 2), round(cpu[key], 2), round(n_posts / wall)
     for key in ("reddit", "reddit_zst"):  # acceptance: <= 1.5
         out[f"{key}_time_over_twarc2"] = round(best[key] / best["twarc2"], 2)
         out[f"{key}_cpu_over_twarc2"] = round(cpu[key] / cpu["twarc2"], 2)
+    # the same posts take ~2x the bytes as Reddit NDJSON: beside the per-post ratio, DuckDB on the same file
+    out["reddit_over_duckdb_cpu"] = round(cpu["duckdb_reddit"] / cpu["reddit"], 2)
     return out
 
 

@@ -121,7 +121,10 @@ def int_field(value, name: str) -> int | None:
         raise RowError(f"bad integer in '{name}': {value!r:.60}") from None
     if not number.is_integer():
         raise RowError(f"bad integer in '{name}': {value!r:.60}")
-    return int(number)
+    out = int(value) if isinstance(value, int) else int(number)
+    if not -(1 << 63) <= out < (1 << 63):  # the column is int64
+        raise RowError(f"integer out of range in '{name}': {value!r:.60}")
+    return out
 
 
 def bool_field(value, name: str) -> bool | None:

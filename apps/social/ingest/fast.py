@@ -1,15 +1,14 @@
-"""The fast ingest engine: blocks of lines -> Arrow's JSON parser -> pyarrow compute -> Parquet.
+"""The fast ingest engine: blocks of lines -> DuckDB's JSON reader -> pyarrow compute -> Parquet.
 
-twarc2 ``flatten`` JSONL (one tweet per line, the common form of a large collection) is parsed a
-block of lines at a time by Arrow's JSON reader against :data:`.fast_twitter.TWEET_SCHEMA` and
-converted with pyarrow compute (:func:`.fast_twitter.tweet_tables`): no Python object per row.
-When Arrow refuses a block (a line of the wrong shape), the block is halved until the refusing
-lines are alone (at most :data:`LEAF` lines a piece); those lines, and the rows the converter
-marks as not plain tweets, go through the row adapters of :mod:`.run` exactly as in the streaming
-engine, so every reject keeps its line number and reason.  Reddit NDJSON (plain or compressed)
-takes the same path with :data:`.fast_reddit.REDDIT_SCHEMA` and :func:`.fast_reddit.reddit_tables`
-(a block Arrow refuses is first read again with a string ``created_utc``, the form of older
-Pushshift dumps).  Other formats (generic JSONL, CSV, Parquet, raw twarc2 pages) go through the
+twarc2 ``flatten`` JSONL (one tweet per line, the common form of a large collection) and Reddit
+NDJSON (plain or compressed) are parsed a block of lines at a time by DuckDB's JSON reader against
+:data:`.fast_twitter.TWEET_SCHEMA` / :data:`.fast_reddit.REDDIT_SCHEMA`, held to the row adapters'
+types by :mod:`.duck_json`, and converted with pyarrow compute (:func:`.fast_twitter.tweet_tables`,
+:func:`.fast_reddit.reddit_tables`): no Python object per row.  When the parser refuses a block
+(a line of the wrong shape), the block is halved until the refusing lines are alone (at most
+:data:`LEAF` lines a piece); those lines, and the rows marked as not plain posts, go through the
+row adapters of :mod:`.run` exactly as in the streaming engine, so every reject keeps its line
+number and reason.  Other formats (generic JSONL, CSV, Parquet, raw twarc2 pages) go through the
 row adapters into the same columnar writer.
 Output, rejects and statistics are those of the streaming engine (``engine="stream"``); a test
 compares the two on every sample file and on fuzzed lines.
@@ -21,23 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.json as pj
 
 from .columnar import ColumnarWriter
 from .common import Reject
-from .fast_reddit import REDDIT_SCHEMA, reddit_tables
-from .fast_twitter import TWEET_SCHEMA, tweet_tables
+from .duck_json import DuckJsonReader, raw_non_string_lines, strict_table
+from .fast_reddit import REDDIT_KINDS, REDDIT_SCHEMA, reddit_tables
+from .fast_twitter import TWEET_KINDS, TWEET_SCHEMA, tweet_tables
 from .source import DecodeCounter, InputError, TruncatedInput, byte_lines, sniff
 
 BATCH_LINES = 20_000
 BLOCK_BYTES = 16 << 20
 LEAF = 16
 ASCII_SPACE = np.array([9, 11, 12, 13, 32], np.uint8)  # \t \v \f \r and space (bytes.strip)
-PARSE = {fmt: pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-         for fmt, schema in (("twitter", TWEET_SCHEMA), ("reddit", REDDIT_SCHEMA))}  # the formats with a fast path
-REDDIT_TEXT_TIME = pj.ParseOptions(explicit_schema=REDDIT_SCHEMA.set(REDDIT_SCHEMA.get_field_index("created_utc"),
-                                                                     pa.field("created_utc", pa.string())),
-                                   unexpected_field_behavior="ignore")
+SCHEMAS = {"twitter": (TWEET_SCHEMA, TWEET_KINDS), "reddit": (REDDIT_SCHEMA, REDDIT_KINDS)}  # the formats with a fast path
 
 
 def line_offsets(data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -52,16 +47,11 @@ def _check_utf8(data: bytes) -> None:
     pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data)).validate(full=True)
 
 
-def _lines_match(data, starts, rows: np.ndarray, needles: tuple[str, ...]) -> np.ndarray:
-    """Whether each of the lines ``rows`` of ``data`` (bytes or a view of them) holds one of ``needles`` (raw JSON text)."""
-    data = data if isinstance(data, bytes) else bytes(data)  # a view has no find()
-    found = []
-    for needle in needles:
-        at = data.find(needle.encode())
-        while at >= 0:
-            found.append(at)
-            at = data.find(needle.encode(), at + 1)
-    hits = np.array(found, np.int64)
+def _lines_match(data, starts, rows: np.ndarray, patterns: tuple) -> np.ndarray:
+    """Whether each of the lines ``rows`` of ``data`` (bytes or a view of them) holds a match of one
+    of ``patterns`` (compiled bytes regexes over the raw JSON text)."""
+    data = data if isinstance(data, bytes) else bytes(data)  # a view has no finditer
+    hits = np.array([m.start() for pattern in patterns for m in pattern.finditer(data)], np.int64)
     if not len(hits):
         return np.zeros(len(rows), bool)
     if starts is None:
@@ -85,7 +75,7 @@ class FastFile:
         self.labels = (pa.array(list(labels), pa.string()), pa.array(list(labels.values()), pa.string())) if labels else None
         self.base = writer.rec_base
         self.fast_rows = self.slow_lines = self.read = 0
-        self.text_time = False  # the last Reddit block parsed had string created_utc values
+        self.duck: DuckJsonReader | None = None
 
     def slow(self, lineno: int, raw: bytes) -> None:
         """A line through the row adapters (the streaming engine's per-line path)."""
@@ -104,38 +94,28 @@ class FastFile:
                     o["labels"], self.name)
         self.slow_lines += 1
 
-    def read_json(self, data: bytes) -> pa.Table:
-        """Arrow's parse of a block against the format's schema.  Reddit: a block refused is read
-        again with a string ``created_utc`` (older Pushshift dumps), and the schema that read the
-        last block is tried first."""
-        read = pj.ReadOptions(use_threads=False, block_size=max(1 << 16, len(data) + 1))
-        options = [PARSE[self.fmt]] + ([REDDIT_TEXT_TIME] if self.fmt == "reddit" else [])
-        if self.text_time:
-            options.reverse()
-        for i, option in enumerate(options):
-            try:
-                table = pj.read_json(pa.BufferReader(pa.py_buffer(data)), parse_options=option, read_options=read)
-            except pa.ArrowInvalid:
-                if i == len(options) - 1:
-                    raise
-                continue
-            self.text_time = option is REDDIT_TEXT_TIME
-            return table
-        raise AssertionError("unreachable")
+    def read_json(self, data, starts: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """(the block parsed against the format's schema, rows to leave to the adapter): DuckDB's
+        reader held to the adapters' types (:mod:`.duck_json`), the raw lines searched where a
+        value's text alone cannot tell a number from a string."""
+        if self.duck is None:
+            self.duck = DuckJsonReader(SCHEMAS[self.fmt][0])
+        return strict_table(self.duck.read(data), *SCHEMAS[self.fmt],
+                            raw_non_string=lambda key: raw_non_string_lines(data, starts, key))
 
     def parse(self, data, starts: np.ndarray, ends: np.ndarray, numbers: np.ndarray) -> None:
-        """Arrow-parse non-blank lines ``data[starts[i]:ends[i]]`` (bytes or a view; one newline
-        between two lines, perhaps one after the last); halve the group while Arrow refuses it."""
+        """Parse non-blank lines ``data[starts[i]:ends[i]]`` (bytes or a view; one newline
+        between two lines, perhaps one after the last); halve the group while the parser refuses it."""
         try:
-            _check_utf8(data)  # Arrow skips the fields it ignores; the adapters count every bad line
-            table = self.read_json(data)
+            _check_utf8(data)  # the adapters count every line with bad UTF-8, in any field
+            table, suspect = self.read_json(data, starts)
             if table.num_rows != len(numbers):
                 raise ValueError("a line holds more than one JSON value")
             if self.fmt == "twitter":
-                tables, slow = tweet_tables(table, numbers + self.base, self.labels)
+                tables, slow = tweet_tables(table, numbers + self.base, self.labels, suspect)
             else:
                 tables, slow = reddit_tables(table, numbers + self.base, self.labels, self.options["root"],
-                                             lambda rows, needles: _lines_match(data, starts, rows, needles))
+                                             lambda rows, patterns: _lines_match(data, starts, rows, patterns), suspect)
         except (pa.ArrowException, ValueError, UnicodeDecodeError):
             if len(starts) <= LEAF:
                 for i, lineno in enumerate(numbers):
@@ -160,8 +140,8 @@ class FastFile:
         buf = np.frombuffer(block, np.uint8)
         closed = int(buf[-1] == 10)
         inner = nl[:-1] if closed else nl  # the newlines between two lines
-        if self.fmt in PARSE and buf[0] == 123 and (buf[inner + 1] == 123).all():
-            # every line opens an object (none blank): Arrow reads the block in place, no copy
+        if self.fmt in SCHEMAS and buf[0] == 123 and (buf[inner + 1] == 123).all():
+            # every line opens an object (none blank): the block is parsed whole
             n_lines = len(inner) + 1
             self.read = first + n_lines - 1
             self.parse(block, np.r_[0, inner + 1], np.r_[inner, len(buf) - closed],
@@ -190,8 +170,8 @@ class FastFile:
         if len(starts):
             nonblank = np.flatnonzero(~blank)
             self.read = int(numbers[nonblank[-1]]) if len(nonblank) else self.read
-        # Arrow reads only lines that open a JSON object (a top-level ``null`` crashes pyarrow 26's reader)
-        obj = ~blank & (buf[np.minimum(starts, len(buf) - 1)] == ord("{")) if len(buf) and self.fmt in PARSE \
+        # the parser reads only lines that open a JSON object (a top-level ``null`` would be a row of nulls)
+        obj = ~blank & (buf[np.minimum(starts, len(buf) - 1)] == ord("{")) if len(buf) and self.fmt in SCHEMAS \
             else np.zeros(len(starts), bool)
         for i in np.flatnonzero(~blank & ~obj):
             self.slow(int(numbers[i]), data[starts[i]:ends[i]])

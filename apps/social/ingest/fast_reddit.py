@@ -1,9 +1,9 @@
 """Reddit NDJSON lines (Pushshift / Arctic Shift) to canonical Arrow tables with pyarrow compute.
 
-The Reddit counterpart of :mod:`.fast_twitter`: :data:`REDDIT_SCHEMA` is what Arrow's JSON parser
-reads (every other field ignored; a value of another JSON type -- ``"id": true``, a numeric
-``parent_id``, a ``body`` object, a string ``created_utc`` -- makes Arrow refuse the block, and
-the caller splits it until those lines go to the row adapter alone).  :func:`reddit_tables`
+The Reddit counterpart of :mod:`.fast_twitter`: :data:`REDDIT_SCHEMA` is what the parser reads
+(every other field ignored; every field as text, a value of another JSON type -- ``"id": true``, a
+numeric ``parent_id``, a ``body`` object -- marked for the row adapter by :mod:`.duck_json`; the
+times are read from their text here: a JSON integer, a whole float and a numeric string alike).  :func:`reddit_tables`
 converts a parsed block with the semantics of :func:`.reddit.reddit_rows` and returns, beside the
 tables, the rows it leaves to that adapter: a missing or blank ``id``/``author``/``created_utc``
 (comment: ``parent_id``), a fractional, negative or out-of-range epoch (``author_created_utc``
@@ -14,6 +14,7 @@ adapter; ``tests/apps/social/test_ingest_fast.py`` compares both engines on Redd
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -22,34 +23,37 @@ import pyarrow.compute as pc
 
 from ..schema import TS
 from .columnar import POS_BITS
+from .duck_json import ESCAPED_KEY
 from .fast_twitter import _blank, _np
 
 S = pa.string()
-F = pa.float64()
-REDDIT_SCHEMA = pa.schema([
-    ("id", S), ("name", S), ("author", S), ("created_utc", F), ("author_created_utc", F), ("body", S),
-    ("parent_id", S), ("link_id", S), ("title", S), ("selftext", S), ("url", S), ("subreddit", S),
-])
+REDDIT_SCHEMA = pa.schema([(name, S) for name in ("id", "name", "author", "created_utc", "author_created_utc", "body",
+                                                  "parent_id", "link_id", "title", "selftext", "url", "subreddit")])
+# every field is text to the adapter (no integer IDs); the two times are checked here, as text
+REDDIT_KINDS = {**dict.fromkeys(REDDIT_SCHEMA.names, "text"), "created_utc": "any", "author_created_utc": "any"}
+EPOCH_TEXT = r"^[0-9]{1,10}(\.0+)?$"  # whole epoch seconds, as a JSON integer, float or string writes them
 GONE = pa.array(["[deleted]", "[removed]"], S)
-# a line that may hold a "body" key the parsed column cannot show (null) -- also written with escapes
-BODY_KEY = ('"body"', "\\u006", "\\u007")  # b o d y escaped: \u0062 \u006f \u0064 \u0079
+# a line whose "body" key may be present with a null value (an escaped key cannot be searched for)
+BODY_NULL = (re.compile(rb'"body"\s*:\s*null'), ESCAPED_KEY)
 IMAGE = r"\.([pP][nN][gG]|[jJ][pP][eE]?[gG]|[gG][iI][fF]|[wW][eE][bB][pP])$"
 MAX_EPOCH = 4.2e9
 
 
 def _epoch_ms(values, slow: np.ndarray, check: np.ndarray, optional: bool = False) -> pa.Array:
-    """Whole epoch seconds in [0, 4.2e9) -> timestamp[ms, UTC]; rows of ``check`` with anything
-    else (null unless ``optional``, a fraction, out of range) go ``slow``.  ``optional``: null or 0
-    is no time (the adapter's ``if author_created``)."""
-    x = _np(values).astype(np.float64)
+    """Whole epoch seconds in [0, 4.2e9) (text: :data:`EPOCH_TEXT`) -> timestamp[ms, UTC]; rows of
+    ``check`` with anything else (null unless ``optional``, a fraction, a sign, out of range, ISO)
+    go ``slow``.  ``optional``: null is no time; so is 0 from a JSON number (the adapter's ``if
+    author_created``), but the text "0" may be a string, which the adapter reads as 1970: slow."""
+    whole = _np(pc.fill_null(pc.match_substring_regex(values, EPOCH_TEXT), False))
+    x = _np(pc.cast(pc.if_else(pa.array(whole), values, pa.scalar(None, S)), pa.float64())).astype(np.float64)
     with np.errstate(invalid="ignore"):
-        good = np.isfinite(x) & (x >= 0) & (x < MAX_EPOCH) & (x == np.floor(x))
-    absent = np.isnan(x) & _np(pc.is_null(values)) if optional else np.zeros(len(x), bool)
+        good = whole & (x < MAX_EPOCH)
+    absent = _np(pc.is_null(values)) if optional else np.zeros(len(x), bool)
     if optional:
-        absent |= x == 0
+        good &= x != 0
     slow |= check & ~good & ~absent
-    ms = np.where(good & ~absent, x, 0).astype(np.int64) * 1000
-    return pa.array(ms, pa.int64(), mask=~(good & ~absent)).cast(TS)
+    ms = np.where(good, x, 0).astype(np.int64) * 1000
+    return pa.array(ms, pa.int64(), mask=~good).cast(TS)
 
 
 def _fullname(ids, prefix) -> pa.Array:
@@ -64,28 +68,25 @@ def _not_gone(values) -> np.ndarray:
 
 
 def reddit_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None, media_root=None,
-                  line_matches: Callable[[np.ndarray, tuple], np.ndarray] | None = None) -> tuple[dict, np.ndarray]:
+                  line_matches: Callable[[np.ndarray, tuple], np.ndarray] | None = None,
+                  suspect: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """(tables, slow): canonical ``posts``/``users``/``media``/``edges`` tables with ``_rec``/``_seq``
     (and ``_of``) for the plain submissions and comments of ``t``; ``slow`` marks the rows left to
-    :func:`.reddit.reddit_rows`.  ``line_matches(rows, needles)`` says which of those rows' raw
-    lines hold one of ``needles`` (without it, every row whose ``body`` is null and is not a ``t1_`` goes slow)."""
+    :func:`.reddit.reddit_rows`.  ``line_matches(rows, patterns)`` says which of those rows' raw
+    lines match one of ``patterns`` (bytes regexes) (without it, every row whose ``body`` is null and is not a ``t1_`` goes slow);
+    ``suspect`` rows (values the parser could not vouch for) go slow too."""
     n = t.num_rows
     c = {name: t[name].combine_chunks() for name in t.column_names}
-    slow = np.zeros(n, bool)
+    slow = np.zeros(n, bool) if suspect is None else suspect.copy()
     body = c["body"]
     body_valid = _np(pc.is_valid(body))
     is_t1 = _np(pc.fill_null(pc.starts_with(c["name"], "t1_"), False))
     unsure = np.flatnonzero(~body_valid & ~is_t1)  # a "body": null key makes the adapter read a comment
     if len(unsure):
-        slow[unsure] = line_matches(unsure, BODY_KEY) if line_matches is not None else True
+        slow[unsure] |= line_matches(unsure, BODY_NULL) if line_matches is not None else True
     comment = body_valid | is_t1
     slow |= _blank(c["id"]) | _blank(c["author"])
-    created_raw = c["created_utc"]
-    if created_raw.type == S:  # "1714557600": digits only here (signs, spaces, fractions, ISO: the adapter)
-        digits = pc.fill_null(pc.match_substring_regex(created_raw, "^[0-9]{1,10}$"), False)
-        slow |= ~_np(digits)
-        created_raw = pc.cast(pc.if_else(digits, created_raw, pa.scalar(None, S)), F)
-    created = _epoch_ms(created_raw, slow, np.ones(n, bool))
+    created = _epoch_ms(c["created_utc"], slow, np.ones(n, bool))
     parent_raw = c["parent_id"]
     slow |= comment & _blank(parent_raw)
     author = c["author"]

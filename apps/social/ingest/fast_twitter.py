@@ -13,8 +13,6 @@ and the tables from both paths are the same rows (``tests/apps/social/test_inges
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,8 +34,12 @@ TWEET_SCHEMA = pa.schema([
     ("author", pa.struct([("id", S), ("username", S), ("created_at", S), ("verified", pa.bool_()),
                           ("profile_image_url", S), ("description", S), ("public_metrics", _metrics)])),
 ])
-# Python's str.isspace() characters: "blank" means what text_str/id_str mean by it
-_SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+# the string leaves the adapter takes as free text (a number there is refused, not turned into
+# digits); every other string leaf is an ID, which may also be an integer (.duck_json)
+TWEET_KINDS = dict.fromkeys(["text", "lang", "created_at", "referenced_tweets.type", "author.username",
+                             "author.created_at", "author.profile_image_url", "author.description"], "text")
+# Python's str.isspace() characters: "blank" means what text_str/id_str mean by it (none above U+3000)
+_SPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _SPACE) + "]*$"
 SPACES = pa.array(list(_SPACE), S)
 SPACE_LEAD = np.zeros(256, bool)  # the first UTF-8 byte of each whitespace character
@@ -161,12 +163,14 @@ def _segments(values, parent: np.ndarray, keep: np.ndarray, n: int) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pc.filter(values, pa.array(keep)))
 
 
-def tweet_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None) -> tuple[dict, np.ndarray]:
+def tweet_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None,
+                 suspect: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """(tables, slow): canonical ``posts``/``users``/``edges`` Arrow tables with ``_rec``/``_seq``
-    (and ``_of`` for edges) for the plain tweets of ``t``; ``slow`` marks the rows left to the adapter."""
+    (and ``_of`` for edges) for the plain tweets of ``t``; ``slow`` marks the rows left to the
+    adapter (``suspect`` ones among them: values the parser could not vouch for)."""
     n = t.num_rows
     t = {name: t[name].chunk(0) if t[name].num_chunks == 1 else t[name].combine_chunks() for name in t.column_names}
-    slow = np.zeros(n, bool)
+    slow = np.zeros(n, bool) if suspect is None else suspect.copy()
     for name in ("withheld", "attachments", "data", "includes"):
         slow |= _np(pc.is_valid(t[name]))
     post_id, author_id = t["id"], t["author_id"]

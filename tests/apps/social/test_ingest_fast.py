@@ -120,10 +120,16 @@ def test_byte_ranges_identical(tmp_path):
         _same(tmp_path / f"f{a}", tmp_path / f"s{a}", fw.close(), sw.close())
 
 
-ids = st.one_of(st.text(max_size=4), st.integers(0, 99), st.none())
+# values of every JSON type where a string belongs: the parser must not turn 1.5 or true into text
+odd_values = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.integers(-5, 10**20),
+                       st.sampled_from(["true", "false", "1.5", "-3", "0", "{}", "[1]", "1e3"]),
+                       st.just({"a": 1}), st.just([1]))
+ids = st.one_of(st.text(max_size=4), st.integers(0, 99), st.none(), odd_values)
 stamps = st.one_of(st.sampled_from(["2024-05-01T00:00:00Z", "2024-05-01T00:00:00.5+02:00", "1714521600", "", "x"]),
                    st.none(), st.integers(0, 2 * 10**9))
-words = st.one_of(st.none(), st.text(max_size=6), st.integers(0, 3))
+words = st.one_of(st.none(), st.text(max_size=6), st.integers(0, 3), odd_values)
+counts = st.one_of(st.none(), st.integers(-3, 10**19), st.sampled_from(["12", " 5", "+4", "1e3", "007", "x"]),
+                   st.floats(allow_nan=False, allow_infinity=False), st.booleans())
 tweets = st.fixed_dictionaries(
     {"id": ids, "author_id": ids, "created_at": stamps},
     optional={"text": words, "lang": words, "conversation_id": ids,
@@ -132,8 +138,42 @@ tweets = st.fixed_dictionaries(
               "entities": st.fixed_dictionaries({}, optional={
                   "hashtags": st.lists(st.fixed_dictionaries({"tag": words}), max_size=2),
                   "mentions": st.lists(st.fixed_dictionaries({"username": words, "id": ids}), max_size=2)}),
-              "author": st.fixed_dictionaries({"id": ids}, optional={"username": words, "created_at": stamps,
-                                                                     "verified": st.booleans()})})
+              "author": st.fixed_dictionaries({"id": ids}, optional={
+                  "username": words, "created_at": stamps, "description": words, "profile_image_url": words,
+                  "verified": st.one_of(st.booleans(), words),
+                  "public_metrics": st.fixed_dictionaries({}, optional={"followers_count": counts, "tweet_count": counts})})})
+
+
+# one odd value per line, each beside plain tweets: every form a JSON value can take where the
+# fast path's parser reads text, checked against the row adapters
+ODD_VALUES = [1.5, 42.0, 1e3, -5, 0, 10**20, True, False, "true", "false", "1.5", "0", "-0", "{}", "[1]", {"a": 1}, [1],
+              "", " ", "007"]
+ODD_FIELDS = [("id",), ("author_id",), ("text",), ("lang",), ("conversation_id",), ("author", "id"), ("author", "username"),
+              ("author", "description"), ("author", "verified"), ("author", "public_metrics", "followers_count"),
+              ("entities", "urls", 0, "expanded_url"), ("entities", "mentions", 0, "id"), ("entities", "hashtags", 0, "tag")]
+
+
+def test_every_odd_value_identical(tmp_path):
+    lines = []
+    for i, (field, value) in enumerate((f, v) for f in ODD_FIELDS for v in ODD_VALUES):
+        t = json.loads(_tweet(i))
+        t["entities"]["urls"][0]["url"] = "https://t.co/u"
+        t.setdefault("author", {"id": t["author_id"], "public_metrics": {}})
+        *path, last = field
+        node = t
+        for key in path:
+            node = node[key]
+        node[last] = value
+        lines += [json.dumps(t), _tweet(1000 + i)]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    stats = _both(tmp_path, [path], fmt="twitter")
+    assert stats.rejected > 50
+    fast = ColumnarWriter(tmp_path / "count")
+    counts = fast_ingest_file(fast, path, "twitter")
+    fast.close()
+    plain = sum((1000 + i) % 5 != 2 for i in range(len(lines) // 2))  # _tweet's blank mention id goes slow
+    assert counts["fast_rows"] >= plain  # the plain tweets beside the odd ones took the fast path
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -127,3 +127,34 @@ def test_edges_of_a_post_seen_again(tmp_path):
     a, b = (pq.read_table(tmp_path / d / "edges.parquet") for d in ("fast", "stream"))
     assert a.equals(b)
     assert fast.duplicate_edges > 0
+
+
+def test_whitespace_table_is_pythons():
+    """The blank test's character set stops at U+3000: no character above it is whitespace."""
+    import sys
+
+    from apps.social.ingest.fast_twitter import _SPACE
+
+    assert _SPACE == "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+
+
+def test_duckdb_text_that_may_not_be_a_string_is_suspect():
+    """DuckDB writes 1.5, true, {"a": 1} into a VARCHAR column as text; which texts could have been
+    such values (and go to the row adapter) depends on what the adapter accepts for the field."""
+    from apps.social.ingest.duck_json import DuckJsonReader, strict_table, suspect_strings
+
+    values = pa.array(["abc", "1800", "0", "1.5", "-3", "1e3", "true", "false", "{}", "[1]", "", None, "true story",
+                       "12 monkeys"])
+    assert suspect_strings(values, "text").tolist() == [False, True, True, True, True, True, True, True, True, True,
+                                                        False, False, False, False]
+    assert suspect_strings(values, "id").tolist() == [False, False, True, True, True, True, True, True, True, True,
+                                                      False, False, False, False]
+    schema = pa.schema([("id", pa.string()), ("author", pa.struct([("verified", pa.bool_()), ("n", pa.int64())]))])
+    lines = [{"id": "a", "author": {"verified": True, "n": 3}}, {"id": "b", "author": {"verified": "yes", "n": 3}},
+             {"id": "c", "author": {"verified": "false", "n": "4"}}, {"id": "d", "author": {"n": 2.5}}, {"id": 1.5}]
+    table = DuckJsonReader(schema).read("\n".join(json.dumps(x) for x in lines).encode())
+    out, suspect = strict_table(table, schema, {})
+    assert out.schema == schema
+    assert suspect.tolist() == [False, True, False, True, True]
+    assert out.column("author").to_pylist()[:3] == [{"verified": True, "n": 3}, {"verified": None, "n": 3},
+                                                    {"verified": False, "n": 4}]

@@ -18,7 +18,7 @@ post = st.fixed_dictionaries({"post_id": ids, "user_id": ids, "created_at": time
                              optional={"text": st.one_of(st.text(max_size=40), scalars), "parent_id": ids,
                                        "hashtags": junk, "mentions": junk, "label": scalars, "lang": scalars})
 line = st.one_of(post.map(json.dumps), junk.map(json.dumps),
-                 st.text(alphabet=st.characters(blacklist_characters="\n\r\x1c\x1d\x1e\x85\u2028\u2029"), max_size=30))
+                 st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x1c\x1d\x1e\x85\u2028\u2029"), max_size=30))
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
