@@ -98,7 +98,7 @@ def analyze(inputs: list, out_dir: str | Path, *, fmt: str = "auto", mapping: di
     posts["created_at"], posts["user_id"], posts["topic"] = store.posts.created_at.to_numpy(), store.posts.user_id.to_numpy(), an["post_topic"]
     if zero_shot_labels:
         metrics["zero_shot"] = _zero_shot(store, posts, zero_shot_labels, zero_shot_max, cache_dir or out / "cache",
-                                          zero_shot_margin)
+                                          zero_shot_margin, text_backend)
     write_table(posts, out, "post_predictions")
     user_pred = prediction_frame(store.graph.user_ids, store.user_split, store.user_label.numpy(), store.user_classes,
                                  result["user_probs"], "user_id") if result["user_probs"] else None
@@ -125,15 +125,19 @@ def _per_group(probs: dict, store, truth: pd.DataFrame, rows: np.ndarray) -> dic
                    for g in sorted(set(group[rows]))} for name, p in probs.items()}
 
 
-def _zero_shot(store, posts: pd.DataFrame, names: list, max_posts: int, cache_dir, margin: float) -> dict:
-    """Zero-shot labels for the first ``max_posts`` posts with text; agreement with the labels
-    (where the names are the label classes) on the answered posts and on all of them, and the
-    share answered (the rest abstained: corrected margin < ``margin``)."""
+def _zero_shot(store, posts: pd.DataFrame, names: list, max_posts: int, cache_dir, margin: float,
+               text_backend: str = "torch") -> dict:
+    """Zero-shot labels for the first ``max_posts`` posts with text, through the run's MiniLM
+    backend; agreement with the labels (where the names are the label classes) on the answered
+    posts and on all of them, and the share answered (the rest abstained: corrected margin < ``margin``)."""
+    from .text import minilm_encoder
     from .zeroshot import zero_shot
 
     rows = np.flatnonzero(store.post.present["text"].numpy())[:max_posts]
-    pred, _ = zero_shot(store.posts.text.iloc[rows].tolist(), names, cache_dir=cache_dir, abstain_margin=margin)
-    forced, _ = zero_shot(store.posts.text.iloc[rows].tolist(), names, cache_dir=cache_dir)
+    encoder = minilm_encoder(cache_dir, backend=text_backend)
+    texts = store.posts.text.iloc[rows].tolist()
+    pred, _ = zero_shot(texts, names, encoder=encoder, abstain_margin=margin)
+    forced, _ = zero_shot(texts, names, encoder=encoder)
     posts["zero_shot"] = None
     posts.loc[rows, "zero_shot"] = [names[i] if i >= 0 else None for i in pred]
     out = {"labels": names, "posts": int(len(rows)), "abstain_margin": margin,

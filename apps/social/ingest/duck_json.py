@@ -27,6 +27,7 @@ alone and sends those to the adapter.
 """
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Callable
@@ -51,18 +52,46 @@ _NESTED_LEAD[[ord("{"), ord("[")]] = True
 ESCAPED_KEY = re.compile(rb'\\u[0-9a-fA-F]{4}(?:[^"\\]|\\.)*"\s*:')
 
 
-def raw_non_string_lines(data, starts: np.ndarray, key: str) -> np.ndarray:
-    """Which lines of ``data`` (line ``i`` starts at ``starts[i]``) may give ``key`` a value that
-    is not a string: those where ``"key":`` is followed by a digit, a minus, ``t``/``f``, ``[`` or
-    ``{`` anywhere (a nested key of the same name counts too), or where any key is written with
-    an escape."""
+def lines_matching(data, starts: np.ndarray, pattern: re.Pattern) -> np.ndarray:
+    """Which lines of ``data`` (bytes or a view; line ``i`` starts at ``starts[i]``) hold a match of
+    the bytes regex ``pattern`` (one C-level scan of the block, not a search per line)."""
     data = data if isinstance(data, bytes) else bytes(data)
-    number = re.compile(b'"' + re.escape(key.encode()) + rb'"\s*:\s*[-0-9tf\[{]')
-    hits = [m.start() for m in number.finditer(data)] + [m.start() for m in ESCAPED_KEY.finditer(data)]
     out = np.zeros(len(starts), bool)
+    hits = [m.start() for m in pattern.finditer(data)]
     if hits:
         out[np.searchsorted(starts, np.array(hits, np.int64), side="right") - 1] = True
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def non_string_value(key: str) -> re.Pattern:
+    """``"key":`` followed by what opens a number, ``true``/``false``, an array or an object."""
+    return re.compile(b'"' + re.escape(key.encode()) + rb'"\s*:\s*[-0-9tf\[{]')
+
+
+class RawLines:
+    """The raw text of a block's lines, searched with bytes regexes; each pattern scanned once."""
+
+    def __init__(self, data, starts: np.ndarray) -> None:
+        self.data, self.starts = data, starts
+        self.found: dict[re.Pattern, np.ndarray] = {}
+
+    def matching(self, *patterns: re.Pattern) -> np.ndarray:
+        """Which lines hold a match of one of ``patterns``."""
+        out = np.zeros(len(self.starts), bool)
+        for pattern in patterns:
+            if pattern not in self.found:
+                if not isinstance(self.data, bytes):  # a view has no finditer: one copy per block
+                    self.data = bytes(self.data)
+                self.found[pattern] = lines_matching(self.data, self.starts, pattern)
+            out |= self.found[pattern]
+        return out
+
+    def non_string(self, key: str) -> np.ndarray:
+        """Which lines may give ``key`` a value that is not a string: those where ``"key":`` is
+        followed by a digit, a minus, ``t``/``f``, ``[`` or ``{`` anywhere (a nested key of the
+        same name counts too), or where any key is written with an escape."""
+        return self.matching(ESCAPED_KEY, non_string_value(key))
 
 
 class BlockRefused(ValueError):
@@ -205,7 +234,7 @@ def strict_table(table: pa.Table, schema: pa.Schema, kinds: dict[str, str],
     (``text``, ``id`` or ``any``) of each string leaf by its dotted path (list levels add nothing:
     ``entities.hashtags.tag``); a string leaf not named is an ``id``.  ``raw_non_string(key)``, where
     given, says which rows' raw lines may hold another JSON type than a string for a top-level ``key``
-    (:func:`raw_non_string_lines`)."""
+    (:meth:`RawLines.non_string`)."""
     n = table.num_rows
     flagged = np.zeros(n, bool)
     rows = np.arange(n)

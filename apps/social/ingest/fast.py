@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .columnar import ColumnarWriter
 from .common import Reject
-from .duck_json import DuckJsonReader, raw_non_string_lines, strict_table
+from .duck_json import DuckJsonReader, RawLines, strict_table
 from .fast_reddit import REDDIT_KINDS, REDDIT_SCHEMA, reddit_tables
 from .fast_twitter import TWEET_KINDS, TWEET_SCHEMA, tweet_tables
 from .source import DecodeCounter, InputError, TruncatedInput, byte_lines, sniff
@@ -45,20 +45,6 @@ def _check_utf8(data: bytes) -> None:
     """Raise ArrowInvalid unless ``data`` is valid UTF-8 (Arrow's validator: ~10x Python's decode)."""
     offsets = pa.array([0, len(data)], pa.int64()).buffers()[1]
     pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data)).validate(full=True)
-
-
-def _lines_match(data, starts, rows: np.ndarray, patterns: tuple) -> np.ndarray:
-    """Whether each of the lines ``rows`` of ``data`` (bytes or a view of them) holds a match of one
-    of ``patterns`` (compiled bytes regexes over the raw JSON text)."""
-    data = data if isinstance(data, bytes) else bytes(data)  # a view has no finditer
-    hits = np.array([m.start() for pattern in patterns for m in pattern.finditer(data)], np.int64)
-    if not len(hits):
-        return np.zeros(len(rows), bool)
-    if starts is None:
-        starts, _ = line_offsets(data)
-    hit = np.zeros(len(starts), bool)
-    hit[np.searchsorted(starts, hits, side="right") - 1] = True
-    return hit[rows]
 
 
 class FastFile:
@@ -94,28 +80,28 @@ class FastFile:
                     o["labels"], self.name)
         self.slow_lines += 1
 
-    def read_json(self, data, starts: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    def read_json(self, data, raw: RawLines) -> tuple[pa.Table, np.ndarray]:
         """(the block parsed against the format's schema, rows to leave to the adapter): DuckDB's
         reader held to the adapters' types (:mod:`.duck_json`), the raw lines searched where a
         value's text alone cannot tell a number from a string."""
         if self.duck is None:
             self.duck = DuckJsonReader(SCHEMAS[self.fmt][0])
-        return strict_table(self.duck.read(data), *SCHEMAS[self.fmt],
-                            raw_non_string=lambda key: raw_non_string_lines(data, starts, key))
+        return strict_table(self.duck.read(data), *SCHEMAS[self.fmt], raw_non_string=raw.non_string)
 
     def parse(self, data, starts: np.ndarray, ends: np.ndarray, numbers: np.ndarray) -> None:
         """Parse non-blank lines ``data[starts[i]:ends[i]]`` (bytes or a view; one newline
         between two lines, perhaps one after the last); halve the group while the parser refuses it."""
         try:
             _check_utf8(data)  # the adapters count every line with bad UTF-8, in any field
-            table, suspect = self.read_json(data, starts)
+            raw = RawLines(data, starts)
+            table, suspect = self.read_json(data, raw)
             if table.num_rows != len(numbers):
                 raise ValueError("a line holds more than one JSON value")
             if self.fmt == "twitter":
                 tables, slow = tweet_tables(table, numbers + self.base, self.labels, suspect)
             else:
                 tables, slow = reddit_tables(table, numbers + self.base, self.labels, self.options["root"],
-                                             lambda rows, patterns: _lines_match(data, starts, rows, patterns), suspect)
+                                             lambda rows, patterns: raw.matching(*patterns)[rows], suspect)
         except (pa.ArrowException, ValueError, UnicodeDecodeError):
             if len(starts) <= LEAF:
                 for i, lineno in enumerate(numbers):
