@@ -87,11 +87,18 @@ class RawLines:
             out |= self.found[pattern]
         return out
 
-    def non_string(self, key: str) -> np.ndarray:
-        """Which lines may give ``key`` a value that is not a string: those where ``"key":`` is
-        followed by a digit, a minus, ``t``/``f``, ``[`` or ``{`` anywhere (a nested key of the
-        same name counts too), or where any key is written with an escape."""
-        return self.matching(ESCAPED_KEY, non_string_value(key))
+    def non_string(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """Which of the lines ``rows`` may give ``key`` a value that is not a string: those where
+        ``"key":`` is followed by a digit, a minus, ``t``/``f``, ``[`` or ``{`` anywhere (a nested
+        key of the same name counts too), or where any key is written with an escape.  A few rows
+        are searched line by line, many with one scan of the block."""
+        patterns = (ESCAPED_KEY, non_string_value(key))
+        if len(rows) * 8 >= len(self.starts):
+            return self.matching(*patterns)[rows]
+        if not isinstance(self.data, bytes):
+            self.data = bytes(self.data)
+        ends = np.r_[self.starts[1:], len(self.data)]
+        return np.array([any(p.search(self.data, self.starts[i], ends[i]) for p in patterns) for i in rows], bool)
 
 
 class BlockRefused(ValueError):
@@ -155,10 +162,10 @@ def _matches(array: pa.Array, rows: np.ndarray, pattern: str) -> np.ndarray:
     return out
 
 
-def suspect_strings(array: pa.Array, kind: str, may_be_other: Callable[[], np.ndarray] | None = None) -> np.ndarray:
+def suspect_strings(array: pa.Array, kind: str, may_be_other: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Which values of a VARCHAR leaf may come from a JSON value the adapter reads differently
-    (``kind`` ``text`` or ``id``, see the module docstring).  ``may_be_other()``, where given,
-    says which rows' raw lines may hold a value other than a string for this (top-level) key:
+    (``kind`` ``text`` or ``id``, see the module docstring).  ``may_be_other(rows)``, where given,
+    says which of those rows' raw lines may hold a value other than a string for this (top-level) key:
     elsewhere the suspect text was a string (Reddit's ``"7"`` IDs and ``"[deleted]"`` authors
     stay on the fast path)."""
     first, length, valid = _first_bytes(array)
@@ -174,7 +181,8 @@ def suspect_strings(array: pa.Array, kind: str, may_be_other: Callable[[], np.nd
         number &= ~(digits & (first != ord("0")))
     out |= _matches(array, np.flatnonzero(number), NUMBER)
     if may_be_other is not None and out.any():
-        out &= may_be_other()
+        rows = np.flatnonzero(out)
+        out[rows] = may_be_other(rows)
     return out
 
 
@@ -221,7 +229,7 @@ def _walk(array: pa.Array, target: pa.DataType, path: str, kinds: dict[str, str]
         mask = array.is_null() if array.null_count else None
         return pa.ListArray.from_arrays(pa.array(offsets), inner, type=target, mask=mask)
     flag = np.zeros(len(array), bool)
-    check = (lambda: raw_non_string(path)) if raw_non_string is not None and "." not in path else None
+    check = (lambda rows: raw_non_string(path, rows)) if raw_non_string is not None and "." not in path else None
     out = _leaf(array, target, kinds.get(path, "id"), flag, check)
     if flag.any():
         flagged[rows[flag]] = True
@@ -229,11 +237,12 @@ def _walk(array: pa.Array, target: pa.DataType, path: str, kinds: dict[str, str]
 
 
 def strict_table(table: pa.Table, schema: pa.Schema, kinds: dict[str, str],
-                 raw_non_string: Callable[[str], np.ndarray] | None = None) -> tuple[pa.Table, np.ndarray]:
+                 raw_non_string: Callable[[str, np.ndarray], np.ndarray] | None = None) -> tuple[pa.Table, np.ndarray]:
     """(``table`` cast to ``schema``, rows to leave to the adapter).  ``kinds`` names the kind
     (``text``, ``id`` or ``any``) of each string leaf by its dotted path (list levels add nothing:
-    ``entities.hashtags.tag``); a string leaf not named is an ``id``.  ``raw_non_string(key)``, where
-    given, says which rows' raw lines may hold another JSON type than a string for a top-level ``key``
+    ``entities.hashtags.tag``); a string leaf not named is an ``id``.  ``raw_non_string(key, rows)``,
+    where given, says which of those rows' raw lines may hold another JSON type than a string for a
+    top-level ``key``
     (:meth:`RawLines.non_string`)."""
     n = table.num_rows
     flagged = np.zeros(n, bool)
