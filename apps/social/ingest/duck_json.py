@@ -187,7 +187,8 @@ def suspect_strings(array: pa.Array, kind: str, may_be_other: Callable[[np.ndarr
 
 
 def _leaf(array: pa.Array, target: pa.DataType, kind: str, flag: np.ndarray, may_be_other=None) -> pa.Array:
-    """A VARCHAR leaf as ``target``; ``flag`` (per element) gets the suspect values, which are null."""
+    """A VARCHAR leaf as ``target``; ``flag`` (per element) gets the suspect values (null in a
+    boolean or number result, kept as read in a string one: their rows go to the adapter anyway)."""
     if target == S:
         if kind != "any":
             flag |= suspect_strings(array, kind, may_be_other)
@@ -229,7 +230,8 @@ def _walk(array: pa.Array, target: pa.DataType, path: str, kinds: dict[str, str]
         mask = array.is_null() if array.null_count else None
         return pa.ListArray.from_arrays(pa.array(offsets), inner, type=target, mask=mask)
     flag = np.zeros(len(array), bool)
-    check = (lambda rows: raw_non_string(path, rows)) if raw_non_string is not None and "." not in path else None
+    # only a top-level leaf gets the raw-line check (elements = rows; nested calls pass none)
+    check = (lambda rows: raw_non_string(path, rows)) if raw_non_string is not None else None
     out = _leaf(array, target, kinds.get(path, "id"), flag, check)
     if flag.any():
         flagged[rows[flag]] = True
@@ -242,8 +244,7 @@ def strict_table(table: pa.Table, schema: pa.Schema, kinds: dict[str, str],
     (``text``, ``id`` or ``any``) of each string leaf by its dotted path (list levels add nothing:
     ``entities.hashtags.tag``); a string leaf not named is an ``id``.  ``raw_non_string(key, rows)``,
     where given, says which of those rows' raw lines may hold another JSON type than a string for a
-    top-level ``key``
-    (:meth:`RawLines.non_string`)."""
+    top-level ``key`` (:meth:`RawLines.non_string`)."""
     n = table.num_rows
     flagged = np.zeros(n, bool)
     rows = np.arange(n)
