@@ -36,8 +36,10 @@ TWEET_SCHEMA = pa.schema([
 ])
 # the string leaves the adapter takes as free text (a number there is refused, not turned into
 # digits); every other string leaf is an ID, which may also be an integer (.duck_json)
-TWEET_KINDS = dict.fromkeys(["text", "lang", "created_at", "referenced_tweets.type", "author.username",
-                             "author.created_at", "author.profile_image_url", "author.description"], "text")
+TWEET_KINDS = {**dict.fromkeys(["text", "lang", "referenced_tweets.type", "author.username", "author.profile_image_url",
+                                "author.description"], "text"),
+               # times: only the ISO form takes the fast path, which no other JSON type can write
+               "created_at": "any", "author.created_at": "any"}
 # Python's str.isspace() characters: "blank" means what text_str/id_str mean by it (none above U+3000)
 _SPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _SPACE) + "]*$"
