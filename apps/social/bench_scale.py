@@ -241,6 +241,9 @@ def table(res: dict) -> str:
             rows.append((f"ingest, fast engine, Reddit {name} (same posts)", f"{r[f'{key}_posts_per_s']:,} posts/s",
                          f"twarc2 beside it {r['twarc2_posts_per_s']:,} posts/s: "
                          f"{r[f'{key}_time_over_twarc2']}x its time, {r[f'{key}_cpu_over_twarc2']}x CPU (goal <= 1.5x)"))
+    if r:
+        rows.append(("ingest, DuckDB read_json_auto, Reddit NDJSON", f"{r['duckdb_reddit_posts_per_s']:,} posts/s",
+                     f"fast engine {r['reddit_over_duckdb_cpu']}x DuckDB CPU on the same {r['mb']['reddit']} MB"))
     rows.append(("peak RSS after ingest", f"{i['ingest_peak_rss_mb']} MB", f"{i['posts']:,} posts"))
     n = res.get("network", {})
     if n:
