@@ -87,3 +87,26 @@ def test_zero_shot_abstains_where_the_text_does_not_say(encoder):
     pred, _ = zero_shot(texts, ["misinformation", "reliable"], encoder=encoder, abstain_margin=0.05)
     assert pred[[0, 4]].tolist() == [0, 0] and pred[[1, 5]].tolist() == [1, 1]
     assert pred[2] == -1  # a neutral sentence gets no label rather than a guess
+
+
+def test_pipeline_zero_shot_uses_the_runs_text_backend(encoder, monkeypatch):
+    """`mm social analyze --text-backend onnx-int8 --zero-shot ...` labels through that backend,
+    with one encoder for both the abstaining and the forced pass."""
+    import types
+
+    import pandas as pd
+    import torch
+
+    from apps.social import pipeline, text
+
+    built = []
+    monkeypatch.setattr(text, "minilm_encoder",
+                        lambda cache_dir=None, device="auto", backend="torch": built.append(backend) or encoder)
+    texts = ["this is a hoax, they lie", "official results confirmed by the county", None]
+    store = types.SimpleNamespace(post=types.SimpleNamespace(present={"text": torch.tensor([True, True, False])}),
+                                  posts=pd.DataFrame({"text": texts}), post_label=torch.tensor([0, 1, 1]),
+                                  post_classes=["misinformation", "reliable"])
+    posts = pd.DataFrame({"post_id": ["a", "b", "c"]})
+    out = pipeline._zero_shot(store, posts, ["misinformation", "reliable"], 10, None, 0.0, "onnx-int8")
+    assert built == ["onnx-int8"]
+    assert out["posts"] == 2 and posts["zero_shot"].iloc[:2].notna().all() and posts["zero_shot"].iloc[2] is None
