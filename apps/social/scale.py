@@ -6,8 +6,9 @@ code on a laptop thread pool, a local process cluster or a multi-node scheduler.
 second object store and a heavier runtime for the same map-then-merge pattern.)
 
 Ingestion: every uncompressed line-based file is cut into byte ranges at line boundaries (a range
-owns the lines that *start* inside it; line numbers are counted as in a whole-file run); a
-compressed, CSV or Parquet file is one partition.  Each partition is one task that reads its
+owns the lines that *start* inside it; line numbers are counted as in a whole-file run), a Parquet
+file into runs of row groups (rows numbered as in a whole-file run); a compressed or CSV file is
+one partition.  Each partition is one task that reads its
 input and writes its rows itself (the fast engine's block files, :mod:`.ingest.columnar`): only
 the counts travel back.  The merge adopts the block files in input order and deduplicates them
 exactly as one process does (first occurrence by record order), so the output is the same
@@ -31,10 +32,23 @@ import numpy as np
 from .ingest.run import detect_format, load_labels
 
 
+def _row_groups(path: Path) -> int:
+    """Row groups of a Parquet file (0 when its footer cannot be read: the file's own task reports it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).num_row_groups
+    except (pa.ArrowInvalid, OSError):
+        return 0
+
+
 def plan_partitions(paths, fmt: str = "auto", target_bytes: int = 64 << 20, n_parts: int | None = None,
                     errors: list | None = None) -> list[dict]:
-    """One partition per file, and per newline-aligned byte range of a large uncompressed
-    line-based file.  A file that cannot be opened is skipped and named in ``errors``."""
+    """One partition per file, per newline-aligned byte range of a large uncompressed line-based
+    file, and per run of row groups of a Parquet file (its bytes / ``target_bytes`` pieces at most,
+    or ``n_parts``).  A compressed or CSV file is one partition.  A file that cannot be opened is
+    skipped and named in ``errors``."""
     from .ingest.source import InputError, sniff
 
     parts = []
@@ -48,9 +62,13 @@ def plan_partitions(paths, fmt: str = "auto", target_bytes: int = 64 << 20, n_pa
             errors.append(str(exc))
             continue
         size = path.stat().st_size
-        splittable = not compressed and kind not in ("csv", "parquet")
         pieces = n_parts or max(1, -(-size // target_bytes))
-        if not splittable or pieces == 1:
+        if kind == "parquet":  # by row group: start/end are row-group indices
+            size = _row_groups(path)
+            pieces = min(pieces, size)
+        elif compressed or kind == "csv":  # no safe cut: a quoted CSV field may hold a newline
+            pieces = 1
+        if pieces <= 1:
             parts.append({"path": str(path), "fmt": kind, "start": 0, "end": None, "file_index": index})
             continue
         bounds = [size * i // pieces for i in range(pieces + 1)]

@@ -171,7 +171,8 @@ def handle_record(writer, lineno: int, raw: str, obj, fmt: str, table: str, mapp
 def ingest_file(writer: CanonicalWriter, path: str | Path, fmt: str = "auto", *, table: str = "posts",
                 mapping: dict | None = None, media_root: str | Path | None = None, labels: dict | None = None,
                 start: int = 0, end: int | None = None) -> None:
-    """Stream one input file (or the byte range [start, end) of it) into ``writer``.
+    """Stream one input file (or the byte range [start, end) of it; of a Parquet file, the row
+    groups [start, end)) into ``writer``.
 
     Raises :class:`InputError` (one line, names the file) when the file is missing, empty, corrupt
     or truncated; rows read before a truncation or corruption are kept (``stats.truncated``)."""
@@ -240,9 +241,11 @@ def _records(path: Path, fmt: str, start: int, end: int | None, decode: DecodeCo
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        line = 1
-        try:
-            batches = pq.ParquetFile(path).iter_batches(batch_size=10_000)
+        try:  # start/end: row-group indices (a partition of a parallel run), rows numbered as in the whole file
+            pf = pq.ParquetFile(path)
+            end = pf.num_row_groups if end is None else end
+            line = 1 + sum(pf.metadata.row_group(g).num_rows for g in range(start))
+            batches = pf.iter_batches(batch_size=10_000, row_groups=list(range(start, end)))
             for batch in batches:
                 for row in batch.to_pylist():
                     line += 1  # row i is reported as "line i+1" like a CSV with a header

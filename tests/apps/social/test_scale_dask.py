@@ -26,11 +26,15 @@ def test_dask_ingest_identical_to_single_process(tmp_path, small_synthetic, clie
     extra = tmp_path / "extra.jsonl"  # a duplicate and some bad lines spread over the partitions
     lines = open(written["generic"]).read().splitlines()
     extra.write_text("\n".join([lines[3], "{broken", lines[10], '{"id": "x"}', lines[3]]) + "\n")
-    inputs = [written["generic"], extra, written["twitter_flat"], written["reddit"], tmp_path / "missing.jsonl"]
+    table = pd.read_json(written["generic"], lines=True, dtype=False)  # the same rows as Parquet, 7 row groups
+    table.iloc[::-1].to_parquet(tmp_path / "generic.parquet", row_group_size=-(-len(table) // 7), index=False)
+    inputs = [written["generic"], extra, written["twitter_flat"], written["reddit"], tmp_path / "generic.parquet",
+              tmp_path / "missing.jsonl"]
     kwargs = dict(mapping=GENERIC_MAPPING, media_root=None)
     single = ingest(inputs, tmp_path / "single", **kwargs)
-    parts = plan_partitions(inputs[:4], n_parts=3)
-    assert len(parts) == 3 + 3 + 3 + 1  # the .zst Reddit dump is one partition
+    parts = plan_partitions(inputs[:5], n_parts=3)
+    assert len(parts) == 3 + 3 + 3 + 1 + 3  # the .zst Reddit dump is one partition, the Parquet file three
+    assert [(p["start"], p["end"]) for p in parts[-3:]] == [(0, 2), (2, 4), (4, None)]  # row groups
     multi = dask_ingest(inputs, tmp_path / "multi", client=client, n_parts=3, **kwargs)
     assert multi["rows"] == single.rows and multi["rejected"] == single.rejected >= 2
     assert multi["duplicates"] == single.duplicates >= 3 and len(multi["file_errors"]) == 1
