@@ -5,6 +5,11 @@
     mm bench social --acceptance --posts 3000 --text-encoder minilm --text-backend onnx-int8
     mm bench social --leakage --posts 20000 --seed 0
     mm bench social --scale --posts 100000 --workers 2
+    mm bench social --end-to-end --posts 10000,30000,100000 --workers 2
+
+End to end (``apps/social/bench_e2e.py``): ingest, cold MiniLM encoding of distinct texts and the
+network analytics, each stage in a fresh process at every size, fitted linearly and extrapolated
+to 1M posts; results in ``benchmarks/results/social/end_to_end.{json,txt}``.
 
 Scale (``apps/social/bench_scale.py``): fast ingest vs DuckDB ``read_json_auto`` and the streaming
 engine, Dask 2 vs 1 worker processes, MiniLM fp32 vs int8 (torch, ONNX Runtime); results in
@@ -22,6 +27,7 @@ import argparse
 import json
 import logging
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -165,14 +171,21 @@ def main(argv=None) -> int:
     p.add_argument("--scale", action="store_true", help="ingest vs DuckDB, Dask workers, int8 MiniLM (one run)")
     p.add_argument("--no-dask", action="store_true", help="scale: skip the LocalCluster runs")
     p.add_argument("--encode-texts", type=int, default=256, help="scale: distinct texts timed per MiniLM backend")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="ingest + cold encode + network per stage at each --posts size, extrapolated to 1M")
+    p.add_argument("--workers", type=int, default=2,
+                   help="end-to-end: Dask worker processes for ingest and encode (1: one process, no Dask)")
+    p.add_argument("--leiden-iterations", type=int, default=None,
+                   help="end-to-end: passed to mm social network (default: its own, -1 = until stable)")
     p.add_argument("--sizes", default="10000,100000,1000000")
-    p.add_argument("--posts", type=int, default=20000)
+    p.add_argument("--posts", default="20000", help="posts (end-to-end: a comma-separated list of sizes)")
     p.add_argument("--seed", type=int, default=0, help="first seed (generator and training)")
     p.add_argument("--seeds", type=int, default=1, help="acceptance: run seeds seed .. seed+N-1, report mean and sd")
     p.add_argument("--split", default="hash", choices=["hash", "time"], help="acceptance: split posts by ID hash or by time")
     p.add_argument("--text-encoder", default="hashed", choices=["hashed", "minilm"], help="acceptance: post text features")
-    p.add_argument("--text-backend", default="torch", choices=["torch", "torch-int8", "onnx-int8"],
-                   help="acceptance with --text-encoder minilm: fp32 (torch) or int8 MiniLM weights")
+    p.add_argument("--text-backend", default=None, choices=["torch", "torch-int8", "onnx-int8"],
+                   help="acceptance with --text-encoder minilm: fp32 (torch, the default) or int8 MiniLM weights; "
+                        "end-to-end: the encoder (default onnx-int8)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--vocab", type=int, default=1024, help="distinct texts of the throughput generator")
     p.add_argument("--train-steps", type=int, default=20, help="mini-batch steps timed by the train stage")
@@ -183,6 +196,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        sizes = [int(v) for v in str(args.posts).split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--posts {args.posts}: not a number or a comma-separated list of numbers")
+    if args.end_to_end:
+        from .bench_e2e import end_to_end
+
+        end_to_end(sizes, Path(args.work) / "end_to_end", out, workers=args.workers,
+                   backend=args.text_backend or "onnx-int8", leiden_iterations=args.leiden_iterations,
+                   command="mm bench social " + " ".join(sys.argv[1:] if argv is None else argv))
+        return 0
+    if len(sizes) != 1:
+        p.error(f"--posts {args.posts}: one number (a comma-separated list only with --end-to-end)")
+    args.posts = sizes[0]
+    args.text_backend = args.text_backend or "torch"
     if args.scale:
         from .bench_scale import scale
 

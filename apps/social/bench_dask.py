@@ -5,7 +5,9 @@ worker are not timed: ``_warm``), then, timed: :func:`apps.social.scale.dask_ing
 file and :func:`apps.social.scale.dask_encode_minilm` of the ingested posts' distinct texts into a
 fresh SQLite store (cold: every text runs through the model).  Rounds alternate 1, 2, 1, 2 ... so a
 burst of load from another tenant hits both alike; the better time of each count is kept.  The
-outputs of both counts are compared (Parquet tables equal, embeddings equal to 1e-6).
+outputs of both counts are compared (Parquet tables equal, embeddings equal to 1e-6).  Beside the
+wall seconds, each stage's CPU seconds of the client process (with the LocalCluster's scheduler and
+nannies) and of the workers: where a 2-worker run loses against twice the 1-worker rate.
 
     python -m apps.social.bench_dask --posts 20000 --rounds 1 --out benchmarks/results/social/dask_pipeline.json
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +32,13 @@ def _warm_encoder(backend: str) -> None:
     _worker_encoder(backend).encode(["warm up"])
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (on a worker: the worker's; on the client: the client's,
+    with the scheduler and the nannies of a LocalCluster, which run in its threads)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def one_run(path: Path, out: Path, workers: int, backend: str, chunk: int) -> dict:
     import pandas as pd
 
@@ -36,14 +46,18 @@ def one_run(path: Path, out: Path, workers: int, backend: str, chunk: int) -> di
 
     shutil.rmtree(out, ignore_errors=True)
     client = make_client(workers=workers)
+    cpu: dict = {}
     try:
         client.run(_warm_encoder, backend)
-        t0 = time.perf_counter()
+        w0, c0, t0 = client.run(_cpu_s), _cpu_s(), time.perf_counter()
         dask_ingest([path], out, client=client, n_parts=2 * workers)
-        t1 = time.perf_counter()
+        w1, c1, t1 = client.run(_cpu_s), _cpu_s(), time.perf_counter()
         texts = pd.read_parquet(out / "posts.parquet", columns=["text"])["text"].tolist()
         emb, present, encoded = dask_encode_minilm(texts, out / "store.sqlite", client=client, backend=backend, chunk=chunk)
-        t2 = time.perf_counter()
+        w2, c2, t2 = client.run(_cpu_s), _cpu_s(), time.perf_counter()
+        for stage, (wa, wb, ca, cb) in {"ingest": (w0, w1, c0, c1), "encode": (w1, w2, c1, c2)}.items():
+            cpu[f"{stage}_client_cpu_s"] = round(cb - ca, 2)
+            cpu[f"{stage}_workers_cpu_s"] = round(sum(wb[k] - wa[k] for k in wb), 2)
     finally:
         cluster = client.cluster
         client.close()
@@ -51,7 +65,7 @@ def one_run(path: Path, out: Path, workers: int, backend: str, chunk: int) -> di
     np.save(out / "embeddings.npy", emb)
     return {"ingest_s": round(t1 - t0, 2), "encode_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2),
             "posts": len(texts),
-            "texts_encoded": int(encoded), "present": int(present.sum())}
+            "texts_encoded": int(encoded), "present": int(present.sum())} | cpu
 
 
 def pipeline_figures(path: Path, work: Path, backend: str = "onnx-int8", rounds: int = 1, chunk: int = 250) -> dict:
