@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .fast_twitter import _string_parts, _where_regex
+
 S = pa.string()
 NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"  # a JSON number's text
 BOOL_WORDS = pa.array(["true", "false"], S)
@@ -81,9 +83,7 @@ class RawLines:
         out = np.zeros(len(self.starts), bool)
         for pattern in patterns:
             if pattern not in self.found:
-                if not isinstance(self.data, bytes):  # a view has no finditer: one copy per block
-                    self.data = bytes(self.data)
-                self.found[pattern] = lines_matching(self.data, self.starts, pattern)
+                self.found[pattern] = lines_matching(self._bytes(), self.starts, pattern)
             out |= self.found[pattern]
         return out
 
@@ -95,10 +95,14 @@ class RawLines:
         patterns = (ESCAPED_KEY, non_string_value(key))
         if len(rows) * 8 >= len(self.starts):
             return self.matching(*patterns)[rows]
-        if not isinstance(self.data, bytes):
+        data = self._bytes()
+        ends = np.r_[self.starts[1:], len(data)]
+        return np.array([any(p.search(data, self.starts[i], ends[i]) for p in patterns) for i in rows], bool)
+
+    def _bytes(self) -> bytes:
+        if not isinstance(self.data, bytes):  # a view has no finditer/search: one copy per block
             self.data = bytes(self.data)
-        ends = np.r_[self.starts[1:], len(self.data)]
-        return np.array([any(p.search(self.data, self.starts[i], ends[i]) for p in patterns) for i in rows], bool)
+        return self.data
 
 
 class BlockRefused(ValueError):
@@ -138,28 +142,13 @@ class DuckJsonReader:
 
 def _first_bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first byte of each string or 0, byte length, valid mask) from the array's own buffers."""
-    if array.type != S:
-        array = array.cast(S)
-    n = len(array)
-    offsets = np.frombuffer(array.buffers()[1], np.int32, count=n + 1, offset=4 * array.offset)
-    data = array.buffers()[2]
-    values = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    offsets, values, null = _string_parts(array if array.type == S else array.cast(S))
     length = np.diff(offsets)
-    first = np.zeros(n, np.uint8)
+    first = np.zeros(len(length), np.uint8)
     has = length > 0
     if has.any():
         first[has] = values[offsets[:-1][has]]
-    valid = np.ones(n, bool) if not array.null_count else array.is_valid().to_numpy(zero_copy_only=False)
-    return first, length, valid
-
-
-def _matches(array: pa.Array, rows: np.ndarray, pattern: str) -> np.ndarray:
-    """``pattern`` on ``rows`` of ``array`` only (False elsewhere)."""
-    out = np.zeros(len(array), bool)
-    if len(rows):
-        hit = pc.match_substring_regex(array.take(pa.array(rows)), pattern)
-        out[rows] = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
-    return out
+    return first, length, ~null
 
 
 def suspect_strings(array: pa.Array, kind: str, may_be_other: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
@@ -179,7 +168,7 @@ def suspect_strings(array: pa.Array, kind: str, may_be_other: Callable[[np.ndarr
         # a plain positive integer reads the same from a JSON number and from a string
         digits = pc.fill_null(pc.ascii_is_decimal(array), False).to_numpy(zero_copy_only=False)
         number &= ~(digits & (first != ord("0")))
-    out |= _matches(array, np.flatnonzero(number), NUMBER)
+    out |= _where_regex(array, np.flatnonzero(number), NUMBER, False)
     if may_be_other is not None and out.any():
         rows = np.flatnonzero(out)
         out[rows] = may_be_other(rows)
@@ -205,7 +194,7 @@ def _leaf(array: pa.Array, target: pa.DataType, kind: str, flag: np.ndarray, may
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     pattern = r"^[+-]?[0-9]+$" if pa.types.is_integer(target) else NUMBER
-    ok = _matches(array, np.flatnonzero(valid), pattern)
+    ok = _where_regex(array, np.flatnonzero(valid), pattern, False)
     if pa.types.is_integer(target):  # in range too
         ok &= pc.fill_null(pc.less_equal(pc.utf8_length(pc.utf8_ltrim(array, "+-0")), 18), False).to_numpy(zero_copy_only=False)
     flag |= valid & ~ok
