@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .columnar import ColumnarWriter
 from .common import Reject
-from .duck_json import DuckJsonReader, RawLines, strict_table
+from .duck_json import DuckJsonReader, DuckJsonStream, RawLines, strict_table
 from .fast_reddit import REDDIT_KINDS, REDDIT_SCHEMA, reddit_tables
 from .fast_twitter import TWEET_KINDS, TWEET_SCHEMA, tweet_tables
 from .source import DecodeCounter, InputError, TruncatedInput, byte_lines, sniff
@@ -62,6 +62,7 @@ class FastFile:
         self.base = writer.rec_base
         self.fast_rows = self.slow_lines = self.read = 0
         self.duck: DuckJsonReader | None = None
+        self.stream: DuckJsonStream | None = None  # DuckDB reading the whole file, while rows and lines line up
 
     def slow(self, lineno: int, raw: bytes) -> None:
         """A line through the row adapters (the streaming engine's per-line path)."""
@@ -80,28 +81,31 @@ class FastFile:
                     o["labels"], self.name)
         self.slow_lines += 1
 
-    def read_json(self, data, raw: RawLines) -> tuple[pa.Table, np.ndarray]:
+    def read_json(self, data, raw: RawLines, parsed: pa.Table | None = None) -> tuple[pa.Table, np.ndarray]:
         """(the block parsed against the format's schema, rows to leave to the adapter): DuckDB's
         reader held to the adapters' types (:mod:`.duck_json`), the raw lines searched where a
-        value's text alone cannot tell a number from a string."""
-        if self.duck is None:
-            self.duck = DuckJsonReader(SCHEMAS[self.fmt][0])
-        return strict_table(self.duck.read(data), *SCHEMAS[self.fmt], raw_non_string=raw.non_string)
+        value's text alone cannot tell a number from a string.  ``parsed``: the block's rows as the
+        whole-file stream read them."""
+        if parsed is None:
+            if self.duck is None:
+                self.duck = DuckJsonReader(*SCHEMAS[self.fmt])
+            parsed = self.duck.read(data)
+        return strict_table(parsed, *SCHEMAS[self.fmt], raw_non_string=raw.non_string)
 
-    def parse(self, data, starts: np.ndarray, ends: np.ndarray, numbers: np.ndarray) -> None:
+    def parse(self, data, starts: np.ndarray, ends: np.ndarray, numbers: np.ndarray,
+              parsed: pa.Table | None = None) -> None:
         """Parse non-blank lines ``data[starts[i]:ends[i]]`` (bytes or a view; one newline
         between two lines, perhaps one after the last); halve the group while the parser refuses it."""
         try:
             _check_utf8(data)  # the adapters count every line with bad UTF-8, in any field
             raw = RawLines(data, starts)
-            table, suspect = self.read_json(data, raw)
+            table, suspect = self.read_json(data, raw, parsed)
             if table.num_rows != len(numbers):
                 raise ValueError("a line holds more than one JSON value")
             if self.fmt == "twitter":
                 tables, slow = tweet_tables(table, numbers + self.base, self.labels, suspect)
             else:
-                tables, slow = reddit_tables(table, numbers + self.base, self.labels, self.options["root"],
-                                             lambda rows, patterns: raw.matching(*patterns)[rows], suspect)
+                tables, slow = reddit_tables(table, numbers + self.base, self.labels, self.options["root"], raw, suspect)
         except (pa.ArrowException, ValueError, UnicodeDecodeError):
             if len(starts) <= LEAF:
                 for i, lineno in enumerate(numbers):
@@ -130,10 +134,17 @@ class FastFile:
             # every line opens an object (none blank): the block is parsed whole
             n_lines = len(inner) + 1
             self.read = first + n_lines - 1
-            self.parse(block, np.r_[0, inner + 1], np.r_[inner, len(buf) - closed],
-                       first + np.arange(n_lines, dtype=np.int64))
+            starts, ends = np.r_[0, inner + 1], np.r_[inner, len(buf) - closed]
+            parsed = None
+            if self.stream is not None:
+                parsed = self.stream.take(n_lines, block[starts[-1]:ends[-1]])
+                self.stream = self.stream if parsed is not None else None
+            self.parse(block, starts, ends, first + np.arange(n_lines, dtype=np.int64), parsed)
             self.writer.end_block()
             return
+        if self.stream is not None:  # DuckDB skips blank lines and reads other values: rows and lines part
+            self.stream.close()
+            self.stream = None
         self.flush(bytes(block[:-1] if closed else block), first)
 
     def flush_lines(self, lines: list[bytes], first: int) -> None:
@@ -173,6 +184,9 @@ class FastFile:
         """Ingest the lines; return the last line number read."""
         try:
             codec = sniff(self.path)
+            if codec is None and not start and end is None and self.fmt in SCHEMAS and DuckJsonStream.usable(self.path):
+                self.stream = DuckJsonStream(self.path, *SCHEMAS[self.fmt])
+                self.stream = self.stream if self.stream.reader is not None else None
             if codec is None or (codec == "zstd" and not start and end is None):
                 blocks = plain_blocks(self.path, start, end) if codec is None \
                     else stream_blocks(self.path, read=BLOCK_BYTES)
@@ -200,6 +214,9 @@ class FastFile:
                 self.flush_lines(batch, first)
             return self.read
         finally:
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None
             self.writer.stats.non_utf8_lines += self.decode.bad_lines
             self.decode.bad_lines = 0
 
@@ -211,12 +228,13 @@ def newlines(block) -> np.ndarray:
 
 
 def plain_blocks(path: Path, start: int = 0, end: int | None = None,
-                 size: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes | memoryview, np.ndarray]]:
+                 size: int | None = None) -> Iterator[tuple[int, bytes | memoryview, np.ndarray]]:
     """(number of the first line, bytes, positions of their newlines) of newline-aligned blocks of an
     uncompressed file holding the lines that start in [start, end): the lines of :func:`byte_lines`,
     read a block at a time.  Each block is read once and handed on as a view of the read (a
     16 MB copy costs as much as counting its lines); the line cut by the block's end is read
     again with the next block."""
+    size = size or BLOCK_BYTES
     total = path.stat().st_size
     end = total if end is None or end > total else end
     with open(path, "rb") as fh:

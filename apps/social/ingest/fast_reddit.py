@@ -15,7 +15,6 @@ adapter; ``tests/apps/social/test_ingest_fast.py`` compares both engines on Redd
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -23,14 +22,16 @@ import pyarrow.compute as pc
 
 from ..schema import TS
 from .columnar import POS_BITS
-from .duck_json import ESCAPED_KEY
+from .duck_json import ESCAPED_KEY, RawLines
 from .fast_twitter import _blank, _np
 
 S = pa.string()
 REDDIT_SCHEMA = pa.schema([(name, S) for name in ("id", "name", "author", "created_utc", "author_created_utc", "body",
                                                   "parent_id", "link_id", "title", "selftext", "url", "subreddit")])
-# every field is text to the adapter (no integer IDs); the two times are checked here, as text
-REDDIT_KINDS = {**dict.fromkeys(REDDIT_SCHEMA.names, "text"), "created_utc": "any", "author_created_utc": "any"}
+# every field is text to the adapter (no integer IDs); the short ones are read as JSON (.duck_json:
+# numeric-looking IDs need no search of the raw lines); the two times are checked here, as text
+REDDIT_KINDS = {**dict.fromkeys(REDDIT_SCHEMA.names, "text"), "created_utc": "any", "author_created_utc": "any",
+                **dict.fromkeys(["id", "name", "author", "parent_id", "link_id", "subreddit"], "string")}
 EPOCH_TEXT = r"^[0-9]{1,10}(\.0+)?$"  # whole epoch seconds, as a JSON integer, float or string writes them
 GONE = pa.array(["[deleted]", "[removed]"], S)
 # a line whose "body" key may be present with a null value (an escaped key cannot be searched for)
@@ -68,12 +69,11 @@ def _not_gone(values) -> np.ndarray:
 
 
 def reddit_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None, media_root=None,
-                  line_matches: Callable[[np.ndarray, tuple], np.ndarray] | None = None,
-                  suspect: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+                  raw: RawLines | None = None, suspect: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """(tables, slow): canonical ``posts``/``users``/``media``/``edges`` tables with ``_rec``/``_seq``
     (and ``_of``) for the plain submissions and comments of ``t``; ``slow`` marks the rows left to
-    :func:`.reddit.reddit_rows`.  ``line_matches(rows, patterns)`` says which of those rows' raw
-    lines match one of ``patterns`` (bytes regexes) (without it, every row whose ``body`` is null and is not a ``t1_`` goes slow);
+    :func:`.reddit.reddit_rows`.  ``raw``: the block's raw lines, searched for a ``"body": null``
+    (without it, every row whose ``body`` is null and is not a ``t1_`` goes slow);
     ``suspect`` rows (values the parser could not vouch for) go slow too."""
     n = t.num_rows
     c = {name: t[name].combine_chunks() for name in t.column_names}
@@ -82,8 +82,9 @@ def reddit_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None, med
     body_valid = _np(pc.is_valid(body))
     is_t1 = _np(pc.fill_null(pc.starts_with(c["name"], "t1_"), False))
     unsure = np.flatnonzero(~body_valid & ~is_t1)  # a "body": null key makes the adapter read a comment
-    if len(unsure):
-        slow[unsure] |= line_matches(unsure, BODY_NULL) if line_matches is not None else True
+    # a submissions-only block, or one whose every "body" key is a comment's, needs no regex scan
+    if len(unsure) and (raw is None or not raw.lacks_key("body", len(body_valid) - body.null_count)):
+        slow[unsure] |= raw.matching(*BODY_NULL)[unsure] if raw is not None else True
     comment = body_valid | is_t1
     slow |= _blank(c["id"]) | _blank(c["author"])
     created = _epoch_ms(c["created_utc"], slow, np.ones(n, bool))
