@@ -30,9 +30,15 @@ KEYS = {"posts": "post_id", "users": "user_id", "media": "media_id"}
 LOW_CARDINALITY = {"lang", "label", "source", "kind", "collection", "status", "src_type", "relation", "dst_type",
                    "verified", "default_profile", "reason", "file"}
 EDGE_KEY = ["src_type", "src_id", "relation", "dst_type", "dst_id"]
-# free text and lists: no min/max statistics (no query filters on their range; writing them cost
-# ~20 % of the Parquet write at 1M posts); IDs, times and counts keep theirs
-NO_STATISTICS = {"text", "description", "hashtags", "mentions", "urls", "image_path", "path", "raw"}
+# min/max statistics for times, counts and each table's own key: the columns a query filters on.
+# Other strings and lists go without (no query bounds a text or a foreign ID by range; string
+# statistics cost ~15 % of the Parquet write at 1M posts)
+STATISTICS_STRINGS = {"post_id", "user_id", "media_id"}
+
+
+def _with_statistics(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if f.name in STATISTICS_STRINGS
+            or not (pa.types.is_string(f.type) or pa.types.is_list(f.type))]
 
 
 def _extra(table: str) -> list[pa.Field]:
@@ -263,7 +269,7 @@ class ColumnarWriter:
     def _write_final(self, table: str, schema: pa.Schema, mask: np.ndarray, promoted) -> None:
         # dictionary pages only for the low-cardinality columns (IDs and texts are mostly distinct)
         small = [c for c in schema.names if c in LOW_CARDINALITY]
-        stats = [c for c in schema.names if c not in NO_STATISTICS]
+        stats = _with_statistics(schema)
         with atomic_path(self.out_dir / f"{table}.parquet") as tmp, \
                 pq.ParquetWriter(tmp, schema, use_dictionary=small, write_statistics=stats) as out:
             out.write_table(schema.empty_table())
