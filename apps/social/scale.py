@@ -233,7 +233,8 @@ def _rows_by_slot(index: np.ndarray, n_slots: int):
 
 
 def dask_encode_minilm(texts, store: str | Path, client=None, backend: str = "torch",
-                       chunk: int = 2000, flush: int = 4096, lookup: int = 50_000) -> tuple[np.ndarray, np.ndarray, int]:
+                       chunk: int = 2000, flush: int = 4096, lookup: int = 50_000,
+                       window: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """(embeddings [N, 384], present [N], texts encoded): the distinct non-blank texts the SQLite
     store lacks, longest first, in chunks of ``chunk``, one task per chunk; each task returns its
     vectors and the client, the store's only writer, adds them (``flush`` vectors per transaction),
@@ -246,7 +247,10 @@ def dask_encode_minilm(texts, store: str | Path, client=None, backend: str = "to
     The chunks depend only on the texts and ``chunk``, never on the number of workers: the int8
     backends quantise activations per batch, so a text's vector depends on its batch, and the same
     chunks give identical output.  Memory: the output and one chunk's vectors (no second copy per
-    distinct text); the store is read ``lookup`` hashes at a time."""
+    distinct text); the store is read ``lookup`` hashes at a time.  At most ``window`` chunks (default:
+    4 per worker thread) are in flight: the client sends the next chunk's texts as one comes back,
+    so neither the scheduler nor the client holds every text at once (at 1M distinct texts the
+    whole map was a 63 MiB task graph)."""
     import torch
 
     from mmcore.represent.text_encoder import MiniLMEncoder, text_hash
@@ -290,13 +294,24 @@ def dask_encode_minilm(texts, store: str | Path, client=None, backend: str = "to
     if client is not None and chunks:
         from distributed import as_completed
 
-        futures = client.map(_encode_chunk_minilm, list(batches), [backend] * len(chunks), pure=False)
-        where = {f.key: c for f, c in zip(futures, chunks)}
-        done = as_completed(futures, with_results=True)
-        del futures  # a result leaves its worker's memory once it is in the output
+        window = window or max(4, 4 * sum(client.nthreads().values()))
+        queue = zip(chunks, batches)
+        where: dict = {}
+
+        def submit():
+            for c, batch in queue:  # the next chunk, if any
+                future = client.submit(_encode_chunk_minilm, batch, backend, pure=False)
+                where[future.key] = c
+                return future
+            return None
+
+        done = as_completed([f for f in (submit() for _ in range(window)) if f is not None], with_results=True)
         for future, vectors in done:
             take(where.pop(future.key), vectors)
-            future.release()
+            future.release()  # a result leaves its worker's memory once it is in the output
+            following = submit()
+            if following is not None:
+                done.add(following)
     else:
         for c, batch in zip(chunks, batches):
             take(c, _encode_chunk_minilm(batch, backend))

@@ -21,7 +21,8 @@ def test_two_workers_equal_one_process_and_fill_the_store(tmp_path):
     assert encoded == len(distinct) and present.sum() == sum(1 for t in TEXTS if t and t.strip())
     client = make_client(workers=2)
     try:
-        multi, present2, encoded2 = dask_encode_minilm(TEXTS, tmp_path / "two.sqlite", client=client, chunk=7)
+        # 6 chunks through a window of 2 in flight: each result sends the next chunk
+        multi, present2, encoded2 = dask_encode_minilm(TEXTS, tmp_path / "two.sqlite", client=client, chunk=7, window=2)
         assert encoded2 == encoded and np.array_equal(present, present2)
         np.testing.assert_allclose(multi, single, atol=1e-6)  # same chunks, so the same batches
         assert not multi[~present].any()
