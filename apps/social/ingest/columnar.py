@@ -223,8 +223,14 @@ class ColumnarWriter:
             row = np.minimum(np.searchsorted(post_rec, edge_rec), len(post_rec) - 1)
             same = owned & (post_rec[row] == edge_rec)
             hit = np.flatnonzero(same)
-            same[hit] = pc.fill_null(pc.equal(pc.take(posts["post_id"], pa.array(row[hit])),
-                                              pc.take(t["_of"], pa.array(hit))), False).to_numpy(zero_copy_only=False)
+            owner = t["_of"].combine_chunks()
+            post_num = _as_numbers(posts["post_id"].combine_chunks()) if not owner.null_count else None
+            owner_num = _as_numbers(owner) if post_num is not None else None
+            if owner_num is not None:  # numeric IDs: compare numbers, no gather of 1M strings
+                same[hit] = post_num[row[hit]] == owner_num[hit]
+            else:
+                same[hit] = pc.fill_null(pc.equal(pc.take(posts["post_id"], pa.array(row[hit])),
+                                                  pc.take(owner, pa.array(hit))), False).to_numpy(zero_copy_only=False)
             keep[same] = first[row[same]]
             rest &= ~same
         if rest.any():  # any other owned edge: its post's kept row by ID

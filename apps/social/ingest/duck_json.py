@@ -4,8 +4,8 @@ Why DuckDB: on one core it parses 1M twarc2 lines into Arrow in ~1.6-2.0 s again
 Arrow's own JSON reader (the parse was half of the fast engine's time).  Why not its types: DuckDB
 converts a JSON value to the column's type where the row adapters refuse it (``"id": 1.5`` read into
 a VARCHAR column becomes ``'1.5'``, ``"text": 123`` becomes ``'123'``, ``"verified": "yes"`` a
-BOOLEAN true).  So every leaf is read as VARCHAR and :func:`strict_table` decides, from the text
-DuckDB produced, whether the JSON value could have been of another type than the one the adapter
+BOOLEAN true).  So string and boolean leaves are read as VARCHAR (integers as DOUBLE, short
+strings as JSON: below) and :func:`strict_table` decides, from what DuckDB produced, whether the JSON value could have been of another type than the one the adapter
 accepts; such a row is marked for the adapter (:mod:`.twitter`, :mod:`.reddit`), which gives it
 its exact value or its reject.  The rules, per kind of leaf:
 
@@ -19,10 +19,11 @@ its exact value or its reject.  The rules, per kind of leaf:
 - ``any``: no check (the converter reads the text itself, e.g. Reddit's epoch times);
 - ``bool``: only ``true``/``false`` (a JSON boolean or the same word as a string, which the
   adapter reads alike) passes;
-- ``int``: what Arrow's string-to-int64 cast accepts (``[+-]digits``) passes, read alike by
-  :func:`.common.int_field`; anything else is suspect;
-- ``float``: the text of a JSON number passes (only for fields whose adapter reads numbers and
-  numeric strings alike).
+- ``int``: read by DuckDB as DOUBLE (turning a number to text is DuckDB's costliest conversion):
+  DuckDB's DOUBLE and :func:`.common.int_field` (which reads ``float(value)``) agree on every
+  number and numeric string DuckDB accepts (a test compares them), so a finite whole value below
+  2**53 passes, except 0 and 1, which ``false``/``true`` also give: those rows' raw lines are
+  searched for a boolean after the key.  Anything else is suspect.
 
 A block DuckDB refuses (malformed JSON, a duplicate key, an object where a list belongs, two values
 on a line) raises :class:`BlockRefused`; the caller splits the block until the refusing lines are
@@ -81,6 +82,12 @@ def lines_matching(data, starts: np.ndarray, pattern: re.Pattern) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
+def boolean_value(key: str) -> re.Pattern:
+    """``"key":`` followed by ``true``/``false``."""
+    return re.compile(b'"' + re.escape(key.encode()) + rb'"\s*:\s*[tf]')
+
+
+@functools.lru_cache(maxsize=64)
 def non_string_value(key: str) -> re.Pattern:
     """``"key":`` followed by what opens a number, ``true``/``false``, an array or an object."""
     return re.compile(b'"' + re.escape(key.encode()) + rb'"\s*:\s*[-0-9tf\[{]')
@@ -117,7 +124,15 @@ class RawLines:
         ``"key":`` is followed by a digit, a minus, ``t``/``f``, ``[`` or ``{`` anywhere (a nested
         key of the same name counts too), or where any key is written with an escape.  A few rows
         are searched line by line, many with one scan of the block."""
-        patterns = (ESCAPED_KEY, non_string_value(key))
+        return self.holding(rows, ESCAPED_KEY, non_string_value(key))
+
+    def boolean(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """Which of the lines ``rows`` may give ``key`` (at any depth) a ``true``/``false`` value."""
+        return self.holding(rows, ESCAPED_KEY, boolean_value(key))
+
+    def holding(self, rows: np.ndarray, *patterns: re.Pattern) -> np.ndarray:
+        """Which of the lines ``rows`` hold a match of one of ``patterns``: a few searched line by
+        line, many with one scan of the block."""
         if len(rows) * 8 >= len(self.starts):
             return self.matching(*patterns)[rows]
         src, lo = self.src, self.lo
@@ -130,8 +145,8 @@ class BlockRefused(ValueError):
 
 
 def duck_columns(schema: pa.Schema, kinds: dict[str, str] | None = None) -> dict[str, str]:
-    """DuckDB's ``columns=`` for ``schema`` with every leaf VARCHAR (nesting kept), JSON for the
-    leaves of kind ``string``."""
+    """DuckDB's ``columns=`` for ``schema`` with every leaf VARCHAR (nesting kept), DOUBLE for the
+    integer leaves, JSON for the leaves of kind ``string``."""
     kinds = kinds or {}
 
     def ddl(t: pa.DataType, path: str) -> str:
@@ -139,6 +154,8 @@ def duck_columns(schema: pa.Schema, kinds: dict[str, str] | None = None) -> dict
             return "STRUCT(" + ", ".join(f'"{f.name}" {ddl(f.type, f"{path}.{f.name}")}' for f in t) + ")"
         if pa.types.is_list(t):
             return ddl(t.value_type, path) + "[]"
+        if pa.types.is_integer(t):
+            return "DOUBLE"
         return "JSON" if kinds.get(path) == "string" else "VARCHAR"
     return {f.name: ddl(f.type, f.name) for f in schema}
 
@@ -285,9 +302,26 @@ def json_strings(array: pa.Array, flag: np.ndarray) -> pa.Array:
     return text if plain.sum() == valid.sum() else pc.if_else(pa.array(plain), text, pa.scalar(None, S))
 
 
+def _whole_numbers(array: pa.Array, target: pa.DataType, flag: np.ndarray, may_be_boolean=None) -> pa.Array:
+    """A DOUBLE leaf as the integer ``target``: finite whole values below 2**53 (exact in a double);
+    0 and 1 only where ``may_be_boolean(elements)`` finds no ``true``/``false`` (without it, they
+    are suspect).  ``flag`` gets the others (null in the result)."""
+    x = array.to_numpy(zero_copy_only=False)  # nulls as NaN
+    valid = array.is_valid().to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        ok = valid & (np.abs(x) < 2.0 ** 53) & (x == np.floor(x))
+    maybe = np.flatnonzero(ok & ((x == 0) | (x == 1)))
+    if len(maybe):
+        ok[maybe] = ~may_be_boolean(maybe) if may_be_boolean is not None else False
+    flag |= valid & ~ok
+    return pa.array(np.where(ok, x, 0).astype(np.int64), target, mask=~ok)
+
+
 def _leaf(array: pa.Array, target: pa.DataType, kind: str, flag: np.ndarray, may_be_other=None) -> pa.Array:
-    """A VARCHAR leaf as ``target``; ``flag`` (per element) gets the suspect values (null in a
-    boolean or number result, kept as read in a string one: their rows go to the adapter anyway)."""
+    """A leaf as DuckDB read it (see :func:`duck_columns`) as ``target``; ``flag`` (per element)
+    gets the suspect values (null in a boolean or number result, kept as read in a string one:
+    their rows go to the adapter anyway).  ``may_be_other(elements)``: the raw-line check of a
+    text leaf (another JSON type than a string?) or of an integer leaf (a boolean?)."""
     if target == S:
         if kind == "string":
             return json_strings(array, flag)
@@ -295,30 +329,22 @@ def _leaf(array: pa.Array, target: pa.DataType, kind: str, flag: np.ndarray, may
             flag |= suspect_strings(array, kind, may_be_other)
         return array
     valid = array.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(target):
+        return _whole_numbers(array, target, flag, may_be_other)
     if pa.types.is_boolean(target):
         bad = valid & ~pc.fill_null(pc.is_in(array, value_set=BOOL_WORDS), False).to_numpy(zero_copy_only=False)
         flag |= bad
         value = pc.equal(array, "true")
         return pc.if_else(pa.array(bad), pa.scalar(None, target), value) if bad.any() else value
-    if pa.types.is_integer(target):
-        try:  # Arrow's cast accepts exactly the forms ([+-]digits) int_field reads alike
-            return pc.cast(array, target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    pattern = r"^[+-]?[0-9]+$" if pa.types.is_integer(target) else NUMBER
-    ok = _where_regex(array, np.flatnonzero(valid), pattern, False)
-    if pa.types.is_integer(target):  # in range too
-        ok &= pc.fill_null(pc.less_equal(pc.utf8_length(pc.utf8_ltrim(array, "+-0")), 18), False).to_numpy(zero_copy_only=False)
-    flag |= valid & ~ok
-    return pc.cast(pc.if_else(pa.array(ok), array, pa.scalar(None, S)), target)
+    raise TypeError(f"no reading of {target} leaves (a schema's leaves are strings, booleans and integers)")
 
 
 def _walk(array: pa.Array, target: pa.DataType, path: str, kinds: dict[str, str], rows: np.ndarray,
-          flagged: np.ndarray, raw_non_string=None) -> pa.Array:
-    """``array`` (VARCHAR leaves) as ``target``; the top-level rows (``rows`` maps elements to
-    them) of suspect values set in ``flagged``."""
+          flagged: np.ndarray, raw: RawLines | None = None, top: bool = True) -> pa.Array:
+    """``array`` (leaves as DuckDB read them) as ``target``; the top-level rows (``rows`` maps
+    elements to them) of suspect values set in ``flagged``."""
     if pa.types.is_struct(target):
-        children = [_walk(pc.struct_field(array, f.name), f.type, f"{path}.{f.name}" if path else f.name, kinds, rows, flagged)
+        children = [_walk(pc.struct_field(array, f.name), f.type, f"{path}.{f.name}", kinds, rows, flagged, raw, False)
                     for f in target]
         mask = array.is_null() if array.null_count else None
         return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
@@ -327,12 +353,15 @@ def _walk(array: pa.Array, target: pa.DataType, path: str, kinds: dict[str, str]
         offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
         values = array.flatten()  # the elements of the valid lists, in order
         parent = np.repeat(np.arange(len(array)), lengths)
-        inner = _walk(values, target.value_type, path, kinds, rows[parent], flagged)
+        inner = _walk(values, target.value_type, path, kinds, rows[parent], flagged, raw, False)
         mask = array.is_null() if array.null_count else None
         return pa.ListArray.from_arrays(pa.array(offsets), inner, type=target, mask=mask)
     flag = np.zeros(len(array), bool)
-    # only a top-level leaf gets the raw-line check (elements = rows; nested calls pass none)
-    check = (lambda rows: raw_non_string(path, rows)) if raw_non_string is not None else None
+    check = None  # the raw-line check: a text leaf's at the top level only; an integer leaf's anywhere
+    if raw is not None and pa.types.is_integer(target):
+        check = lambda elements: raw.boolean(path.rsplit(".", 1)[-1], rows[elements])  # noqa: E731
+    elif raw is not None and top:
+        check = lambda elements: raw.non_string(path, rows[elements])  # noqa: E731
     out = _leaf(array, target, kinds.get(path, "id"), flag, check)
     if flag.any():
         flagged[rows[flag]] = True
@@ -340,12 +369,13 @@ def _walk(array: pa.Array, target: pa.DataType, path: str, kinds: dict[str, str]
 
 
 def strict_table(table: pa.Table, schema: pa.Schema, kinds: dict[str, str],
-                 raw_non_string: Callable[[str, np.ndarray], np.ndarray] | None = None) -> tuple[pa.Table, np.ndarray]:
+                 raw: RawLines | None = None) -> tuple[pa.Table, np.ndarray]:
     """(``table`` cast to ``schema``, rows to leave to the adapter).  ``kinds`` names the kind
     (``text``, ``id`` or ``any``) of each string leaf by its dotted path (list levels add nothing:
-    ``entities.hashtags.tag``); a string leaf not named is an ``id``.  ``raw_non_string(key, rows)``,
-    where given, says which of those rows' raw lines may hold another JSON type than a string for a
-    top-level ``key`` (:meth:`RawLines.non_string`)."""
+    ``entities.hashtags.tag``); a string leaf not named is an ``id``.  ``raw``, where given, is the
+    block's raw lines: searched for another JSON type than a string after a top-level text key
+    (:meth:`RawLines.non_string`), and for a boolean after an integer key read as 0 or 1
+    (:meth:`RawLines.boolean`); without it, those values are suspect."""
     n = table.num_rows
     flagged = np.zeros(n, bool)
     rows = np.arange(n)
@@ -353,5 +383,5 @@ def strict_table(table: pa.Table, schema: pa.Schema, kinds: dict[str, str],
     for field in schema:
         column = table[field.name]
         column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-        columns.append(_walk(column, field.type, field.name, kinds, rows, flagged, raw_non_string))
+        columns.append(_walk(column, field.type, field.name, kinds, rows, flagged, raw))
     return pa.Table.from_arrays(columns, schema=schema), flagged

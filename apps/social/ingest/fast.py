@@ -90,7 +90,7 @@ class FastFile:
             if self.duck is None:
                 self.duck = DuckJsonReader(*SCHEMAS[self.fmt])
             parsed = self.duck.read(data)
-        return strict_table(parsed, *SCHEMAS[self.fmt], raw_non_string=raw.non_string)
+        return strict_table(parsed, *SCHEMAS[self.fmt], raw=raw)
 
     def parse(self, data, starts: np.ndarray, ends: np.ndarray, numbers: np.ndarray,
               parsed: pa.Table | None = None) -> None:

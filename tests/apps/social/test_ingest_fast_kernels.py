@@ -158,3 +158,36 @@ def test_duckdb_text_that_may_not_be_a_string_is_suspect():
     assert suspect.tolist() == [False, True, False, True, True]
     assert out.column("author").to_pylist()[:3] == [{"verified": True, "n": 3}, {"verified": None, "n": 3},
                                                     {"verified": False, "n": 4}]
+
+
+def test_duckdb_double_agrees_with_int_field_where_it_passes():
+    """Integer leaves are read as DOUBLE: every value that passes must be what the row adapter's
+    ``int_field`` reads; everything else (fractions, booleans, huge or non-finite numbers, strings
+    DuckDB reads differently) goes to the adapter."""
+    from apps.social.ingest.common import RowError, int_field
+    from apps.social.ingest.duck_json import DuckJsonReader, RawLines, strict_table
+    from apps.social.ingest.fast import line_offsets
+
+    values = ["12", '"12"', "1.5", "1.0", "1e3", "true", "false", "0", "1", '"1"', '" 12"', '"-12"', "-0",
+              "12345678901234567890", "9007199254740993", "9007199254740991", '"nan"', '"inf"', '"1e400"', "1e400",
+              '"1."', '".5"', '"5."', '"1E+2"', '"12.0"', '"1.5"', "null", "-7"]
+    schema = pa.schema([("n", pa.int64())])
+    for value in values:
+        data = ('{"n": %s}\n' % value).encode()
+        try:
+            table = DuckJsonReader(schema).read(data)
+        except ValueError:  # DuckDB refuses it: the block goes to the adapter line by line
+            continue
+        out, suspect = strict_table(table, schema, {}, RawLines(data, line_offsets(data)[0]))
+        try:
+            expected = int_field(json.loads(value), "n")
+        except RowError:
+            expected = "reject"
+        if not suspect[0]:
+            assert out["n"][0].as_py() == expected, value
+    data = b'{"n": true}\n{"n": 1}\n{"n": 0}\n{"n": false}\n{"n": 2}\n'
+    table = DuckJsonReader(schema).read(data)
+    out, suspect = strict_table(table, schema, {}, RawLines(data, line_offsets(data)[0]))
+    assert suspect.tolist() == [True, False, False, True, False] and out["n"].to_pylist() == [None, 1, 0, None, 2]
+    _, suspect = strict_table(table, schema, {})  # no raw lines to search: 0 and 1 go to the adapter
+    assert suspect.tolist() == [True, True, True, True, False]
