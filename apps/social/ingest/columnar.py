@@ -69,10 +69,11 @@ def _as_numbers(array: pa.Array) -> np.ndarray | None:
     return pc.cast(array, pa.uint64()).to_numpy()
 
 
-def _codes(array) -> np.ndarray:
-    """A code per value, numbered by first appearance (equal values, equal codes)."""
+def _codes(array, numbers: np.ndarray | None = None) -> np.ndarray:
+    """A code per value, numbered by first appearance (equal values, equal codes); ``numbers``:
+    :func:`_as_numbers` of ``array`` where the caller has it."""
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-    numbers = _as_numbers(array)
+    numbers = _as_numbers(array) if numbers is None else numbers
     if numbers is None:
         return pc.dictionary_encode(array).indices.to_numpy(zero_copy_only=False).astype(np.int64)
     # numeric IDs: a sort (near linear on IDs that grow with time) instead of hashing each string
@@ -188,10 +189,12 @@ class ColumnarWriter:
         batches = [b.select(columns) for b in self._batches(table)]
         return pa.Table.from_batches(batches) if batches else self.schemas[table].empty_table().select(columns)
 
-    def _keep_posts(self) -> tuple[np.ndarray, pa.Array, pa.Table]:
-        """(first occurrence of each post row, IDs re-marked ``collected``, the rows' ``post_id``/``_rec``)."""
+    def _keep_posts(self) -> tuple[np.ndarray, pa.Array, pa.Table, np.ndarray | None]:
+        """(first occurrence of each post row, IDs re-marked ``collected``, the rows' ``post_id``/``_rec``,
+        the IDs as numbers where they are numeric)."""
         t = self._read("posts", ["post_id", "collection", "_rec"])
-        codes = _codes(t["post_id"])
+        numbers = _as_numbers(t["post_id"].combine_chunks())
+        codes = _codes(t["post_id"], numbers)
         first = first_occurrence(codes)
         collected = pc.not_equal(pc.fill_null(t["collection"], ""), "referenced").to_numpy(zero_copy_only=False)
         n_ids = int(codes.max()) + 1 if len(codes) else 0
@@ -205,9 +208,9 @@ class ColumnarWriter:
         s.duplicates = int(later_collected.sum() - promote.sum())
         ids = t["post_id"].combine_chunks()
         promoted = pc.filter(ids, pa.array(first & promote[codes])) if promote.any() else pa.array([], pa.string())
-        return first, promoted, pa.table({"post_id": ids, "_rec": t["_rec"].combine_chunks()})
+        return first, promoted, pa.table({"post_id": ids, "_rec": t["_rec"].combine_chunks()}), numbers
 
-    def _keep_edges(self, first: np.ndarray, posts: pa.Table) -> np.ndarray:
+    def _keep_edges(self, first: np.ndarray, posts: pa.Table, post_num: np.ndarray | None) -> np.ndarray:
         """An owned edge is kept when the kept (first) row of its post came from the edge's line;
         an ownerless one when it is the first of its whole key."""
         t = self._read("edges", [*EDGE_KEY, "created_at", "_of", "_rec"])
@@ -224,8 +227,7 @@ class ColumnarWriter:
             same = owned & (post_rec[row] == edge_rec)
             hit = np.flatnonzero(same)
             owner = t["_of"].combine_chunks()
-            post_num = _as_numbers(posts["post_id"].combine_chunks()) if not owner.null_count else None
-            owner_num = _as_numbers(owner) if post_num is not None else None
+            owner_num = _as_numbers(owner) if post_num is not None and not owner.null_count else None
             if owner_num is not None:  # numeric IDs: compare numbers, no gather of 1M strings
                 same[hit] = post_num[row[hit]] == owner_num[hit]
             else:
@@ -251,8 +253,8 @@ class ColumnarWriter:
     def close(self) -> IngestStats:
         self.end_block()
         self.finish_blocks()
-        keep_posts, promoted, posts = self._keep_posts()
-        masks = {"posts": keep_posts, "edges": self._keep_edges(keep_posts, posts)}
+        keep_posts, promoted, posts, post_num = self._keep_posts()
+        masks = {"posts": keep_posts, "edges": self._keep_edges(keep_posts, posts, post_num)}
         for table in ("users", "media"):
             masks[table] = first_occurrence(_codes(self._read(table, [KEYS[table]])[KEYS[table]]))
         for table, schema in TABLES.items():

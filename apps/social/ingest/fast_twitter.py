@@ -13,6 +13,8 @@ and the tables from both paths are the same rows (``tests/apps/social/test_inges
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -102,8 +104,15 @@ def _null_blank(array) -> pa.Array:
     return pc.if_else(pa.array(blank), pa.scalar(None, S), array) if blank.any() else array
 
 
-def _const(value: str, n: int) -> pa.Array:
+@functools.lru_cache(maxsize=16)
+def _constant_run(value: str, n: int) -> pa.Array:
     return pa.repeat(pa.scalar(value, S), n)
+
+
+def _const(value: str, n: int) -> pa.Array:
+    """``value`` ``n`` times: a slice of one long run built once (blocks differ in rows, not values)."""
+    size = 1 << max(16, (n - 1).bit_length())
+    return _constant_run(value, size).slice(0, n)
 
 
 def _iso(array) -> np.ndarray:
@@ -121,7 +130,9 @@ def _iso(array) -> np.ndarray:
         rows = np.flatnonzero((length == len(lo)) & ~null)
         if not len(rows):
             continue
-        if len(rows) == len(array):  # all of this form: the bytes are an (n, width) block, no gather
+        if len(rows) * len(lo) == offsets[-1] - offsets[0]:
+            # every byte is in a string of this width (the others empty or null): an (n, width)
+            # block, no gather
             chars = values[offsets[0]:offsets[-1]].reshape(len(rows), len(lo))
         else:
             chars = values[offsets[rows][:, None] + np.arange(len(lo))]
