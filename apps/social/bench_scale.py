@@ -54,7 +54,7 @@ def _duckdb_read(path: Path) -> tuple[float, float, object]:
         con.close()
 
 
-def ingest_figures(path: Path, work: Path, repeats: int = 2, stream_lines: int = 20_000) -> dict:
+def ingest_figures(path: Path, work: Path, repeats: int = 3, stream_lines: int = 20_000) -> dict:
     from .ingest import ingest
 
     n = sum(1 for _ in open(path, "rb"))

@@ -97,7 +97,8 @@ class FastFile:
         """Parse non-blank lines ``data[starts[i]:ends[i]]`` (bytes or a view; one newline
         between two lines, perhaps one after the last); halve the group while the parser refuses it."""
         try:
-            _check_utf8(data)  # the adapters count every line with bad UTF-8, in any field
+            if parsed is None:  # (DuckDB's own read refuses bad UTF-8 anywhere in a line)
+                _check_utf8(data)  # the adapters count every line with bad UTF-8, in any field
             raw = RawLines(data, starts)
             table, suspect = self.read_json(data, raw, parsed)
             if table.num_rows != len(numbers):

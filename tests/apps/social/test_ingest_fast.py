@@ -197,7 +197,8 @@ class _CountingStream(fast_mod.DuckJsonStream):
         return table
 
 
-@pytest.mark.parametrize("odd", [None, "{broken", "", '{"id": "1"} null', "null", "AT_BLOCK_EDGE", "NUMBER_ID"])
+@pytest.mark.parametrize("odd", [None, "{broken", "", '{"id": "1"} null', "null", "AT_BLOCK_EDGE", "NUMBER_ID",
+                                 "BAD_UTF8"])
 def test_whole_file_stream_identical(tmp_path, monkeypatch, odd):
     """DuckDB reading the whole file serves block after block in line order; a line it refuses, a
     blank or a non-object line ends it there, and the rest is parsed a block at a time: the same
@@ -210,11 +211,14 @@ def test_whole_file_stream_identical(tmp_path, monkeypatch, odd):
         lines[200] = _tweet(200, id=1.5)
     elif odd == "AT_BLOCK_EDGE":  # a refused line as the first and the last of a file
         lines[0], lines[-1] = "{broken", "{broken"
+    elif odd == "BAD_UTF8":  # DuckDB refuses the line (bad UTF-8 anywhere); the adapters count it
+        lines[200] = _tweet(200, text="cafQQ")
     elif odd is not None:
         lines[200] = odd
     path = tmp_path / "t.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    _both(tmp_path, [path], fmt="twitter")
+    path.write_bytes(("\n".join(lines) + "\n").encode().replace(b"cafQQ", b"caf\xe9"))
+    stats = _both(tmp_path, [path], fmt="twitter")
+    assert stats.non_utf8_lines == (odd == "BAD_UTF8")
     firsts = [first for first, _, _ in fast_mod.plain_blocks(path)]
     before_odd = sum(first <= 201 for first in firsts[1:])  # blocks wholly before line 201
     assert len(firsts) > 40
