@@ -143,23 +143,25 @@ def _write_outputs(out: Path, findings: dict, study: StudyInput, d: dict, mask, 
 
 def analyze_study(path: Path, out_dir: Path, model, *, register: bool = True, write: bool = True,
                   drop: str | None = None, keep: dict | None = None, guard: bool = True,
-                  select: str | None = None) -> dict:
+                  select: str | None = None, source: str | None = None) -> dict:
     """Analyse one study; never raises for bad input: the findings say what went wrong.
 
     ``guard``: remove predicted lesion outside the intracranial volume (:mod:`apps.medical.intracranial`).
     The diagnosis is withheld (``diagnosis`` None, ``diagnosis_withheld`` says why) when no lesion is
     found inside the brain or the out-of-domain check (:mod:`apps.medical.ood`) flags the study.
-    ``select``: one study of a folder holding several (:func:`apps.medical.intake.dicom_studies`)."""
+    ``select``: one study of a folder holding several (:func:`apps.medical.intake.dicom_studies`).
+    ``source``: what the findings and the report name as the study instead of ``path`` (a study
+    downloaded from an archive into a folder deleted afterwards: its address there)."""
 
     from .dicom_io import header_cache
 
     with header_cache():            # each DICOM header parsed once for intake, geometry check and SEG
         return _analyze_study(path, out_dir, model, register=register, write=write, drop=drop, keep=keep, guard=guard,
-                              select=select)
+                              select=select, source=source)
 
 
 def _analyze_study(path: Path, out_dir: Path, model, *, register: bool, write: bool, drop: str | None,
-                   keep: dict | None, guard: bool, select: str | None) -> dict:
+                   keep: dict | None, guard: bool, select: str | None, source: str | None) -> dict:
     from mmcore.train import atomic_write_json
 
     from .datasets import study_batch
@@ -170,7 +172,8 @@ def _analyze_study(path: Path, out_dir: Path, model, *, register: bool, write: b
     t0 = time.perf_counter()
     path = Path(path)
     # absolute: whoever reads findings.json later (a chat, a viewer) may run from another folder
-    findings: dict = {"study": str(path.resolve()), "status": "ok", "messages": [], "model": getattr(model, "bundle_info", None),
+    folder = str(path.resolve())
+    findings: dict = {"study": source or folder, "status": "ok", "messages": [], "model": getattr(model, "bundle_info", None),
                       "disclaimer": DISCLAIMER}
     if select:
         findings.update(study_key=select, output_dir=str(out_dir))
@@ -247,6 +250,7 @@ def _analyze_study(path: Path, out_dir: Path, model, *, register: bool, write: b
             if "unguarded" in pred:
                 keep["unguarded"] = {"native_mask": native[3].numpy() > 0.5, "probs": pred["unguarded"]["probs"]}
         if write:
+            _relabel(findings, folder, source)
             _write_outputs(out, findings, study, d, mask, affine)
     except IntakeError as exc:
         findings.update(status="refused", error=str(exc))
@@ -258,6 +262,7 @@ def _analyze_study(path: Path, out_dir: Path, model, *, register: bool, write: b
             findings.update(status="error", error=f"{type(exc).__name__}: {exc}",
                             traceback_tail=traceback.format_exc().strip().splitlines()[-3:])
     findings["seconds"] = round(time.perf_counter() - t0, 3)
+    _relabel(findings, folder, source)
     if write:
         with stage("write findings.json"):
             atomic_write_json(out / "findings.json", findings)
@@ -304,6 +309,15 @@ def _analyze_folders(folders: list[Path], out: Path, model, *, register: bool, p
         atomic_write_json(Path(out) / "summary.json", [{k: r.get(k) for k in ("study", "study_key", "status", "diagnosis",
                                                                               "error", "output_dir")} for r in results])
     return results
+
+
+def _relabel(findings: dict, folder: str, source: str | None) -> None:
+    """Messages and errors that name files of ``folder`` name them under ``source`` instead."""
+    if not source:
+        return
+    findings["messages"] = [m.replace(folder, source) for m in findings["messages"]]
+    if isinstance(findings.get("error"), str):
+        findings["error"] = findings["error"].replace(folder, source)
 
 
 def _has_nifti(folder: Path) -> bool:

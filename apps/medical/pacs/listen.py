@@ -116,7 +116,9 @@ class Listener:
             with self.lock:
                 seen = self.last_seen.get(study)
             try:
-                out = self.worker.process_folder(folder, study, sink=self.sink)
+                # the inbox folder is deleted once done: the findings name the study as received
+                out = self.worker.process_folder(folder, study, sink=self.sink,
+                                                 source=f"dicom://{self.aet}@{self.host}:{self.port}/studies/{study}")
             except ArchiveError as exc:
                 out = {"study": study, "outcome": "failed" if exc.transient else "refused", "message": str(exc)}
             except Exception as exc:  # noqa: BLE001 - keep listening

@@ -115,7 +115,9 @@ class Worker:
                 if not stats["instances"]:
                     return {"study": study_uid, "outcome": "refused", "seconds": time.perf_counter() - t0,
                             "message": f"study {study_uid} has no image series ({', '.join(stats['skipped_series']) or 'empty'})"}
-                out = self.process_folder(tmp / "study", study_uid, sink=archive, force=force)
+                # the download is deleted afterwards: the findings name the study by its archive address
+                out = self.process_folder(tmp / "study", study_uid, sink=archive, force=force,
+                                          source=f"{archive.name}/studies/{study_uid}")
                 out.update(download_seconds=round(download_s, 3), downloaded=stats)
             finally:
                 self._remove_later(tmp)
@@ -125,15 +127,16 @@ class Worker:
         return out
 
     # ------------------------------------------------------------------ a study on disk
-    def process_folder(self, folder: Path, study_uid: str, *, sink, force: bool = False) -> dict:
-        """Analyse the study in ``folder`` and store SEG + SR through ``sink.store(datasets, study_uid)``."""
+    def process_folder(self, folder: Path, study_uid: str, *, sink, force: bool = False, source: str | None = None) -> dict:
+        """Analyse the study in ``folder`` and store SEG + SR through ``sink.store(datasets, study_uid)``;
+        ``source``: how the findings name the study (default: the folder)."""
         import pydicom
 
         from ..analyze import analyze_study
 
         out_dir = self.out_root / study_uid
         t0 = time.perf_counter()
-        findings = analyze_study(folder, out_dir, self.model, register=self.register)
+        findings = analyze_study(folder, out_dir, self.model, register=self.register, source=source)
         analyse_s = time.perf_counter() - t0
         base = {"study": study_uid, "analyse_seconds": round(analyse_s, 3), "findings": str(out_dir / "findings.json"),
                 "status": findings.get("status")}

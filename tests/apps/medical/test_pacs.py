@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from pathlib import Path
 
 import pytest
 from test_pacs_support import FaultProxy, skip_reason, start_orthanc, write_study
@@ -98,6 +99,8 @@ def test_watch_end_to_end_seg_and_sr_read_back(orthanc, worker, studies, tmp_pat
             pytest.approx([float(v) for v in src.ImagePositionPatient], abs=1e-3)
     assert seg.FrameOfReferenceUID == next(iter(mr.values())).FrameOfReferenceUID
     findings = json.loads((worker.out_root / study["study_uid"] / "findings.json").read_text())
+    # the download folder is gone: the findings name the study by its address in the archive
+    assert findings["study"].endswith(f"/studies/{study['study_uid']}") and "mm-pacs-" not in json.dumps(findings)
     assert int(seg.pixel_array.sum()) == findings["lesion"]["voxels"]
     report = read_report(pydicom.dcmread(io.BytesIO(orthanc.instance_files(srs[0]["id"])[0])))
     assert report["measurements"]["Volume"] == pytest.approx(findings["lesion"]["volume_ml"])
@@ -208,6 +211,8 @@ def test_dimse_listener_receives_a_study_and_delivers_results(orthanc, worker, t
     assert [o["outcome"] for o in outs] == ["done"], outs
     assert [len(x) for x in ours(orthanc, study["study_uid"])] == [1, 1]
     assert not (tmp_path / "inbox" / study["study_uid"]).exists()     # delivered, so the inbox copy is gone
+    findings = json.loads(Path(outs[0]["findings"]).read_text())    # ... and the findings do not name it
+    assert findings["study"] == f"dicom://{listener.aet}@{listener.host}:{listener.port}/studies/{study['study_uid']}"
 
 
 def test_bad_archives_and_studies_give_clear_messages_and_lose_nothing(orthanc, worker, tmp_path, caplog):
