@@ -312,12 +312,16 @@ def _analyze_folders(folders: list[Path], out: Path, model, *, register: bool, p
 
 
 def _relabel(findings: dict, folder: str, source: str | None) -> None:
-    """Messages and errors that name files of ``folder`` name them under ``source`` instead."""
-    if not source:
-        return
-    findings["messages"] = [m.replace(folder, source) for m in findings["messages"]]
-    if isinstance(findings.get("error"), str):
-        findings["error"] = findings["error"].replace(folder, source)
+    """Every text of the findings that names files of ``folder`` names them under ``source`` instead."""
+    def swap(value):
+        if isinstance(value, str):
+            return value.replace(folder, source)
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        return [swap(v) for v in value] if isinstance(value, list) else value
+
+    if source:
+        findings.update({k: swap(v) for k, v in findings.items()})
 
 
 def _has_nifti(folder: Path) -> bool:

@@ -5,9 +5,9 @@ Arrow's own JSON reader (the parse was half of the fast engine's time).  Why not
 converts a JSON value to the column's type where the row adapters refuse it (``"id": 1.5`` read into
 a VARCHAR column becomes ``'1.5'``, ``"text": 123`` becomes ``'123'``, ``"verified": "yes"`` a
 BOOLEAN true).  So string and boolean leaves are read as VARCHAR (integers as DOUBLE, short
-strings as JSON: below) and :func:`strict_table` decides, from what DuckDB produced, whether the JSON value could have been of another type than the one the adapter
-accepts; such a row is marked for the adapter (:mod:`.twitter`, :mod:`.reddit`), which gives it
-its exact value or its reject.  The rules, per kind of leaf:
+strings as JSON: below) and :func:`strict_table` decides, from what DuckDB produced, whether the
+JSON value could have been of another type than the one the adapter accepts; such a row is marked
+for the adapter (:mod:`.twitter`, :mod:`.reddit`), which gives it its exact value or its reject.  The rules, per kind of leaf:
 
 - ``text`` (strings only): the text of a number, ``true``/``false``, or anything opening with
   ``{``/``[`` (an object or array written as JSON) is suspect;
@@ -176,7 +176,7 @@ class DuckJsonReader:
         try:
             rel = self.con.read_json(io.BytesIO(data), format="newline_delimited", columns=self.columns)
             return rel.to_arrow_table()
-        except self.error as exc:
+        except (self.error, UnicodeDecodeError) as exc:  # (a message quoting bad UTF-8 fails to decode)
             raise BlockRefused(str(exc).split("\n")[0]) from None
 
 
@@ -209,7 +209,7 @@ class DuckJsonStream:
         try:  # DuckDB reads the first rows at once: a refused line there means no stream
             rel = self.con.read_json(str(path), format="newline_delimited", columns=columns, compression="uncompressed")
             self.reader = rel.to_arrow_reader(batch_rows)
-        except self.error:
+        except (self.error, ValueError):  # (a message quoting bad UTF-8 arrives as UnicodeDecodeError)
             self.close()
 
     @staticmethod
@@ -227,7 +227,7 @@ class DuckJsonStream:
                 batch = self.reader.read_next_batch()
                 self.buffer.append(batch)
                 self.have += batch.num_rows
-        except (StopIteration, self.error):
+        except (StopIteration, self.error, ValueError):
             self.close()
             return None
         table = pa.Table.from_batches(self.buffer)
@@ -250,7 +250,10 @@ def _same_line(id_text: str | None, line, json: bool = False) -> bool:
     if not id_text:
         return False
     value = re.escape(id_text.encode())
-    written = value if json else rb'(?:"' + value + rb'"|' + value + rb"(?=[\s,}]))"
+    if json:  # a string's JSON text ends with its quote; a number needs the end of the value
+        written = value if id_text.startswith('"') else value + rb"(?=[\s,}])"
+    else:
+        written = rb'(?:"' + value + rb'"|' + value + rb"(?=[\s,}]))"
     return re.search(rb'"id"\s*:\s*' + written, bytes(line)) is not None
 
 

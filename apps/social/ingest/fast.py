@@ -4,7 +4,9 @@ twarc2 ``flatten`` JSONL (one tweet per line, the common form of a large collect
 NDJSON (plain or compressed) are parsed a block of lines at a time by DuckDB's JSON reader against
 :data:`.fast_twitter.TWEET_SCHEMA` / :data:`.fast_reddit.REDDIT_SCHEMA`, held to the row adapters'
 types by :mod:`.duck_json`, and converted with pyarrow compute (:func:`.fast_twitter.tweet_tables`,
-:func:`.fast_reddit.reddit_tables`): no Python object per row.  When the parser refuses a block
+:func:`.fast_reddit.reddit_tables`): no Python object per row.  A whole uncompressed file is read by
+DuckDB itself (:class:`.duck_json.DuckJsonStream`) as long as its rows and the blocks' lines line
+up; the blocks are still read here, for line numbers and the raw text of lines left to adapters.  When the parser refuses a block
 (a line of the wrong shape), the block is halved until the refusing lines are alone (at most
 :data:`LEAF` lines a piece); those lines, and the rows marked as not plain posts, go through the
 row adapters of :mod:`.run` exactly as in the streaming engine, so every reject keeps its line

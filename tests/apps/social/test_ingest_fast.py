@@ -254,6 +254,7 @@ def test_stream_checks_rows_and_lines_line_up():
     assert not _same_line("10", b'{"id": "105"}') and not _same_line("10", b'{"id": 105}')
     assert not _same_line("105", b'{"text": "105", "id": "106"}') and not _same_line(None, b'{"id": "1"}')
     assert _same_line('"t3_x"', b'{"id": "t3_x"}', json=True) and not _same_line('"t3_x"', b'{"id": "t3_xy"}', json=True)
+    assert _same_line("7", b'{"id": 7}', json=True) and not _same_line("7", b'{"id": 75}', json=True)
 
 
 def test_json_typed_leaves_pass_only_plain_strings():
@@ -284,3 +285,18 @@ def test_raw_lines_lack_key():
     assert not RawLines(block.replace(b'"title"', b'"b\\u006fdy"'), starts).lacks_key("body", 2)
     view = memoryview(b"xx" + block)[2:]  # a view into a larger buffer: searched in place
     assert RawLines(view, starts).lacks_key("body", 2)
+
+
+@pytest.mark.parametrize("fmt", ["twitter", "reddit"])
+def test_duckdb_message_cut_inside_a_character_is_a_refused_line(tmp_path, fmt):
+    """DuckDB quotes a refused object in its message, cut at a byte count: inside a multi-byte
+    character the message fails to decode (UnicodeDecodeError, not a DuckDB error).  That line goes
+    to the adapter like any refused line, in the whole-file stream and in the block reader."""
+    refused = '{"id": "1", "x": "' + "é" * 300 + '", "id": "2"}'  # a duplicate key
+    plain = _tweet(5) if fmt == "twitter" else json.dumps({"id": "a1", "name": "t3_a1", "author": "u", "created_utc": 1700000000,
+                                                           "title": "t", "subreddit": "s"})
+    for name, lines in (("first", [refused, plain]), ("later", [plain, refused, plain])):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        stats = _both(tmp_path / name, [path], fmt=fmt)
+        assert stats.rejected == 1
