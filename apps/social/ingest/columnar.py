@@ -64,9 +64,12 @@ def _as_numbers(array: pa.Array) -> np.ndarray | None:
     if length.min() < 1 or length.max() > 19:
         return None
     values = np.frombuffer(array.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
-    if ((values - 48) > 9).any() or ((values[offsets[:-1] - offsets[0]] == 48) & (length > 1)).any():
+    if ((values[offsets[:-1] - offsets[0]] == 48) & (length > 1)).any():  # "07" and "7" are two IDs
         return None
-    return pc.cast(array, pa.uint64()).to_numpy()
+    try:  # Arrow's cast reads digits only (no sign, no space): any other byte raises
+        return pc.cast(array, pa.uint64()).to_numpy()
+    except pa.ArrowInvalid:
+        return None
 
 
 def _codes(array, numbers: np.ndarray | None = None) -> np.ndarray:

@@ -71,6 +71,8 @@ def test_blank_matches_python_isspace():
     (["1", None], False),
     (["12345678901234567890"], False),  # 20 digits may not fit
     (["1a", "1"], False),
+    (["+1", "1"], False),           # a sign or a space: not the digits of a number
+    ([" 1", "2"], False),
     (["u01", "u02", "u01"], False),
 ])
 def test_codes_numbered_by_first_appearance(values, numeric):
