@@ -198,7 +198,7 @@ class _CountingStream(fast_mod.DuckJsonStream):
 
 
 @pytest.mark.parametrize("odd", [None, "{broken", "", '{"id": "1"} null', "null", "AT_BLOCK_EDGE", "NUMBER_ID",
-                                 "BAD_UTF8"])
+                                 "BAD_UTF8", "CRLF"])
 def test_whole_file_stream_identical(tmp_path, monkeypatch, odd):
     """DuckDB reading the whole file serves block after block in line order; a line it refuses, a
     blank or a non-object line ends it there, and the rest is parsed a block at a time: the same
@@ -213,16 +213,17 @@ def test_whole_file_stream_identical(tmp_path, monkeypatch, odd):
         lines[0], lines[-1] = "{broken", "{broken"
     elif odd == "BAD_UTF8":  # DuckDB refuses the line (bad UTF-8 anywhere); the adapters count it
         lines[200] = _tweet(200, text="cafQQ")
-    elif odd is not None:
+    elif odd not in (None, "CRLF"):
         lines[200] = odd
     path = tmp_path / "t.jsonl"
-    path.write_bytes(("\n".join(lines) + "\n").encode().replace(b"cafQQ", b"caf\xe9"))
+    end = "\r\n" if odd == "CRLF" else "\n"
+    path.write_bytes((end.join(lines) + end).encode().replace(b"cafQQ", b"caf\xe9"))
     stats = _both(tmp_path, [path], fmt="twitter")
     assert stats.non_utf8_lines == (odd == "BAD_UTF8")
     firsts = [first for first, _, _ in fast_mod.plain_blocks(path)]
     before_odd = sum(first <= 201 for first in firsts[1:])  # blocks wholly before line 201
     assert len(firsts) > 40
-    if odd in (None, "NUMBER_ID"):
+    if odd in (None, "NUMBER_ID", "CRLF"):
         assert _CountingStream.served == len(firsts)  # every block came from the stream
     elif odd in ("", "null"):  # DuckDB reads past them; the block holding one ends the stream
         assert _CountingStream.served == before_odd
