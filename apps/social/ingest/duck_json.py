@@ -192,7 +192,8 @@ class DuckJsonStream:
     that opens an object, skips only blank lines, and raises on a line holding anything else
     (checked by a test).  The caller offers only blocks whose every line opens an object and stops
     using the stream at the first block that does not (:meth:`close`); :meth:`take` also checks
-    that the block's last row is its last line (its ``id`` is in that line's raw text) and gives
+    that the block's first and last rows are its first and last lines (their ``id`` is in those
+    lines' raw text: a shift by one row cannot pass both by chance on real data) and gives
     None, closing the stream, when DuckDB refused a line or the rows and lines do not line up: the
     caller then parses that block and the rest on its own, a block at a time."""
 
@@ -217,9 +218,10 @@ class DuckJsonStream:
         """Whether DuckDB reads ``path`` as written (no glob characters in it)."""
         return not GLOB.search(str(path))
 
-    def take(self, n: int, last_line) -> pa.Table | None:
-        """The next ``n`` rows (``last_line``: the raw bytes of the last of the block's lines), or
-        None (the stream is then closed)."""
+    def take(self, n: int, first_line, last_line) -> pa.Table | None:
+        """The next ``n`` rows (``first_line``, ``last_line``: the raw bytes of the block's first and
+        last lines, which must give the first and last rows' ``id``), or None (the stream is then
+        closed)."""
         if self.reader is None:
             return None
         try:
@@ -234,7 +236,9 @@ class DuckJsonStream:
         rest = table.slice(n)
         self.buffer, self.have = rest.to_batches(), rest.num_rows
         table = table.slice(0, n)
-        if not _same_line(table["id"][n - 1].as_py() if n else None, last_line, self.json_id):
+        ids = table["id"]
+        if not n or not (_same_line(ids[0].as_py(), first_line, self.json_id)
+                         and _same_line(ids[n - 1].as_py(), last_line, self.json_id)):
             self.close()
             return None
         return table

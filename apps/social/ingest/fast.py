@@ -140,7 +140,7 @@ class FastFile:
             starts, ends = np.r_[0, inner + 1], np.r_[inner, len(buf) - closed]
             parsed = None
             if self.stream is not None:
-                parsed = self.stream.take(n_lines, block[starts[-1]:ends[-1]])
+                parsed = self.stream.take(n_lines, block[starts[0]:ends[0]], block[starts[-1]:ends[-1]])
                 self.stream = self.stream if parsed is not None else None
             self.parse(block, starts, ends, first + np.arange(n_lines, dtype=np.int64), parsed)
             self.writer.end_block()

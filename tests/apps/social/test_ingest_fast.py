@@ -191,8 +191,8 @@ class _CountingStream(fast_mod.DuckJsonStream):
     """The whole-file stream, counting the blocks it served."""
     served = 0
 
-    def take(self, n, last_line):
-        table = super().take(n, last_line)
+    def take(self, n, first_line, last_line):
+        table = super().take(n, first_line, last_line)
         type(self).served += table is not None
         return table
 
@@ -245,6 +245,19 @@ def test_whole_file_stream_reddit_and_glob_path(tmp_path, monkeypatch):
     _CountingStream.served = 0
     _both(tmp_path / "g", [odd], fmt="reddit")
     assert _CountingStream.served == 0
+
+
+def test_stream_refuses_rows_that_are_not_the_blocks_lines(tmp_path):
+    from apps.social.ingest.duck_json import DuckJsonStream
+    from apps.social.ingest.fast_twitter import TWEET_KINDS, TWEET_SCHEMA
+
+    lines = [_tweet(i).encode() for i in range(6)]
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    stream = DuckJsonStream(path, TWEET_SCHEMA, TWEET_KINDS)
+    assert stream.take(2, lines[0], lines[1])["id"].to_pylist() == ["100", "101"]
+    assert stream.take(2, lines[3], lines[4]) is None  # the rows are lines 2 and 3: the stream stops
+    assert stream.reader is None and stream.take(1, lines[4], lines[4]) is None
 
 
 def test_stream_checks_rows_and_lines_line_up():
