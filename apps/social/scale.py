@@ -253,7 +253,7 @@ def dask_encode_minilm(texts, store: str | Path, client=None, backend: str = "to
     whole map was a 63 MiB task graph)."""
     import torch
 
-    from mmcore.represent.text_encoder import MiniLMEncoder, text_hash
+    from mmcore.represent.text_encoder import MiniLMEncoder, minilm_model_id, text_hash
     from mmcore.represent.text_quant import EmbeddingStore
 
     texts = list(texts)
@@ -270,8 +270,7 @@ def dask_encode_minilm(texts, store: str | Path, client=None, backend: str = "to
         slots = np.asarray(slots, np.int64)
         out[rows(slots)] = np.repeat(vectors, counts[slots], axis=0)
 
-    model_id = "all-MiniLM-L6-v2" + ("" if backend == "torch" else f"/{backend}")
-    db = EmbeddingStore(Path(store).with_suffix(".sqlite"), model_id, MiniLMEncoder.dim)
+    db = EmbeddingStore(Path(store).with_suffix(".sqlite"), minilm_model_id(backend), MiniLMEncoder.dim)
     todo: list[int] = []
     for s in range(0, len(hashes), lookup):
         known = db.get(hashes[s:s + lookup])

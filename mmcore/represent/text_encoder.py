@@ -48,6 +48,11 @@ def minilm_model_dir() -> Path | None:
     return path if (path / "config.json").exists() else None
 
 
+def minilm_model_id(backend: str = "torch") -> str:
+    """The key of MiniLM embeddings from ``backend`` in a shared store (int8 vectors differ from fp32)."""
+    return "all-MiniLM-L6-v2" + ("" if backend == "torch" else f"/{backend}")
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -78,7 +83,7 @@ class MiniLMEncoder:
         self.device = torch.device(device)
         self.model = AutoModel.from_pretrained(str(model_dir)).eval().to(self.device)
         self.backend = backend
-        self.model_id = "all-MiniLM-L6-v2" + ("" if backend == "torch" else f"/{backend}")
+        self.model_id = minilm_model_id(backend)
         if self.device.type == "cuda" and backend == "torch":
             # fp16 batches on a GPU: ~2x the fp32 throughput; embeddings keyed apart in a shared store
             self.model.half()

@@ -213,10 +213,14 @@ class DuckJsonStream:
         except (self.error, ValueError):  # (a message quoting bad UTF-8 arrives as UnicodeDecodeError)
             self.close()
 
-    @staticmethod
-    def usable(path) -> bool:
-        """Whether DuckDB reads ``path`` as written (no glob characters in it)."""
-        return not GLOB.search(str(path))
+    @classmethod
+    def open(cls, path, schema: pa.Schema, kinds: dict[str, str] | None = None) -> DuckJsonStream | None:
+        """The stream over ``path``, or None when DuckDB cannot serve it: glob characters in the
+        path (DuckDB would expand them) or a line it refuses among the first it reads."""
+        if GLOB.search(str(path)):
+            return None
+        stream = cls(path, schema, kinds)
+        return stream if stream.reader is not None else None
 
     def take(self, n: int, first_line, last_line) -> pa.Table | None:
         """The next ``n`` rows (``first_line``, ``last_line``: the raw bytes of the block's first and

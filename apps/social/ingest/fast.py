@@ -187,9 +187,8 @@ class FastFile:
         """Ingest the lines; return the last line number read."""
         try:
             codec = sniff(self.path)
-            if codec is None and not start and end is None and self.fmt in SCHEMAS and DuckJsonStream.usable(self.path):
-                self.stream = DuckJsonStream(self.path, *SCHEMAS[self.fmt])
-                self.stream = self.stream if self.stream.reader is not None else None
+            if codec is None and not start and end is None and self.fmt in SCHEMAS:
+                self.stream = DuckJsonStream.open(self.path, *SCHEMAS[self.fmt])
             if codec is None or (codec == "zstd" and not start and end is None):
                 blocks = plain_blocks(self.path, start, end) if codec is None \
                     else stream_blocks(self.path, read=BLOCK_BYTES)

@@ -84,7 +84,7 @@ def reddit_tables(t: pa.Table, rec: np.ndarray, labels: tuple | None = None, med
     unsure = np.flatnonzero(~body_valid & ~is_t1)  # a "body": null key makes the adapter read a comment
     # a submissions-only block, or one whose every "body" key is a comment's, needs no regex scan
     if len(unsure) and (raw is None or not raw.lacks_key("body", len(body_valid) - body.null_count)):
-        slow[unsure] |= raw.matching(*BODY_NULL)[unsure] if raw is not None else True
+        slow[unsure] |= raw.holding(unsure, *BODY_NULL) if raw is not None else True
     comment = body_valid | is_t1
     slow |= _blank(c["id"]) | _blank(c["author"])
     created = _epoch_ms(c["created_utc"], slow, np.ones(n, bool))
